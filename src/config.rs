@@ -1,0 +1,269 @@
+//! The filter's JSON configuration, exactly as an operator writes it.
+//!
+//! These types are the product's public API. They only describe the shape of the JSON; every
+//! semantic check (ranges, names, templates) happens in [`crate::policy`], which compiles this
+//! model into the form the request path uses.
+
+use serde::Deserialize;
+
+use crate::duration::WindowSpec;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Off: every request passes untouched, no headers are written.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `enforce` refuses over-limit requests; `shadow` counts, logs and writes headers but never refuses.
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub response: ResponseConfig,
+    pub rules: Vec<RuleConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Prefix of every shared-data key this filter writes. Distinct filters (or Istio plugins,
+    /// which share one namespace) must use distinct prefixes.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Clients tracked per rule. Memory is bounded by this number whatever the traffic.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: u32,
+    /// Clients stored together in one shared-data value (one read and one write per request).
+    #[serde(default = "default_slots_per_page")]
+    pub slots_per_page: u32,
+    /// What a request of a new client gets when every slot it may use holds an active window.
+    #[serde(default)]
+    pub on_full: FailPolicy,
+    /// Compare-and-swap attempts before giving up on one request.
+    #[serde(default = "default_cas_attempts")]
+    pub cas_attempts: u32,
+    /// What a request gets when all compare-and-swap attempts lost the race.
+    #[serde(default = "allow")]
+    pub on_contention: FailPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            key_prefix: default_prefix(),
+            max_clients: default_max_clients(),
+            slots_per_page: default_slots_per_page(),
+            on_full: FailPolicy::default(),
+            cas_attempts: default_cas_attempts(),
+            on_contention: allow(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "ratelimit".to_string()
+}
+fn default_max_clients() -> u32 {
+    10_000
+}
+fn default_slots_per_page() -> u32 {
+    16
+}
+fn default_cas_attempts() -> u32 {
+    32
+}
+fn allow() -> FailPolicy {
+    FailPolicy::Allow
+}
+
+/// `deny` refuses the request (fail closed), `allow` lets it through uncounted (fail open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailPolicy {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Status of the local reply to a refused request.
+    #[serde(default = "default_status")]
+    pub status: u32,
+    #[serde(default)]
+    pub headers: HeadersConfig,
+    /// JSON template of the refusal body; `{{placeholder}}` strings are filled per request.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            status: default_status(),
+            headers: HeadersConfig::default(),
+            body: None,
+        }
+    }
+}
+
+fn default_status() -> u32 {
+    429
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub style: HeaderStyle,
+    #[serde(default)]
+    pub reset: ResetFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderStyle {
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    #[default]
+    XRateLimit,
+    /// No rate-limit headers (a 429 still carries `Retry-After`).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetFormat {
+    /// Unix epoch seconds.
+    #[default]
+    EpochSeconds,
+    /// Seconds from now.
+    DeltaSeconds,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique; used in shared-data key names, logs and (later) metrics.
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// Matching requests pass untouched: no key, no counting, no headers.
+    #[serde(default)]
+    pub exempt: bool,
+    /// Where the client key comes from: the first source that yields a key wins.
+    #[serde(default)]
+    pub key: Vec<KeySource>,
+    #[serde(default)]
+    pub on_missing_key: MissingKeyPolicy,
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub path: Option<PathMatch>,
+    /// Upper-case HTTP methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Host names (`api.example.com`, `*.example.com`); the port is ignored; empty means any.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Envoy route names (`xds.route_name`); empty means any.
+    #[serde(default)]
+    pub route_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-wise prefix: `/api` matches `/api` and `/api/x`, not `/apix`.
+    Prefix(String),
+    /// Segments with parameters: `/api/links/:id/qr`; `*` matches any one segment.
+    Template(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeySource {
+    /// The value of a request header, e.g. `x-api-key`.
+    Header(String),
+    /// The value of a query parameter, e.g. `api_key`.
+    Query(String),
+    /// The token of `Authorization: Bearer <token>`.
+    Bearer {},
+    /// The client IP address.
+    ClientIp(ClientIpConfig),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpConfig {
+    /// 0: the downstream address Envoy sees (`source.address`). N > 0: the N-th address from the
+    /// right of `x-forwarded-for`, written by the N trusted proxies in front of Envoy; a shorter
+    /// chain falls back to `source.address`.
+    #[serde(default)]
+    pub trusted_hops: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingKeyPolicy {
+    /// All requests without a key share one counter.
+    #[default]
+    Shared,
+    /// Requests without a key pass uncounted.
+    Allow,
+    /// Requests without a key are refused with 401.
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Names the limit in headers, bodies and logs; defaults to the window, e.g. `60s`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub requests: u64,
+    pub window: WindowSpec,
+}
+
+/// Parses the configuration, naming the JSON path of the first shape error.
+pub fn parse(bytes: &[u8]) -> Result<FilterConfig, crate::policy::ConfigError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(crate::policy::ConfigError::new(
+            "$",
+            "the configuration must be a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<FilterConfig, _> = serde_path_to_error::deserialize(&mut de);
+    let config = parsed.map_err(|err| {
+        let path = err.path().to_string();
+        let path = match path.as_str() {
+            "." => "$".to_string(),
+            p if p.starts_with('[') => format!("${p}"),
+            p => format!("$.{p}"),
+        };
+        crate::policy::ConfigError::new(path, err.into_inner().to_string())
+    })?;
+    de.end()
+        .map_err(|err| crate::policy::ConfigError::new("$", err.to_string()))?;
+    Ok(config)
+}

@@ -1,0 +1,144 @@
+//! The proxy-wasm glue: root and HTTP contexts, shared data, properties. Thin by design; the
+//! decisions are made in [`crate::engine`].
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel};
+
+use crate::client_key::RequestView;
+use crate::engine::{self, Action};
+use crate::policy::{self, CompiledConfig};
+use crate::response::Headers;
+use crate::store::{CasMismatch, SharedStore};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot { config: None }) });
+}}
+
+struct RateLimitRoot {
+    config: Option<Rc<CompiledConfig>>,
+}
+
+impl Context for RateLimitRoot {}
+
+impl RootContext for RateLimitRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match policy::load(&bytes) {
+            Ok(config) => {
+                log::info!(
+                    "ratelimit: configuration loaded ({} rules)",
+                    config.rules.len()
+                );
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    log::error!("ratelimit: invalid configuration: {error}");
+                }
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone()?;
+        Some(Box::new(RateLimitHttp {
+            config,
+            response_headers: None,
+            replied_locally: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Per-request state only: the headers to add to the response, and whether the filter answered.
+struct RateLimitHttp {
+    config: Rc<CompiledConfig>,
+    response_headers: Option<Headers>,
+    replied_locally: bool,
+}
+
+impl Context for RateLimitHttp {}
+
+impl HttpContext for RateLimitHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+        let now_ms = self
+            .get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let handled = engine::handle(&self.config, &HostStore, &HostRequest(self), now_ms);
+        match handled.action {
+            Action::Pass => HostAction::Continue,
+            Action::Allow(headers) => {
+                if !headers.is_empty() {
+                    self.response_headers = Some(headers);
+                }
+                HostAction::Continue
+            }
+            Action::Refuse(reply) => {
+                self.replied_locally = true;
+                let headers: Vec<(&str, &str)> = reply
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
+                self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
+                HostAction::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(
+        &mut self,
+        _num_headers: usize,
+        _end_of_stream: bool,
+    ) -> HostAction {
+        // The filter's own local reply passes through here too: it already carries its headers.
+        if self.replied_locally {
+            return HostAction::Continue;
+        }
+        if let Some(headers) = self.response_headers.take() {
+            for (name, value) in &headers {
+                self.set_http_response_header(name, Some(value));
+            }
+        }
+        HostAction::Continue
+    }
+}
+
+/// Request attributes, read from the host on demand.
+struct HostRequest<'a>(&'a RateLimitHttp);
+
+impl RequestView for HostRequest<'_> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.0.get_http_request_header_bytes(name)
+    }
+    fn source_address(&self) -> Option<Vec<u8>> {
+        self.0.get_property(vec!["source", "address"])
+    }
+    fn route_name(&self) -> Option<Vec<u8>> {
+        self.0.get_property(vec!["xds", "route_name"])
+    }
+}
+
+/// proxy-wasm shared data: one map per VM id, shared by every worker thread.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+    }
+}

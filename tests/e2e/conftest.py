@@ -1,0 +1,32 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import WASM, Envoy, Upstream  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    if not WASM.exists():
+        pytest.exit(f"{WASM} is missing: build it first (make build)", returncode=2)
+    up = Upstream()
+    yield up
+    up.close()
+
+
+@pytest.fixture
+def start_envoy(upstream):
+    """Starts Envoys for one test and stops every one of them afterwards, pass or fail."""
+    started: list[Envoy] = []
+
+    def start(filter_config, concurrency: int = 2, wait: bool = True) -> Envoy:
+        envoy = Envoy(filter_config, upstream, concurrency=concurrency)
+        started.append(envoy)
+        return envoy.start(wait=wait)
+
+    yield start
+    for envoy in started:
+        envoy.close()

@@ -1,0 +1,233 @@
+"""Starting and stopping a real Envoy with the filter, and talking HTTP to it.
+
+Every process is started here and stopped by its own process id (never by name), also when a test
+fails. Envoy runs from `envoy/envoy.yaml` with only ports, the .wasm path, the concurrency and the
+filter configuration swapped, so the tests exercise the config users run.
+"""
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_ratelimit_wasm.wasm"
+UPSTREAM = ROOT / "envoy" / "demo_upstream.py"
+
+
+def envoy_binary() -> str:
+    explicit = os.environ.get("ENVOY_BIN")
+    if explicit:
+        return explicit
+    local = ROOT / ".venv" / "bin" / "envoy"
+    return str(local) if local.exists() else "envoy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Stops exactly this process: SIGTERM, then SIGKILL if it does not exit."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+class Upstream:
+    """The demo upstream on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(UPSTREAM), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+def render_config(
+    filter_config: dict | str | None,
+    upstream_port: int,
+    listen_port: int,
+    admin_port: int,
+) -> dict:
+    """envoy/envoy.yaml with ports, .wasm path and (optionally) the filter configuration swapped."""
+    config = yaml.safe_load(ENVOY_YAML.read_text())
+    config = copy.deepcopy(config)
+    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = listen_port
+    cluster = config["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    endpoint["address"]["socket_address"]["port_value"] = upstream_port
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+    plugin = wasm["typed_config"]["config"]
+    plugin["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    if filter_config is not None:
+        text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
+        plugin["configuration"]["value"] = text
+    return config
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Envoy:
+    """A running Envoy with the filter."""
+
+    filter_config: dict | str | None
+    upstream: Upstream
+    concurrency: int = 2
+    listen_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, wait: bool = True) -> "Envoy":
+        config = render_config(self.filter_config, self.upstream.port, self.listen_port, self.admin_port)
+        workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
+        config_path = workdir / "envoy.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "envoy.log"
+        self.proc = subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c", str(config_path),
+                "--concurrency", str(self.concurrency),
+                "--disable-hot-restart",
+                "--log-level", "info",
+                "--log-path", str(self.log_path),
+                "--file-flush-interval-msec", "100",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.proc is not None
+        wait_for_port(self.admin_port, self.proc, timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if admin_get(self.admin_port, "/ready").strip() == "LIVE":
+                    wait_for_port(self.listen_port, self.proc, timeout)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("envoy not ready")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
+
+    def request(
+        self,
+        path: str,
+        headers: dict | None = None,
+        method: str = "GET",
+        conn: http.client.HTTPConnection | None = None,
+    ) -> Response:
+        own = conn is None
+        conn = conn or self.connection()
+        try:
+            conn.request(method, path, headers=headers or {})
+            r = conn.getresponse()
+            body = r.read()
+            return Response(r.status, r.getheaders(), body)
+        finally:
+            if own:
+                conn.close()
+
+    def burst(self, path: str, headers: dict, total: int, connections: int) -> list[Response]:
+        """`total` requests over `connections` parallel keep-alive connections."""
+        per_conn = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
+
+        def run(n: int) -> list[Response]:
+            conn = self.connection()
+            try:
+                return [self.request(path, headers, conn=conn) for _ in range(n)]
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(max_workers=connections) as pool:
+            results = list(pool.map(run, per_conn))
+        return [r for chunk in results for r in chunk]
+
+
+def admin_get(port: int, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()

@@ -1,0 +1,222 @@
+"""The filter end to end, in a real Envoy (V8), through envoy/envoy.yaml."""
+import re
+import subprocess
+import time
+from collections import Counter
+
+from harness import ROOT, admin_get, envoy_binary
+
+
+def rule(name="api", limits=None, key=None, **extra):
+    r = {"name": name, "limits": limits or [{"requests": 3, "window": "30s"}]}
+    if key is not None:
+        r["key"] = key
+    r.update(extra)
+    return r
+
+
+API_KEY = [{"header": "x-api-key"}]
+
+
+def sleep_until(t):
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def statuses(responses):
+    return [r.status for r in responses]
+
+
+def test_exact_admission_count_across_four_workers(start_envoy):
+    envoy = start_envoy(
+        {"rules": [rule(key=API_KEY, limits=[{"requests": 100, "window": "30s"}])]},
+        concurrency=4,
+    )
+    started = time.monotonic()
+    responses = envoy.burst("/api/items", {"x-api-key": "hammer"}, total=600, connections=48)
+    elapsed = time.monotonic() - started
+    assert elapsed < 25, "the burst must fit in one window for the count to be exact"
+    assert Counter(statuses(responses)) == {200: 100, 429: 500}
+    # The connections really were spread over several worker threads (several VMs).
+    stats = admin_get(envoy.admin_port, "/stats?filter=worker_.*downstream_cx_total")
+    busy = [int(v) for v in re.findall(r"worker_\d+\.downstream_cx_total: (\d+)", stats) if int(v) > 0]
+    assert len(busy) >= 2, stats
+
+
+def test_the_window_slides(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=API_KEY, limits=[{"requests": 4, "window": "2s"}])]})
+    h = {"x-api-key": "slider"}
+    t0 = time.monotonic()
+    assert statuses([envoy.request("/x", h) for _ in range(2)]) == [200, 200]
+    sleep_until(t0 + 1.0)
+    assert statuses([envoy.request("/x", h) for _ in range(3)]) == [200, 200, 429]
+    # At 2.3 s the requests of 0 s have left the window, those of 1.0 s have not: exactly 2 fit.
+    # (A fixed 2 s window would have reset and admitted 4.)
+    sleep_until(t0 + 2.3)
+    assert statuses([envoy.request("/x", h) for _ in range(3)]) == [200, 200, 429]
+    # At 3.3 s the 1.0 s requests are gone, the 2.3 s ones still count.
+    sleep_until(t0 + 3.3)
+    assert statuses([envoy.request("/x", h) for _ in range(3)]) == [200, 200, 429]
+
+
+def test_each_key_has_its_own_counter(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=API_KEY)]})
+    a, b = {"x-api-key": "key-a"}, {"x-api-key": "key-b"}
+    assert statuses([envoy.request("/x", a) for _ in range(4)]) == [200, 200, 200, 429]
+    assert statuses([envoy.request("/x", b) for _ in range(4)]) == [200, 200, 200, 429]
+    assert envoy.request("/x", a).status == 429
+
+
+def test_falls_back_to_the_client_ip(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=[{"header": "x-api-key"}, {"client_ip": {}}])]})
+    assert statuses([envoy.request("/x") for _ in range(4)]) == [200, 200, 200, 429]
+    assert envoy.request("/x", {"x-api-key": "has-a-key"}).status == 200
+    assert envoy.request("/x").status == 429
+    # A forged X-Forwarded-For does not change the key without trusted hops.
+    assert envoy.request("/x", {"x-forwarded-for": "198.51.100.77"}).status == 429
+
+
+def test_exempt_routes_pass_untouched(start_envoy):
+    envoy = start_envoy(
+        {
+            "rules": [
+                {"name": "health", "match": {"path": {"exact": "/healthz"}}, "exempt": True},
+                rule(limits=[{"requests": 1, "window": "30s"}]),
+            ]
+        }
+    )
+    for path in ["/healthz"] * 20 + ["/healthz/", "/HEALTHZ?x=1"]:
+        r = envoy.request(path)
+        assert r.status == 200, path
+        assert r.header("x-ratelimit-limit") is None, path
+    assert envoy.request("/other").status == 200
+    assert envoy.request("/other").status == 429
+    # A path that only looks like the exempt one is limited.
+    assert envoy.request("/healthz/../other").status == 429
+
+
+def test_several_limits_hold_together(start_envoy):
+    limits = [
+        {"name": "per_second", "requests": 2, "window": "1s"},
+        {"name": "per_3s", "requests": 3, "window": "3s"},
+    ]
+    envoy = start_envoy({"rules": [rule(key=API_KEY, limits=limits)]})
+    h = {"x-api-key": "multi"}
+    t0 = time.monotonic()
+    first = [envoy.request("/x", h) for _ in range(3)]
+    assert statuses(first) == [200, 200, 429]
+    assert first[2].json()["policy"] == "per_second"
+    assert first[2].header("x-ratelimit-limit") == "2"
+    sleep_until(t0 + 1.2)
+    second = [envoy.request("/x", h) for _ in range(2)]
+    assert statuses(second) == [200, 429]
+    assert second[0].header("x-ratelimit-limit") == "3", "the 3 s limit is now the tighter one"
+    assert second[0].header("x-ratelimit-remaining") == "0"
+    assert second[1].json()["policy"] == "per_3s"
+    assert second[1].header("x-ratelimit-limit") == "3"
+
+
+def test_headers_and_body_exactly(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=API_KEY, limits=[{"name": "per_10s", "requests": 2, "window": "10s"}])]})
+    h = {"x-api-key": "exact"}
+    before = time.time()
+    r1, r2, r3 = (envoy.request("/x", h) for _ in range(3))
+    after = time.time()
+    for r, remaining in ((r1, "1"), (r2, "0")):
+        assert r.status == 200
+        assert r.json()["upstream"] == "demo", "allowed requests reach the upstream"
+        assert r.all("x-ratelimit-limit") == ["2"]
+        assert r.all("x-ratelimit-remaining") == [remaining]
+        reset = int(r.header("x-ratelimit-reset"))
+        assert before < reset <= after + 10.5 + 1, "the oldest request leaves within one window and one sub-window"
+        assert r.header("retry-after") is None
+    assert r3.status == 429
+    names = Counter(k.lower() for k, _ in r3.headers)
+    for name in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "content-type"):
+        assert names[name] == 1, f"{name} appears {names[name]} times in {r3.headers}"
+    assert r3.header("content-type") == "application/json"
+    assert r3.header("x-ratelimit-limit") == "2"
+    assert r3.header("x-ratelimit-remaining") == "0"
+    retry_after = int(r3.header("retry-after"))
+    reset = int(r3.header("x-ratelimit-reset"))
+    assert 9 <= retry_after <= 11
+    assert abs(reset - (after + retry_after)) <= 2
+    assert r3.json() == {
+        "error": "too_many_requests",
+        "message": f"Rate limit exceeded: 2 requests per 10s. Retry in {retry_after} seconds.",
+        "policy": "per_10s",
+        "limit": 2,
+        "window_seconds": 10,
+        "retry_after": retry_after,
+        "reset": reset,
+    }
+
+
+def test_retry_after_is_honoured(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "2s"}])]})
+    h = {"x-api-key": "patient"}
+    assert statuses([envoy.request("/x", h) for _ in range(3)]) == [200, 200, 429]
+    refused = envoy.request("/x", h)
+    assert refused.status == 429
+    wait = int(refused.header("retry-after"))
+    assert 1 <= wait <= 3
+    time.sleep(wait)
+    assert envoy.request("/x", h).status == 200
+
+
+def test_shadow_mode_never_refuses(start_envoy):
+    envoy = start_envoy({"mode": "shadow", "rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "30s"}])]})
+    responses = [envoy.request("/x", {"x-api-key": "shadowed"}) for _ in range(5)]
+    assert statuses(responses) == [200] * 5
+    assert [r.header("x-ratelimit-remaining") for r in responses] == ["1", "0", "0", "0", "0"]
+    assert all(r.header("retry-after") is None for r in responses)
+    time.sleep(0.2)
+    assert "verdict=Refused allowed=false shadow=true" in envoy.log()
+
+
+def test_disabled_filter_does_nothing(start_envoy):
+    envoy = start_envoy({"enabled": False, "rules": [rule(limits=[{"requests": 1, "window": "30s"}])]})
+    responses = [envoy.request("/x") for _ in range(5)]
+    assert statuses(responses) == [200] * 5
+    assert all(r.header("x-ratelimit-limit") is None for r in responses)
+
+
+def test_missing_key_can_be_refused(start_envoy):
+    envoy = start_envoy({"rules": [rule(key=API_KEY, on_missing_key="deny")]})
+    r = envoy.request("/x")
+    assert r.status == 401
+    assert r.json()["error"] == "missing_client_key"
+    assert envoy.request("/x", {"x-api-key": "present"}).status == 200
+
+
+def test_a_malformed_config_stops_envoy_and_names_the_field(start_envoy):
+    bad = {"rules": [rule(limits=[{"requests": 5, "window": "5 parsecs"}])]}
+    envoy = start_envoy(bad, wait=False)
+    code = envoy.proc.wait(60)
+    assert code != 0
+    log = envoy.log()
+    assert "$.rules[0].limits[0].window" in log, log[-3000:]
+    assert "unit" in log
+
+
+def test_the_shipped_config_runs_as_documented(start_envoy):
+    envoy = start_envoy(None)  # the filter configuration of envoy/envoy.yaml, unchanged
+    assert all(envoy.request("/healthz").status == 200 for _ in range(15))
+    h = {"x-api-key": "demo"}
+    assert statuses([envoy.request("/api/links/bulk", h) for _ in range(4)]) == [200, 200, 200, 429]
+    links = [envoy.request("/api/links", h) for _ in range(11)]
+    assert statuses(links) == [200] * 10 + [429]
+    assert links[0].header("x-ratelimit-remaining") == "9"
+
+
+def test_the_shipped_envoy_yaml_validates():
+    run = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", "envoy/envoy.yaml", "--disable-hot-restart"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "OK" in run.stdout + run.stderr
