@@ -49,6 +49,9 @@ e2e: setup build
 validate: setup build
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --disable-hot-restart
 
+# Benchmarks (make bench) live in bench/, with their own make fragment.
+-include bench/bench.mk
+
 clean:
 	cargo clean
 	rm -rf $(VENV) .wasm-target
