@@ -31,6 +31,14 @@ pub enum Placeholder {
     RequestId,
     /// The response status (number).
     Status,
+    /// The violated limit's error code (text; its name when it has no `code`).
+    Code,
+    /// The violated limit's message (text; itself filled).
+    Message,
+    /// The client's plan (text, or null without plans).
+    Plan,
+    /// The names of every violated limit (array of text).
+    ViolatedPolicies,
 }
 
 const NAMES: &[(&str, Placeholder)] = &[
@@ -45,6 +53,10 @@ const NAMES: &[(&str, Placeholder)] = &[
     ("rule", Placeholder::Rule),
     ("request_id", Placeholder::RequestId),
     ("status", Placeholder::Status),
+    ("code", Placeholder::Code),
+    ("message", Placeholder::Message),
+    ("plan", Placeholder::Plan),
+    ("violated_policies", Placeholder::ViolatedPolicies),
 ];
 
 /// A filled placeholder.
@@ -52,6 +64,7 @@ const NAMES: &[(&str, Placeholder)] = &[
 pub enum Filled {
     Number(u64),
     Text(String),
+    List(Vec<String>),
     Null,
 }
 
@@ -89,6 +102,59 @@ pub struct TemplateError {
     pub message: String,
 }
 
+/// A text with placeholders, filled as text (limit messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTemplate {
+    pieces: Vec<Piece>,
+}
+
+impl TextTemplate {
+    /// `forbidden` placeholders (e.g. `message` inside a message) are an error.
+    pub fn compile(text: &str, forbidden: &[Placeholder]) -> Result<Self, String> {
+        let pieces = parse_pieces(text)?;
+        for piece in &pieces {
+            if let Piece::Slot(p) = piece {
+                if forbidden.contains(p) {
+                    return Err(format!("{text:?} may not use {{{{{}}}}} here", name_of(*p)));
+                }
+            }
+        }
+        Ok(TextTemplate { pieces })
+    }
+
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.pieces.iter().any(|p| *p == Piece::Slot(placeholder))
+    }
+
+    pub fn render(&self, values: &dyn Placeholders) -> String {
+        fill_text(&self.pieces, values)
+    }
+}
+
+fn name_of(placeholder: Placeholder) -> &'static str {
+    NAMES
+        .iter()
+        .find(|(_, p)| *p == placeholder)
+        .map(|(n, _)| *n)
+        .unwrap_or("?")
+}
+
+fn fill_text(pieces: &[Piece], values: &dyn Placeholders) -> String {
+    let mut text = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(l) => text.push_str(l),
+            Piece::Slot(p) => match values.fill(*p) {
+                Filled::Number(n) => text.push_str(&n.to_string()),
+                Filled::Text(t) => text.push_str(&t),
+                Filled::List(items) => text.push_str(&items.join(", ")),
+                Filled::Null => {}
+            },
+        }
+    }
+    text
+}
+
 impl BodyTemplate {
     pub fn compile(template: &Value) -> Result<Self, TemplateError> {
         let mut uses_request_id = false;
@@ -102,6 +168,20 @@ impl BodyTemplate {
     /// Whether rendering needs the request id (so the host reads it only then).
     pub fn uses_request_id(&self) -> bool {
         self.uses_request_id
+    }
+
+    /// Whether the template mentions `placeholder` anywhere.
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        fn walk(node: &Node, p: Placeholder) -> bool {
+            match node {
+                Node::Fixed(_) => false,
+                Node::Typed(q) => *q == p,
+                Node::Text(pieces) => pieces.contains(&Piece::Slot(p)),
+                Node::Array(items) => items.iter().any(|n| walk(n, p)),
+                Node::Object(fields) => fields.iter().any(|(_, n)| walk(n, p)),
+            }
+        }
+        walk(&self.root, placeholder)
     }
 
     pub fn render(&self, values: &dyn Placeholders) -> String {
@@ -194,22 +274,10 @@ fn render_node(node: &Node, values: &dyn Placeholders, out: &mut String) {
         Node::Typed(p) => match values.fill(*p) {
             Filled::Number(n) => out.push_str(&n.to_string()),
             Filled::Text(t) => out.push_str(&Value::String(t).to_string()),
+            Filled::List(items) => out.push_str(&Value::from(items).to_string()),
             Filled::Null => out.push_str("null"),
         },
-        Node::Text(pieces) => {
-            let mut text = String::new();
-            for piece in pieces {
-                match piece {
-                    Piece::Literal(l) => text.push_str(l),
-                    Piece::Slot(p) => match values.fill(*p) {
-                        Filled::Number(n) => text.push_str(&n.to_string()),
-                        Filled::Text(t) => text.push_str(&t),
-                        Filled::Null => {}
-                    },
-                }
-            }
-            out.push_str(&Value::String(text).to_string());
-        }
+        Node::Text(pieces) => out.push_str(&Value::String(fill_text(pieces, values)).to_string()),
         Node::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {

@@ -21,7 +21,25 @@ pub struct FilterConfig {
     pub store: StoreConfig,
     #[serde(default)]
     pub response: ResponseConfig,
+    /// Client tiers; limits can differ per plan.
+    #[serde(default)]
+    pub plans: Option<PlansConfig>,
     pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansConfig {
+    /// Every plan name limits may refer to.
+    pub names: Vec<String>,
+    /// The plan of a request whose plan is unknown or missing.
+    pub default: String,
+    /// A request header carrying the plan, set by a trusted filter (e.g. a JWT claim).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A static client key → plan map, for small deployments; it wins over the header.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -106,9 +124,15 @@ pub struct ResponseConfig {
     pub status: u32,
     #[serde(default)]
     pub headers: HeadersConfig,
+    /// A ready-made body and content type; `body` and `content_type` override it.
+    #[serde(default)]
+    pub preset: BodyPreset,
     /// JSON template of the refusal body; `{{placeholder}}` strings are filled per request.
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// Content type of the refusal body.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 impl Default for ResponseConfig {
@@ -116,9 +140,21 @@ impl Default for ResponseConfig {
         ResponseConfig {
             status: default_status(),
             headers: HeadersConfig::default(),
+            preset: BodyPreset::default(),
             body: None,
+            content_type: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyPreset {
+    /// `{"error": "too_many_requests", "message": ..., "limit": ..., "retry_after": ...}`.
+    #[default]
+    Default,
+    /// RFC 9457 `application/problem+json` with the violated policies.
+    ProblemJson,
 }
 
 fn default_status() -> u32 {
@@ -132,6 +168,13 @@ pub struct HeadersConfig {
     pub style: HeaderStyle,
     #[serde(default)]
     pub reset: ResetFormat,
+    /// Header names replacing the style's own: keys `limit`, `remaining`, `reset`, `policy`,
+    /// `ratelimit`.
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
+    /// Headers of the style not to send: `limit`, `remaining`, `reset`, `policy`, `ratelimit`.
+    #[serde(default)]
+    pub hide: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -140,6 +183,12 @@ pub enum HeaderStyle {
     /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
     #[default]
     XRateLimit,
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds from now), as in the
+    /// IETF draft up to version 06 and Envoy's `DRAFT_VERSION_03`.
+    Draft03,
+    /// IETF draft-11 structured fields: `RateLimit-Policy: "name";q=100;w=60` and
+    /// `RateLimit: "name";r=50;t=30`, one item per limit.
+    DraftIetf,
     /// No rate-limit headers (a 429 still carries `Retry-After`).
     None,
 }
@@ -169,8 +218,42 @@ pub struct RuleConfig {
     pub key: Vec<KeySource>,
     #[serde(default)]
     pub on_missing_key: MissingKeyPolicy,
+    /// What one request costs against this rule's limits.
+    #[serde(default)]
+    pub cost: Option<CostConfig>,
+    /// Other rules whose limits apply to the matching requests too (e.g. a general per-client
+    /// limit beside an endpoint's own), each with its own key, cost and counters.
+    #[serde(default)]
+    pub also: Vec<String>,
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
+}
+
+/// A fixed cost, or one read from the request (bulk and batch endpoints).
+#[derive(Debug, Clone)]
+pub enum CostConfig {
+    Fixed(u64),
+    FromRequest(CostFromRequest),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostFromRequest {
+    /// Request header holding a whole number.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Query parameter holding a whole number.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Cost when the value is missing or not a whole number from 1 up.
+    #[serde(default = "one")]
+    pub default: u64,
+    /// Values above are charged as `max`.
+    pub max: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,9 +323,64 @@ pub struct LimitConfig {
     /// Names the limit in headers, bodies and logs; defaults to the window, e.g. `60s`.
     #[serde(default)]
     pub name: Option<String>,
-    pub requests: u64,
+    /// A number, or a number per plan; 0 or an absent plan means no limit at this level.
+    pub requests: Requests,
     pub window: WindowSpec,
+    /// Error code for bodies (`{{code}}`), e.g. `rate_limit_minute`.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Message for bodies (`{{message}}`); may itself contain placeholders.
+    #[serde(default)]
+    pub message: Option<String>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requests {
+    All(u64),
+    PerPlan(std::collections::BTreeMap<String, u64>),
+}
+
+/// "A number, or an object": the two shapes `requests` and `cost` take, with serde's own
+/// messages for each shape (an untagged enum would only say "did not match any variant").
+macro_rules! number_or_object {
+    ($ty:ident, $number:ident, $object:ident, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<$ty, E> {
+                        Ok($ty::$number(n))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$ty, A::Error> {
+                        Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                            .map($ty::$object)
+                    }
+                }
+                deserializer.deserialize_any(V)
+            }
+        }
+    };
+}
+
+number_or_object!(
+    Requests,
+    All,
+    PerPlan,
+    "a whole number, or an object of whole numbers per plan"
+);
+number_or_object!(
+    CostConfig,
+    Fixed,
+    FromRequest,
+    "a whole number, or {\"header\" or \"query\", \"default\", \"max\"}"
+);
 
 /// Parses the configuration, naming the JSON path of the first shape error.
 pub fn parse(bytes: &[u8]) -> Result<FilterConfig, crate::policy::ConfigError> {

@@ -1,13 +1,14 @@
-//! One request, start to finish, in plain Rust: pick the rule, find the key, ask the limiter,
-//! and say what the host should do. The host layer only carries this out.
+//! One request, start to finish, in plain Rust: pick the rule, find the key and plan, ask the
+//! limiter for every rule that applies, and say what the host should do. The host layer only
+//! carries this out.
 
 use crate::client_hash::{client_hash, display_hash, KeyKind};
-use crate::client_key::{extract, RequestView};
+use crate::client_key::{extract, query_value, RequestView};
 use crate::config::MissingKeyPolicy;
-use crate::limiter::{self, Decision, Verdict};
-use crate::policy::{CompiledConfig, LimitedRule, Rule, RuleAction};
+use crate::limiter::{self, Verdict};
+use crate::policy::{CompiledConfig, Cost, LimitedRule, Rule, RuleAction};
 use crate::request_path::canonical_segments;
-use crate::response::{self, Headers, LocalReply};
+use crate::response::{self, Checked, Headers, LocalReply, Outcome};
 use crate::route_match::RouteFacts;
 use crate::store::SharedStore;
 
@@ -27,6 +28,7 @@ pub enum Action {
 pub struct Handled {
     pub action: Action,
     pub rule: Option<String>,
+    /// The last limiter verdict (the refusing one when refused).
     pub verdict: Option<Verdict>,
     /// The request would have been refused, but the filter is in shadow mode.
     pub shadow_refusal: bool,
@@ -71,6 +73,43 @@ pub fn select_rule<'a>(config: &'a CompiledConfig, request: &dyn RequestView) ->
         .find(|rule| rule.matcher.matches(&facts))
 }
 
+/// The cost of a request against a rule: fixed, or a whole number from a header or query
+/// parameter (missing, malformed or 0: the default; above the maximum: the maximum).
+pub fn cost_of(cost: &Cost, request: &dyn RequestView) -> u64 {
+    match cost {
+        Cost::Fixed(n) => *n,
+        Cost::FromRequest {
+            header,
+            query,
+            default,
+            max,
+        } => {
+            let raw = match (header, query) {
+                (Some(h), _) => request.header(h),
+                (None, Some(q)) => request.header(":path").and_then(|p| query_value(&p, q)),
+                (None, None) => None,
+            };
+            let parsed = raw
+                .and_then(|v| {
+                    std::str::from_utf8(v.trim_ascii())
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                })
+                .filter(|&n| n > 0);
+            parsed.map_or(*default, |n| n.min(*max))
+        }
+    }
+}
+
+/// A count taken in one rule's store, to give back if a later rule refuses the request.
+struct Taken<'a> {
+    rule: &'a LimitedRule,
+    client: u64,
+    cost: u64,
+    at_ms: u64,
+    first_checked: usize,
+}
+
 pub fn handle(
     config: &CompiledConfig,
     store: &dyn SharedStore,
@@ -83,103 +122,201 @@ pub fn handle(
     let Some(rule) = select_rule(config, request) else {
         return Handled::pass(None);
     };
-    let RuleAction::Limit(limited) = &rule.action else {
+    let RuleAction::Limit(primary) = &rule.action else {
         return Handled::pass(Some(rule));
     };
-    let (kind, key) = match extract(&limited.key, request) {
-        Some(found) => found,
-        None => match limited.on_missing_key {
-            MissingKeyPolicy::Shared => (KeyKind::Missing, Vec::new()),
-            MissingKeyPolicy::Allow => {
-                return Handled {
-                    missing_key: true,
-                    ..Handled::pass(Some(rule))
-                };
-            }
-            MissingKeyPolicy::Deny => {
-                let action = if config.shadow {
-                    Action::Pass
-                } else {
-                    Action::Refuse(response::missing_key(&rule.name))
-                };
-                return Handled {
-                    action,
-                    missing_key: true,
-                    ..Handled::pass(Some(rule))
-                };
-            }
-        },
-    };
-    let client = client_hash(config.hash_seed, kind, &key);
-    let decision = limiter::check(store, &limited.policy, &config.store, client, 1, now_ms);
-    let mut handled = Handled {
-        action: Action::Pass,
-        rule: Some(rule.name.clone()),
-        verdict: Some(decision.verdict),
-        shadow_refusal: false,
-        missing_key: kind == KeyKind::Missing,
-    };
-    handled.action = act(config, rule, limited, &decision, request);
-    if !decision.allowed && config.shadow {
-        handled.shadow_refusal = true;
-    }
-    if !decision.allowed || decision.verdict != Verdict::Admitted {
-        log::info!(
-            "ratelimit: rule={} client={} verdict={:?} allowed={} shadow={}",
-            rule.name,
-            display_hash(client),
-            decision.verdict,
-            decision.allowed,
-            config.shadow
+    let primary_key = extract(&primary.key, request);
+    let plans = &config.plans;
+    let plan_header = plans.header.as_deref().and_then(|h| request.header(h));
+    let plan = plans.resolve(
+        primary_key.as_ref().map(|(_, k)| k.as_slice()),
+        plan_header.as_deref(),
+    );
+    let plan_name = config.has_plans().then(|| plans.names[plan].as_str());
+
+    let applied = std::iter::once(primary).chain(primary.also.iter().filter_map(|&i| {
+        match &config.rules[i].action {
+            RuleAction::Limit(other) => Some(other),
+            RuleAction::Exempt => None,
+        }
+    }));
+    let mut handled = Handled::pass(Some(rule));
+    let mut checked: Vec<Checked> = Vec::new();
+    let mut taken: Vec<Taken> = Vec::new();
+    let mut clock = now_ms;
+    let mut refused = false;
+    for (n, limited) in applied.enumerate() {
+        let key = if n == 0 {
+            primary_key.clone()
+        } else {
+            extract(&limited.key, request)
+        };
+        let (kind, key) = match key {
+            Some(found) => found,
+            None => match limited.on_missing_key {
+                MissingKeyPolicy::Shared => (KeyKind::Missing, Vec::new()),
+                MissingKeyPolicy::Allow => {
+                    handled.missing_key = true;
+                    continue;
+                }
+                MissingKeyPolicy::Deny => {
+                    give_back(config, store, &taken);
+                    handled.missing_key = true;
+                    if !config.shadow {
+                        handled.action = Action::Refuse(response::missing_key(&rule.name));
+                    }
+                    return handled;
+                }
+            },
+        };
+        handled.missing_key |= kind == KeyKind::Missing;
+        let requests = limited.requests_for(plan);
+        if requests.iter().all(|&r| r == 0) {
+            continue; // no limit at any level for this plan
+        }
+        let cost = cost_of(&limited.cost, request);
+        let client = client_hash(config.hash_seed, kind, &key);
+        let decision = limiter::check(
+            store,
+            &limited.policy,
+            &config.store,
+            client,
+            cost,
+            &requests,
+            now_ms,
         );
+        handled.verdict = Some(decision.verdict);
+        clock = clock.max(decision.now_ms);
+        let first_checked = checked.len();
+        checked.extend(decision.statuses.iter().map(|s| Checked {
+            limit: &limited.limits[s.limit_index],
+            status: *s,
+        }));
+        match decision.verdict {
+            Verdict::Admitted => taken.push(Taken {
+                rule: limited,
+                client,
+                cost,
+                at_ms: decision.now_ms,
+                first_checked,
+            }),
+            Verdict::Refused => {
+                refused = true;
+                log_refusal(config, rule, client, plan_name, decision.verdict, false);
+                break;
+            }
+            Verdict::StoreFull | Verdict::Contention => {
+                log_refusal(
+                    config,
+                    rule,
+                    client,
+                    plan_name,
+                    decision.verdict,
+                    decision.allowed,
+                );
+                if !decision.allowed {
+                    give_back(config, store, &taken);
+                    if config.shadow {
+                        handled.shadow_refusal = true;
+                    } else {
+                        let limit = &limited.limits[0];
+                        let reply = response::refusal_without_status(
+                            &config.response,
+                            limit,
+                            requests[0],
+                            &rule.name,
+                            decision.now_ms,
+                        );
+                        handled.action = Action::Refuse(reply);
+                    }
+                    return handled;
+                }
+            }
+        }
     }
+    if refused {
+        // A refused request consumes no quota: give back what earlier rules counted, and report
+        // their quota as it stands.
+        give_back(config, store, &taken);
+        for t in &taken {
+            let end = taken_end(&taken, t, checked.len());
+            for c in &mut checked[t.first_checked..end] {
+                c.status.remaining = (c.status.remaining + t.cost).min(c.status.requests);
+            }
+        }
+    }
+    if checked.is_empty() {
+        return handled;
+    }
+    let outcome = Outcome {
+        now_ms: clock,
+        checked,
+        plan: plan_name,
+    };
+    let response = &config.response;
+    handled.action = if refused && !config.shadow {
+        let request_id = if response.body.uses_request_id() {
+            request
+                .header("x-request-id")
+                .map(|id| String::from_utf8_lossy(&id).into_owned())
+        } else {
+            None
+        };
+        Action::Refuse(response::refusal(
+            response, &outcome, &rule.name, request_id,
+        ))
+    } else {
+        Action::Allow(response::rate_limit_headers(response, &outcome, false))
+    };
+    handled.shadow_refusal = refused && config.shadow;
     handled
 }
 
-fn act(
-    config: &CompiledConfig,
-    rule: &Rule,
-    limited: &LimitedRule,
-    decision: &Decision,
-    request: &dyn RequestView,
-) -> Action {
-    let response = &config.response;
-    match (decision.verdict, decision.allowed) {
-        (Verdict::Admitted, _) => {
-            Action::Allow(response::rate_limit_headers(response, decision, false))
-        }
-        // Shadow mode reports the quota as it stands but never refuses.
-        (Verdict::Refused, _) if config.shadow => {
-            Action::Allow(response::rate_limit_headers(response, decision, false))
-        }
-        (Verdict::Refused, _) => {
-            let request_id = if response.body.uses_request_id() {
-                request
-                    .header("x-request-id")
-                    .map(|id| String::from_utf8_lossy(&id).into_owned())
-            } else {
-                None
-            };
-            Action::Refuse(response::refusal(
-                response,
-                decision,
-                &limited.policy.limits,
-                &rule.name,
-                request_id,
-            ))
-        }
-        // The store could not decide: the fail policy said allow, or shadow mode allows anyway.
-        (_, true) => Action::Pass,
-        (_, false) if config.shadow => Action::Pass,
-        (_, false) => Action::Refuse(response::refusal_without_status(
-            response,
-            &limited.policy.limits,
-            &rule.name,
-            decision.now_ms,
-        )),
+/// Where the statuses of `t` end in the checked list: where the next taken count's begin.
+fn taken_end(taken: &[Taken], t: &Taken, total: usize) -> usize {
+    taken
+        .iter()
+        .map(|o| o.first_checked)
+        .filter(|&f| f > t.first_checked)
+        .min()
+        .unwrap_or(total)
+}
+
+fn give_back(config: &CompiledConfig, store: &dyn SharedStore, taken: &[Taken]) {
+    for t in taken {
+        limiter::refund(
+            store,
+            &t.rule.policy,
+            &config.store,
+            t.client,
+            t.cost,
+            t.at_ms,
+        );
     }
 }
 
+fn log_refusal(
+    config: &CompiledConfig,
+    rule: &Rule,
+    client: u64,
+    plan: Option<&str>,
+    verdict: Verdict,
+    allowed: bool,
+) {
+    log::info!(
+        "ratelimit: rule={} client={} plan={} verdict={:?} action={} shadow={}",
+        rule.name,
+        display_hash(client),
+        plan.unwrap_or("-"),
+        verdict,
+        if allowed || config.shadow {
+            "pass"
+        } else {
+            "refuse"
+        },
+        config.shadow
+    );
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,8 +370,14 @@ mod tests {
             let Action::Allow(headers) = handle(&config, &store, &request, T0).action else {
                 panic!()
             };
-            assert_eq!(headers[0], ("x-ratelimit-limit", "5".to_string()));
-            assert_eq!(headers[1], ("x-ratelimit-remaining", left.to_string()));
+            assert_eq!(
+                headers[0],
+                ("x-ratelimit-limit".to_string(), "5".to_string())
+            );
+            assert_eq!(
+                headers[1],
+                ("x-ratelimit-remaining".to_string(), left.to_string())
+            );
         }
         let Action::Refuse(reply) = handle(&config, &store, &request, T0 + 500).action else {
             panic!()
@@ -242,7 +385,9 @@ mod tests {
         assert_eq!(reply.status, 429);
         // T0's 3 s sub-window began 2 s before T0; it leaves the window at T0 + 61 s.
         assert!(
-            reply.headers.contains(&("retry-after", "61".to_string())),
+            reply
+                .headers
+                .contains(&("retry-after".to_string(), "61".to_string())),
             "{:?}",
             reply.headers
         );
@@ -384,5 +529,165 @@ mod tests {
             Action::Pass,
             "no path: no rule matches '/'"
         );
+    }
+
+    const PLANS: &str = r#"{
+        "plans": {"names": ["free", "pro", "business", "enterprise"], "default": "free",
+                  "header": "x-plan", "keys": {"static-pro-key": "pro"}},
+        "rules": [
+            {"name": "bulk", "match": {"path": {"prefix": "/bulk"}}, "key": [{"header": "x-api-key"}],
+             "cost": {"header": "x-batch-size", "default": 1, "max": 10}, "also": ["general"],
+             "limits": [{"name": "bulk_minute", "requests": 20, "window": "1m"}]},
+            {"name": "general", "match": {"path": {"prefix": "/"}}, "key": [{"header": "x-api-key"}],
+             "limits": [
+                {"name": "minute", "window": "1m", "requests": {"free": 3, "pro": 5}, "code": "rate_limit_minute"},
+                {"name": "second", "window": "1s", "requests": {"business": 2}}
+             ]}
+        ]
+    }"#;
+
+    fn outcome_of(
+        config: &CompiledConfig,
+        store: &MemoryStore,
+        request: &FakeRequest,
+    ) -> (u16, Vec<(String, String)>, String) {
+        match handle(config, store, request, T0).action {
+            Action::Allow(h) => (200, h, String::new()),
+            Action::Refuse(r) => (r.status as u16, r.headers, r.body),
+            Action::Pass => (200, vec![], String::new()),
+        }
+    }
+
+    #[test]
+    fn plans_pick_the_limits() {
+        let config = load(PLANS.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let admitted = |headers: &[(&str, &str)]| {
+            (0..10)
+                .filter(|_| outcome_of(&config, &store, &get("/x", headers)).0 == 200)
+                .count()
+        };
+        assert_eq!(
+            admitted(&[("x-api-key", "free-1")]),
+            3,
+            "no plan header: the default plan"
+        );
+        assert_eq!(admitted(&[("x-api-key", "pro-1"), ("x-plan", "PRO")]), 5);
+        assert_eq!(
+            admitted(&[("x-api-key", "odd"), ("x-plan", "platinum")]),
+            3,
+            "unknown plan: default"
+        );
+        assert_eq!(
+            admitted(&[("x-api-key", "static-pro-key"), ("x-plan", "free")]),
+            5,
+            "the static map wins"
+        );
+        assert_eq!(
+            admitted(&[("x-api-key", "biz"), ("x-plan", "business")]),
+            2,
+            "business: 2 per second only"
+        );
+        assert_eq!(
+            admitted(&[("x-api-key", "ent"), ("x-plan", "enterprise")]),
+            10,
+            "no limit at any level"
+        );
+        let (_, headers, _) = outcome_of(
+            &config,
+            &store,
+            &get("/x", &[("x-api-key", "ent2"), ("x-plan", "enterprise")]),
+        );
+        assert!(headers.is_empty(), "an unlimited plan gets no headers");
+    }
+
+    #[test]
+    fn an_endpoint_rule_also_counts_against_the_general_limit() {
+        let config = load(PLANS.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let key = [("x-api-key", "k")];
+        // Free plan: general 3/min. Two bulk requests, then one plain request: general exhausted.
+        assert_eq!(outcome_of(&config, &store, &get("/bulk", &key)).0, 200);
+        assert_eq!(outcome_of(&config, &store, &get("/bulk", &key)).0, 200);
+        assert_eq!(outcome_of(&config, &store, &get("/x", &key)).0, 200);
+        let (status, headers, body) = outcome_of(&config, &store, &get("/bulk", &key));
+        assert_eq!(status, 429);
+        assert!(body.contains("\"policy\":\"minute\""), "{body}");
+        assert!(
+            headers.contains(&("x-ratelimit-limit".into(), "3".into())),
+            "{headers:?}"
+        );
+    }
+
+    #[test]
+    fn a_request_refused_by_a_later_rule_consumes_nothing_in_earlier_ones() {
+        let config = load(PLANS.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let key = [("x-api-key", "k"), ("x-plan", "pro")];
+        for _ in 0..5 {
+            assert_eq!(outcome_of(&config, &store, &get("/x", &key)).0, 200);
+        }
+        // The general limit is exhausted: bulk requests are refused and refunded from bulk.
+        for _ in 0..30 {
+            assert_eq!(
+                outcome_of(
+                    &config,
+                    &store,
+                    &get(
+                        "/bulk",
+                        &[
+                            ("x-api-key", "k"),
+                            ("x-plan", "pro"),
+                            ("x-batch-size", "10")
+                        ]
+                    )
+                )
+                .0,
+                429
+            );
+        }
+        // Upgrade to business (no minute limit, 2 per second): two seconds later bulk still has
+        // its whole quota of 20, i.e. two requests of cost 10, and not a third.
+        let business = get(
+            "/bulk",
+            &[
+                ("x-api-key", "k"),
+                ("x-plan", "business"),
+                ("x-batch-size", "10"),
+            ],
+        );
+        let later = T0 + 2_000;
+        assert!(matches!(
+            handle(&config, &store, &business, later).action,
+            Action::Allow(_)
+        ));
+        assert!(matches!(
+            handle(&config, &store, &business, later).action,
+            Action::Allow(_)
+        ));
+        let Action::Refuse(reply) = handle(&config, &store, &business, later + 1_000).action else {
+            panic!()
+        };
+        assert!(
+            reply.body.contains("\"policy\":\"bulk_minute\""),
+            "{}",
+            reply.body
+        );
+    }
+
+    #[test]
+    fn costs_come_from_the_request_within_bounds() {
+        let config = load(PLANS.as_bytes()).unwrap();
+        let RuleAction::Limit(bulk) = &config.rules[0].action else {
+            panic!()
+        };
+        let cost = |v: &str| cost_of(&bulk.cost, &get("/bulk", &[("x-batch-size", v)]));
+        assert_eq!(cost("4"), 4);
+        assert_eq!(cost(" 7 "), 7);
+        assert_eq!(cost("1000"), 10, "capped at max");
+        for odd in ["0", "-3", "abc", "", "1e3", "99999999999999999999999"] {
+            assert_eq!(cost(odd), 1, "{odd:?} falls back to the default");
+        }
+        assert_eq!(cost_of(&bulk.cost, &get("/bulk", &[])), 1);
     }
 }

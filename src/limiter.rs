@@ -18,37 +18,32 @@ use crate::store::{CasMismatch, SharedStore};
 /// a write of a missing page with this cas creates it, a write racing another creator fails.
 pub const CREATE_CAS: u32 = u32::MAX;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitSpec {
-    pub name: String,
-    pub requests: u64,
-    pub window: SlidingWindow,
-}
-
-/// A set of limits counted together, in its own pages.
+/// A set of windows counted together, in its own pages. Which of them are enforced, and at what
+/// level, is decided per request (plans): `requests[i] == 0` leaves window `i` unenforced.
 #[derive(Debug, Clone)]
 pub struct StoredPolicy {
     /// Shared-data key prefix of this policy's pages, e.g. `ratelimit/v1/api/`.
     pub key_prefix: String,
-    pub limits: Vec<LimitSpec>,
+    pub windows: Vec<SlidingWindow>,
     pub layout: PageLayout,
     pub pages: u64,
 }
 
 impl StoredPolicy {
+    /// `max_requests[i]`: the highest level window `i` is ever enforced at (sizes its counters).
     pub fn new(
         key_prefix: String,
-        limits: Vec<LimitSpec>,
+        windows: Vec<SlidingWindow>,
+        max_requests: &[u64],
         max_clients: u64,
         slots_per_page: usize,
     ) -> Self {
-        let windows: Vec<u64> = limits.iter().map(|l| l.window.window_ms).collect();
-        let requests: Vec<u64> = limits.iter().map(|l| l.requests).collect();
-        let layout = PageLayout::new(slots_per_page, &windows, &requests);
+        let windows_ms: Vec<u64> = windows.iter().map(|w| w.window_ms).collect();
+        let layout = PageLayout::new(slots_per_page, &windows_ms, max_requests);
         let pages = max_clients.div_ceil(slots_per_page as u64).max(1);
         StoredPolicy {
             key_prefix,
-            limits,
+            windows,
             layout,
             pages,
         }
@@ -113,22 +108,32 @@ pub struct Decision {
     pub cas_retries: u32,
 }
 
-impl Decision {
-    /// The most restrictive limit: when refused, the violated limit that frees up last; when
-    /// admitted, the one with the least quota left (on a tie, the one that resets last).
-    pub fn headline(&self) -> Option<&LimitStatus> {
-        if self.statuses.iter().any(|s| !s.fits) {
-            self.statuses
-                .iter()
-                .filter(|s| !s.fits)
-                .max_by_key(|s| s.retry_at_ms.unwrap_or(u64::MAX))
-        } else {
-            self.statuses.iter().min_by(|a, b| {
+/// The most restrictive of several limit statuses: when any is violated, the violated limit that
+/// frees up last; else the one with the least quota left (on a tie, the one that resets last).
+pub fn headline_index<'a>(
+    statuses: impl Iterator<Item = &'a LimitStatus> + Clone,
+) -> Option<usize> {
+    let indexed = statuses.enumerate();
+    if indexed.clone().any(|(_, s)| !s.fits) {
+        indexed
+            .filter(|(_, s)| !s.fits)
+            .max_by_key(|(_, s)| s.retry_at_ms.unwrap_or(u64::MAX))
+            .map(|(i, _)| i)
+    } else {
+        indexed
+            .min_by(|(_, a), (_, b)| {
                 a.remaining
                     .cmp(&b.remaining)
                     .then(b.reset_at_ms.cmp(&a.reset_at_ms))
             })
-        }
+            .map(|(i, _)| i)
+    }
+}
+
+impl Decision {
+    /// The most restrictive limit (see [`headline_index`]).
+    pub fn headline(&self) -> Option<&LimitStatus> {
+        headline_index(self.statuses.iter()).map(|i| &self.statuses[i])
     }
 
     /// When a refused request can be retried: the latest retry time of the violated limits.
@@ -149,7 +154,8 @@ fn fail(verdict: Verdict, policy: FailPolicy, now_ms: u64, cas_retries: u32) -> 
     }
 }
 
-/// Decides one request of `cost` for the client whose key hashes to `client`, and counts it if
+/// Decides one request of `cost` for the client whose key hashes to `client`, against window `i`
+/// at level `requests[i]` (0: not enforced, still counted), and counts it in every window if
 /// admitted. A refused request writes nothing.
 pub fn check(
     store: &dyn SharedStore,
@@ -157,8 +163,10 @@ pub fn check(
     options: &StoreOptions,
     client: u64,
     cost: u64,
+    requests: &[u64],
     now_ms: u64,
 ) -> Decision {
+    debug_assert_eq!(requests.len(), policy.windows.len());
     let identity = client.max(1);
     let key = policy.page_key(client);
     let layout = &policy.layout;
@@ -181,36 +189,36 @@ pub fn check(
         };
         let now = now_ms.max(last_ms);
 
-        let mut rings = Vec::with_capacity(policy.limits.len());
-        let mut statuses = Vec::with_capacity(policy.limits.len());
-        for (i, limit) in policy.limits.iter().enumerate() {
+        let mut rings = Vec::with_capacity(policy.windows.len());
+        let mut statuses = Vec::with_capacity(policy.windows.len());
+        for (i, (window, &limit)) in policy.windows.iter().zip(requests).enumerate() {
             let mut ring = if is_new {
                 [0; RING]
             } else {
                 layout.read_ring(&page, slot, i)
             };
-            limit.window.advance(&mut ring, last_ms, now);
-            let e = limit.window.evaluate(&ring, now, limit.requests, cost);
-            statuses.push(LimitStatus {
-                limit_index: i,
-                requests: limit.requests,
-                window_ms: limit.window.window_ms,
-                fits: e.fits,
-                remaining: e.remaining,
-                reset_at_ms: e.reset_at_ms,
-                retry_at_ms: e.retry_at_ms,
-            });
+            window.advance(&mut ring, last_ms, now);
+            if limit > 0 {
+                let e = window.evaluate(&ring, now, limit, cost);
+                statuses.push(LimitStatus {
+                    limit_index: i,
+                    requests: limit,
+                    window_ms: window.window_ms,
+                    fits: e.fits,
+                    remaining: e.remaining,
+                    reset_at_ms: e.reset_at_ms,
+                    retry_at_ms: e.retry_at_ms,
+                });
+            }
             rings.push(ring);
         }
         if statuses.iter().any(|s| !s.fits) {
             // Over some limit: every limit reports its quota as it stands, nothing is counted.
-            for (status, (limit, ring)) in statuses.iter_mut().zip(policy.limits.iter().zip(&rings))
-            {
-                if status.fits {
-                    let e = limit.window.evaluate(ring, now, limit.requests, 0);
-                    status.remaining = e.remaining;
-                    status.reset_at_ms = e.reset_at_ms;
-                }
+            for status in statuses.iter_mut().filter(|s| s.fits) {
+                let window = &policy.windows[status.limit_index];
+                let e = window.evaluate(&rings[status.limit_index], now, status.requests, 0);
+                status.remaining = e.remaining;
+                status.reset_at_ms = e.reset_at_ms;
             }
             return Decision {
                 verdict: Verdict::Refused,
@@ -221,8 +229,8 @@ pub fn check(
             };
         }
         let cost32 = u32::try_from(cost).unwrap_or(u32::MAX);
-        for (i, (limit, ring)) in policy.limits.iter().zip(rings.iter_mut()).enumerate() {
-            limit.window.record(ring, now, cost32);
+        for (i, (window, ring)) in policy.windows.iter().zip(rings.iter_mut()).enumerate() {
+            window.record(ring, now, cost32);
             layout.write_ring(&mut page, slot, i, ring);
         }
         layout.set_header(&mut page, slot, identity, now);
@@ -251,6 +259,50 @@ pub fn check(
     )
 }
 
+/// Takes back `cost` counted for `client` at `at_ms` (the `now_ms` of its admitting decision),
+/// when a later policy refuses the same request. Best effort within `cas_attempts`; a count that
+/// has already left the window, or a slot since reused, is left alone.
+pub fn refund(
+    store: &dyn SharedStore,
+    policy: &StoredPolicy,
+    options: &StoreOptions,
+    client: u64,
+    cost: u64,
+    at_ms: u64,
+) -> bool {
+    let identity = client.max(1);
+    let key = policy.page_key(client);
+    let layout = &policy.layout;
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    for _ in 0..options.cas_attempts.max(1) {
+        let (Some(mut page), Some(cas)) = store.get(&key) else {
+            return false;
+        };
+        if !layout.recognises(&page) {
+            return false;
+        }
+        let Some(slot) = (0..layout.slots()).find(|&s| layout.identity(&page, s) == identity)
+        else {
+            return false;
+        };
+        let last_ms = layout.last_ms(&page, slot);
+        for (i, window) in policy.windows.iter().enumerate() {
+            let at = window.sub_window(at_ms);
+            if window.sub_window(last_ms).saturating_sub(at) >= RING as u64 {
+                continue;
+            }
+            let mut ring = layout.read_ring(&page, slot, i);
+            let count = &mut ring[(at % RING as u64) as usize];
+            *count = count.saturating_sub(cost);
+            layout.write_ring(&mut page, slot, i, &ring);
+        }
+        if store.set(&key, &page, Some(cas)).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 /// The slot for `identity`: its own, else an unused one, else the one idle longest among those
 /// whose every window is empty at `now_ms`. `None` when every slot holds an active client.
 fn choose_slot(
@@ -273,8 +325,7 @@ fn choose_slot(
             continue;
         }
         let last = layout.last_ms(page, slot);
-        let idle = policy.limits.iter().all(|l| {
-            let w = &l.window;
+        let idle = policy.windows.iter().all(|w| {
             // A future `last` (clock stepped back) counts as active.
             last <= now_ms && w.sub_window(now_ms) - w.sub_window(last) >= RING as u64
         });
@@ -294,17 +345,43 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000;
 
-    fn policy(limits: &[(u64, u64)], max_clients: u64, slots: usize) -> StoredPolicy {
-        let limits = limits
-            .iter()
-            .enumerate()
-            .map(|(i, &(requests, window_ms))| LimitSpec {
-                name: format!("l{i}"),
-                requests,
-                window: SlidingWindow::new(window_ms),
-            })
-            .collect();
-        StoredPolicy::new("test/v1/rule/".into(), limits, max_clients, slots)
+    /// A policy and the levels it is enforced at.
+    struct P {
+        policy: StoredPolicy,
+        requests: Vec<u64>,
+    }
+
+    impl std::ops::Deref for P {
+        type Target = StoredPolicy;
+        fn deref(&self) -> &StoredPolicy {
+            &self.policy
+        }
+    }
+
+    fn policy(limits: &[(u64, u64)], max_clients: u64, slots: usize) -> P {
+        let windows = limits.iter().map(|&(_, w)| SlidingWindow::new(w)).collect();
+        let requests: Vec<u64> = limits.iter().map(|&(r, _)| r).collect();
+        P {
+            policy: StoredPolicy::new(
+                "test/v1/rule/".into(),
+                windows,
+                &requests,
+                max_clients,
+                slots,
+            ),
+            requests,
+        }
+    }
+
+    fn check(
+        store: &dyn SharedStore,
+        p: &P,
+        options: &StoreOptions,
+        client: u64,
+        cost: u64,
+        now: u64,
+    ) -> Decision {
+        super::check(store, &p.policy, options, client, cost, &p.requests, now)
     }
 
     fn options() -> StoreOptions {

@@ -1,14 +1,17 @@
 //! The configuration compiled once at load: validated, with every error named by its JSON path,
 //! into the structures the request path uses without further checks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::body_template::BodyTemplate;
+use crate::body_template::{BodyTemplate, Placeholder, TextTemplate};
 use crate::client_key::KeySource;
-use crate::config::{self, FilterConfig, HeaderStyle, MissingKeyPolicy, Mode, ResetFormat};
+use crate::config::{
+    self, BodyPreset, CostConfig, FilterConfig, HeaderStyle, MissingKeyPolicy, Mode, Requests,
+    ResetFormat,
+};
 use crate::duration::format_window;
-use crate::limiter::{LimitSpec, StoreOptions, StoredPolicy};
+use crate::limiter::{StoreOptions, StoredPolicy};
 use crate::route_match::{HostPattern, PathPattern, RouteMatcher};
 use crate::sliding_window::SlidingWindow;
 
@@ -53,11 +56,14 @@ pub const MAX_SLOTS_PER_PAGE: u32 = 256;
 pub const MAX_TRUSTED_HOPS: u32 = 32;
 /// Shared-data layout version, part of every key name.
 pub const STORE_VERSION: &str = "v1";
+/// The plan of every request when the config declares no plans.
+pub const IMPLICIT_PLAN: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
     pub enabled: bool,
     pub shadow: bool,
+    pub plans: Plans,
     pub rules: Vec<Rule>,
     pub response: ResponsePolicy,
     pub store: StoreOptions,
@@ -66,6 +72,45 @@ pub struct CompiledConfig {
     pub needs_method: bool,
     pub needs_authority: bool,
     pub needs_route_name: bool,
+}
+
+/// Plan names, and how a request's plan is found.
+#[derive(Debug, Clone)]
+pub struct Plans {
+    /// Index = plan id. Without plans in the config: `["default"]`.
+    pub names: Vec<String>,
+    pub default: usize,
+    pub header: Option<String>,
+    /// Client key value → plan id.
+    pub keys: HashMap<Vec<u8>, usize>,
+}
+
+impl CompiledConfig {
+    /// Whether the config declares plans (else every request has the implicit one).
+    pub fn has_plans(&self) -> bool {
+        self.plans.names != [IMPLICIT_PLAN]
+    }
+}
+
+impl Plans {
+    /// The plan of a client: its key in the static map, else the plan header (a known name), else
+    /// the default.
+    pub fn resolve(&self, key: Option<&[u8]>, header: Option<&[u8]>) -> usize {
+        if let Some(plan) = key.and_then(|k| self.keys.get(k)) {
+            return *plan;
+        }
+        if let Some(value) = header {
+            let value = value.trim_ascii();
+            if let Some(plan) = self
+                .names
+                .iter()
+                .position(|n| n.as_bytes().eq_ignore_ascii_case(value))
+            {
+                return plan;
+            }
+        }
+        self.default
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +131,41 @@ pub enum RuleAction {
 pub struct LimitedRule {
     pub key: Vec<KeySource>,
     pub on_missing_key: MissingKeyPolicy,
+    pub cost: Cost,
+    /// Indices of the other rules whose limits apply too.
+    pub also: Vec<usize>,
+    pub limits: Vec<Limit>,
     pub policy: StoredPolicy,
+}
+
+impl LimitedRule {
+    /// The level of every limit for `plan` (0: not enforced).
+    pub fn requests_for(&self, plan: usize) -> Vec<u64> {
+        self.limits.iter().map(|l| l.requests[plan]).collect()
+    }
+}
+
+/// One limit as clients see it.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub name: String,
+    pub window_ms: u64,
+    /// Requests per window for each plan id; 0: no limit at this level for that plan.
+    pub requests: Vec<u64>,
+    pub code: String,
+    pub message: Option<TextTemplate>,
+}
+
+/// What one request costs against a rule's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cost {
+    Fixed(u64),
+    FromRequest {
+        header: Option<String>,
+        query: Option<Vec<u8>>,
+        default: u64,
+        max: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +173,69 @@ pub struct ResponsePolicy {
     pub status: u32,
     pub style: HeaderStyle,
     pub reset: ResetFormat,
+    pub names: HeaderNames,
     pub body: BodyTemplate,
+    pub content_type: String,
+}
+
+/// The header names in use; `None` for a hidden header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    pub limit: Option<String>,
+    pub remaining: Option<String>,
+    pub reset: Option<String>,
+    pub policy: Option<String>,
+    pub ratelimit: Option<String>,
+}
+
+const HEADER_SLOTS: [&str; 5] = ["limit", "remaining", "reset", "policy", "ratelimit"];
+
+impl HeaderNames {
+    fn for_style(style: HeaderStyle) -> Self {
+        let (limit, remaining, reset, policy, ratelimit) = match style {
+            HeaderStyle::XRateLimit => (
+                Some("x-ratelimit-limit"),
+                Some("x-ratelimit-remaining"),
+                Some("x-ratelimit-reset"),
+                None,
+                None,
+            ),
+            HeaderStyle::Draft03 => (
+                Some("ratelimit-limit"),
+                Some("ratelimit-remaining"),
+                Some("ratelimit-reset"),
+                None,
+                None,
+            ),
+            HeaderStyle::DraftIetf => (
+                None,
+                None,
+                None,
+                Some("ratelimit-policy"),
+                Some("ratelimit"),
+            ),
+            HeaderStyle::None => (None, None, None, None, None),
+        };
+        let own = |s: Option<&str>| s.map(str::to_string);
+        HeaderNames {
+            limit: own(limit),
+            remaining: own(remaining),
+            reset: own(reset),
+            policy: own(policy),
+            ratelimit: own(ratelimit),
+        }
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        match name {
+            "limit" => Some(&mut self.limit),
+            "remaining" => Some(&mut self.remaining),
+            "reset" => Some(&mut self.reset),
+            "policy" => Some(&mut self.policy),
+            "ratelimit" => Some(&mut self.ratelimit),
+            _ => None,
+        }
+    }
 }
 
 /// The body of a refusal when the config names none.
@@ -107,6 +248,17 @@ pub fn default_body() -> serde_json::Value {
         "window_seconds": "{{window_seconds}}",
         "retry_after": "{{retry_after}}",
         "reset": "{{reset}}"
+    })
+}
+
+/// RFC 9457 problem details, with the quota-exceeded problem type of the IETF rate-limit draft.
+pub fn problem_json_body() -> serde_json::Value {
+    serde_json::json!({
+        "type": "https://iana.org/assignments/http-problem-types#quota-exceeded",
+        "title": "Request cannot be satisfied as assigned quota has been exceeded",
+        "status": "{{status}}",
+        "detail": "Rate limit exceeded: {{limit}} requests per {{window}}. Retry in {{retry_after}} seconds.",
+        "violated-policies": "{{violated_policies}}"
     })
 }
 
@@ -149,27 +301,18 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
         );
     }
 
-    let response = &config.response;
-    if !(400..=599).contains(&response.status) {
-        err(
-            "$.response.status".into(),
-            format!(
-                "a refusal status must be 4xx or 5xx, got {}",
-                response.status
-            ),
-        );
-    }
-    let body = match BodyTemplate::compile(response.body.as_ref().unwrap_or(&default_body())) {
-        Ok(body) => Some(body),
-        Err(e) => {
-            err(format!("$.response.body{}", e.path), e.message);
-            None
-        }
-    };
+    let plans = compile_plans(config.plans.as_ref(), &mut err);
+    let response = compile_response(&config.response, &mut err);
 
     if config.rules.is_empty() {
         err("$.rules".into(), "needs at least one rule".into());
     }
+    let rule_index: HashMap<&str, usize> = config
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, rule) in config.rules.iter().enumerate() {
@@ -184,14 +327,18 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
         }
         let matcher = compile_match(&rule.matcher, &format!("{at}.match"), &mut err);
         let action = if rule.exempt {
-            if !rule.limits.is_empty() {
-                err(
-                    format!("{at}.limits"),
-                    "an exempt rule takes no limits".into(),
-                );
-            }
-            if !rule.key.is_empty() {
-                err(format!("{at}.key"), "an exempt rule takes no key".into());
+            for (field, given) in [
+                ("limits", !rule.limits.is_empty()),
+                ("key", !rule.key.is_empty()),
+                ("cost", rule.cost.is_some()),
+                ("also", !rule.also.is_empty()),
+            ] {
+                if given {
+                    err(
+                        format!("{at}.{field}"),
+                        format!("an exempt rule takes no {field}"),
+                    );
+                }
             }
             RuleAction::Exempt
         } else {
@@ -201,44 +348,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
                     "needs at least one limit (or \"exempt\": true)".into(),
                 );
             }
-            let mut limits = Vec::new();
-            let mut limit_names = HashSet::new();
-            for (j, limit) in rule.limits.iter().enumerate() {
-                let lat = format!("{at}.limits[{j}]");
-                if limit.requests == 0 || limit.requests > MAX_REQUESTS {
-                    err(
-                        format!("{lat}.requests"),
-                        format!(
-                            "must be between 1 and {MAX_REQUESTS}, got {}",
-                            limit.requests
-                        ),
-                    );
-                }
-                let window = limit.window.millis;
-                if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&window) {
-                    err(
-                        format!("{lat}.window"),
-                        format!(
-                            "must be between 100ms and 366d, got {}",
-                            format_window(window)
-                        ),
-                    );
-                }
-                let name = limit.name.clone().unwrap_or_else(|| format_window(window));
-                if !valid_name(&name) {
-                    err(format!("{lat}.name"), name_rule(&name));
-                } else if !limit_names.insert(name.clone()) {
-                    err(
-                        format!("{lat}.name"),
-                        format!("duplicate limit name {name:?} in this rule"),
-                    );
-                }
-                limits.push(LimitSpec {
-                    name,
-                    requests: limit.requests,
-                    window: SlidingWindow::new(window.max(1)),
-                });
-            }
+            let limits = compile_limits(&rule.limits, &plans, &at, &mut err);
             let key = if rule.key.is_empty() {
                 vec![KeySource::ClientIp { trusted_hops: 0 }]
             } else {
@@ -248,15 +358,43 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
                     .filter_map(|(k, s)| compile_key(s, &format!("{at}.key[{k}]"), &mut err))
                     .collect()
             };
+            let cost = compile_cost(rule.cost.as_ref(), &format!("{at}.cost"), &mut err);
+            let mut also = Vec::new();
+            for (k, other) in rule.also.iter().enumerate() {
+                match rule_index.get(other.as_str()) {
+                    None => err(format!("{at}.also[{k}]"), format!("no rule is named {other:?}")),
+                    Some(&j) if j == i => err(format!("{at}.also[{k}]"), "a rule cannot include itself".into()),
+                    Some(&j) if config.rules[j].exempt => {
+                        err(format!("{at}.also[{k}]"), format!("rule {other:?} is exempt: it has no limits"))
+                    }
+                    Some(&j) if !config.rules[j].also.is_empty() => err(
+                        format!("{at}.also[{k}]"),
+                        format!("rule {other:?} has its own \"also\"; chains are not followed, list every rule here"),
+                    ),
+                    Some(&j) => also.push(j),
+                }
+            }
+            let windows: Vec<SlidingWindow> = limits
+                .iter()
+                .map(|l| SlidingWindow::new(l.window_ms.max(1)))
+                .collect();
+            let max_requests: Vec<u64> = limits
+                .iter()
+                .map(|l| l.requests.iter().copied().max().unwrap_or(0))
+                .collect();
             let policy = StoredPolicy::new(
                 format!("{}/{STORE_VERSION}/{}/", store.key_prefix, rule.name),
-                limits,
+                windows,
+                &max_requests,
                 store.max_clients.max(1) as u64,
                 store.slots_per_page.clamp(1, MAX_SLOTS_PER_PAGE) as usize,
             );
             RuleAction::Limit(LimitedRule {
                 key,
                 on_missing_key: rule.on_missing_key,
+                cost,
+                also,
+                limits,
                 policy,
             })
         };
@@ -276,13 +414,9 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
     Ok(CompiledConfig {
         enabled: config.enabled,
         shadow: config.mode == Mode::Shadow,
+        plans,
         rules,
-        response: ResponsePolicy {
-            status: response.status,
-            style: response.headers.style,
-            reset: response.headers.reset,
-            body: body.expect("no errors"),
-        },
+        response: response.expect("no errors"),
         store: StoreOptions {
             cas_attempts: store.cas_attempts,
             on_full: store.on_full,
@@ -292,6 +426,291 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
         needs_method,
         needs_authority,
         needs_route_name,
+    })
+}
+
+fn compile_plans(
+    plans: Option<&config::PlansConfig>,
+    err: &mut impl FnMut(String, String),
+) -> Plans {
+    let Some(plans) = plans else {
+        return Plans {
+            names: vec![IMPLICIT_PLAN.to_string()],
+            default: 0,
+            header: None,
+            keys: HashMap::new(),
+        };
+    };
+    if plans.names.is_empty() {
+        err("$.plans.names".into(), "needs at least one plan".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in plans.names.iter().enumerate() {
+        if !valid_name(name) {
+            err(format!("$.plans.names[{i}]"), name_rule(name));
+        } else if !seen.insert(name.to_ascii_lowercase()) {
+            err(
+                format!("$.plans.names[{i}]"),
+                format!("duplicate plan {name:?}"),
+            );
+        }
+    }
+    let find = |name: &str| plans.names.iter().position(|n| n == name);
+    let default = find(&plans.default).unwrap_or_else(|| {
+        err(
+            "$.plans.default".into(),
+            format!("{:?} is not one of plans.names", plans.default),
+        );
+        0
+    });
+    let header = plans.header.as_ref().and_then(|h| {
+        valid_header_name(h)
+            .then(|| h.to_ascii_lowercase())
+            .or_else(|| {
+                err(
+                    "$.plans.header".into(),
+                    format!("{h:?} is not a header name"),
+                );
+                None
+            })
+    });
+    let mut keys = HashMap::new();
+    for (key, plan) in &plans.keys {
+        match find(plan) {
+            Some(p) if !key.trim().is_empty() => {
+                keys.insert(key.trim().as_bytes().to_vec(), p);
+            }
+            Some(_) => err(
+                "$.plans.keys".into(),
+                "a client key may not be empty".into(),
+            ),
+            None => err(
+                format!("$.plans.keys.{key}"),
+                format!("{plan:?} is not one of plans.names"),
+            ),
+        }
+    }
+    Plans {
+        names: plans.names.clone(),
+        default,
+        header,
+        keys,
+    }
+}
+
+fn compile_limits(
+    limits: &[config::LimitConfig],
+    plans: &Plans,
+    at: &str,
+    err: &mut impl FnMut(String, String),
+) -> Vec<Limit> {
+    let mut names = HashSet::new();
+    let mut compiled = Vec::new();
+    for (j, limit) in limits.iter().enumerate() {
+        let lat = format!("{at}.limits[{j}]");
+        let check_level = |err: &mut dyn FnMut(String, String), path: String, n: u64| {
+            if n > MAX_REQUESTS {
+                err(
+                    path,
+                    format!("must be between 0 (no limit) and {MAX_REQUESTS}, got {n}"),
+                );
+            }
+        };
+        let requests = match &limit.requests {
+            Requests::All(n) => {
+                check_level(err, format!("{lat}.requests"), *n);
+                vec![*n; plans.names.len()]
+            }
+            Requests::PerPlan(levels) => {
+                let mut per_plan = vec![0; plans.names.len()];
+                for (plan, &n) in levels {
+                    check_level(err, format!("{lat}.requests.{plan}"), n);
+                    match plans.names.iter().position(|p| p == plan) {
+                        Some(p) => per_plan[p] = n,
+                        None if plans.names == [IMPLICIT_PLAN] => err(
+                            format!("{lat}.requests.{plan}"),
+                            "requests per plan need \"plans\" at the top level".into(),
+                        ),
+                        None => err(
+                            format!("{lat}.requests.{plan}"),
+                            format!("{plan:?} is not one of plans.names"),
+                        ),
+                    }
+                }
+                per_plan
+            }
+        };
+        let window = limit.window.millis;
+        if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&window) {
+            err(
+                format!("{lat}.window"),
+                format!(
+                    "must be between 100ms and 366d, got {}",
+                    format_window(window)
+                ),
+            );
+        }
+        let name = limit.name.clone().unwrap_or_else(|| format_window(window));
+        if !valid_name(&name) {
+            err(format!("{lat}.name"), name_rule(&name));
+        } else if !names.insert(name.clone()) {
+            err(
+                format!("{lat}.name"),
+                format!("duplicate limit name {name:?} in this rule"),
+            );
+        }
+        let code = limit.code.clone().unwrap_or_else(|| name.clone());
+        if code.is_empty() || code.len() > 128 {
+            err(format!("{lat}.code"), "must be 1 to 128 characters".into());
+        }
+        let message = limit.message.as_ref().and_then(|text| {
+            TextTemplate::compile(text, &[Placeholder::Message])
+                .map_err(|m| err(format!("{lat}.message"), m))
+                .ok()
+        });
+        compiled.push(Limit {
+            name,
+            window_ms: window,
+            requests,
+            code,
+            message,
+        });
+    }
+    compiled
+}
+
+fn compile_cost(cost: Option<&CostConfig>, at: &str, err: &mut impl FnMut(String, String)) -> Cost {
+    match cost {
+        None => Cost::Fixed(1),
+        Some(CostConfig::Fixed(n)) => {
+            if *n == 0 || *n > MAX_REQUESTS {
+                err(
+                    at.into(),
+                    format!("must be between 1 and {MAX_REQUESTS}, got {n}"),
+                );
+            }
+            Cost::Fixed(*n)
+        }
+        Some(CostConfig::FromRequest(c)) => {
+            if c.header.is_some() == c.query.is_some() {
+                err(
+                    at.into(),
+                    "give exactly one of \"header\" or \"query\"".into(),
+                );
+            }
+            if let Some(h) = &c.header {
+                if !valid_header_name(h) {
+                    err(
+                        format!("{at}.header"),
+                        format!("{h:?} is not a header name"),
+                    );
+                }
+            }
+            if c.query.as_ref().is_some_and(|q| q.is_empty()) {
+                err(
+                    format!("{at}.query"),
+                    "a query parameter name may not be empty".into(),
+                );
+            }
+            if c.max == 0 || c.max > MAX_REQUESTS {
+                err(
+                    format!("{at}.max"),
+                    format!("must be between 1 and {MAX_REQUESTS}, got {}", c.max),
+                );
+            }
+            if c.default == 0 || c.default > c.max {
+                err(
+                    format!("{at}.default"),
+                    format!("must be between 1 and max ({}), got {}", c.max, c.default),
+                );
+            }
+            Cost::FromRequest {
+                header: c.header.as_ref().map(|h| h.to_ascii_lowercase()),
+                query: c.query.as_ref().map(|q| q.clone().into_bytes()),
+                default: c.default,
+                max: c.max,
+            }
+        }
+    }
+}
+
+fn compile_response(
+    response: &config::ResponseConfig,
+    err: &mut impl FnMut(String, String),
+) -> Option<ResponsePolicy> {
+    if !(400..=599).contains(&response.status) {
+        err(
+            "$.response.status".into(),
+            format!(
+                "a refusal status must be 4xx or 5xx, got {}",
+                response.status
+            ),
+        );
+    }
+    let headers = &response.headers;
+    let mut names = HeaderNames::for_style(headers.style);
+    for (slot, name) in &headers.names {
+        if !valid_header_name(name) {
+            err(
+                format!("$.response.headers.names.{slot}"),
+                format!("{name:?} is not a header name"),
+            );
+        }
+        match names.slot(slot) {
+            Some(target) if target.is_some() => *target = Some(name.to_ascii_lowercase()),
+            Some(_) => err(
+                format!("$.response.headers.names.{slot}"),
+                format!("the {:?} style has no {slot:?} header", headers.style),
+            ),
+            None => err(
+                format!("$.response.headers.names.{slot}"),
+                format!(
+                    "unknown header {slot:?}; known: {}",
+                    HEADER_SLOTS.join(", ")
+                ),
+            ),
+        }
+    }
+    for (i, slot) in headers.hide.iter().enumerate() {
+        match names.slot(slot) {
+            Some(target) => *target = None,
+            None => err(
+                format!("$.response.headers.hide[{i}]"),
+                format!(
+                    "unknown header {slot:?}; known: {}",
+                    HEADER_SLOTS.join(", ")
+                ),
+            ),
+        }
+    }
+    let (preset_body, preset_type) = match response.preset {
+        BodyPreset::Default => (default_body(), "application/json"),
+        BodyPreset::ProblemJson => (problem_json_body(), "application/problem+json"),
+    };
+    let content_type = response
+        .content_type
+        .clone()
+        .unwrap_or_else(|| preset_type.to_string());
+    if content_type.is_empty() || content_type.bytes().any(|b| b.is_ascii_control()) {
+        err(
+            "$.response.content_type".into(),
+            format!("{content_type:?} is not a content type"),
+        );
+    }
+    let body = match BodyTemplate::compile(response.body.as_ref().unwrap_or(&preset_body)) {
+        Ok(body) => Some(body),
+        Err(e) => {
+            err(format!("$.response.body{}", e.path), e.message);
+            None
+        }
+    };
+    Some(ResponsePolicy {
+        status: response.status,
+        style: headers.style,
+        reset: headers.reset,
+        names,
+        body: body?,
+        content_type,
     })
 }
 
@@ -367,11 +786,7 @@ fn compile_key(
 ) -> Option<KeySource> {
     match source {
         config::KeySource::Header(name) => {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-            {
+            if !valid_header_name(name) {
                 err(
                     format!("{at}.header"),
                     format!("{name:?} is not a header name"),
@@ -407,6 +822,13 @@ fn compile_key(
             })
         }
     }
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
 }
 
 /// Names end up in shared-data keys, logs and metric names.
@@ -468,8 +890,9 @@ mod tests {
                 KeySource::ClientIp { trusted_hops: 1 }
             ]
         );
-        assert_eq!(api.policy.limits[0].name, "1m");
-        assert_eq!(api.policy.limits[1].name, "daily");
+        assert_eq!(api.limits[0].name, "1m");
+        assert_eq!(api.limits[1].name, "daily");
+        assert_eq!(api.requests_for(0), vec![100, 5000]);
         assert_eq!(api.policy.key_prefix, "ratelimit/v1/api/");
         assert_eq!(api.policy.capacity(), 10_000);
         assert_eq!(
@@ -518,7 +941,7 @@ mod tests {
             "store": {"max_clients": 0, "key_prefix": "bad prefix"},
             "response": {"status": 200, "body": {"m": "{{nope}}"}},
             "rules": [
-                {"name": "a", "limits": [{"requests": 0, "window": "0s"}]},
+                {"name": "a", "limits": [{"requests": 5000000000, "window": "0s"}]},
                 {"name": "a", "match": {"path": {"template": "/x/:/y"}, "hosts": ["a.*"]}, "limits": [{"requests": 1, "window": "400d"}]},
                 {"name": "e", "exempt": true, "limits": [{"requests": 1, "window": 1}]},
                 {"name": "k", "key": [{"header": "bad header"}, {"client_ip": {"trusted_hops": 99}}], "limits": [
@@ -568,5 +991,84 @@ mod tests {
         assert_eq!(rule.on_missing_key, MissingKeyPolicy::Shared);
         assert_eq!(c.store.on_full, FailPolicy::Deny);
         assert_eq!(c.store.on_contention, FailPolicy::Allow);
+    }
+
+    #[test]
+    fn plans_and_their_errors() {
+        let e = errors(
+            r#"{
+            "plans": {"names": ["free", "pro", "free"], "default": "gold", "header": "x plan", "keys": {"k": "silver"}},
+            "response": {"headers": {"names": {"limit": "X-Limit", "ratelimit": "RL"}, "hide": ["resets"]}, "content_type": ""},
+            "rules": [
+                {"name": "a", "also": ["b", "nope", "a", "h"], "cost": {"header": "x-n", "query": "n", "default": 5, "max": 2},
+                 "limits": [{"requests": {"free": 1, "platinum": 2}, "window": "1m", "message": "{{message}}!"}]},
+                {"name": "b", "also": ["a"], "cost": 0, "limits": [{"requests": 1, "window": "1m"}]},
+                {"name": "h", "exempt": true, "cost": 1}
+            ]}"#,
+        );
+        let expected = [
+            "$.plans.names[2]: duplicate plan",
+            "$.plans.default: \"gold\" is not one of plans.names",
+            "$.plans.header: ",
+            "$.plans.keys.k: \"silver\" is not one of plans.names",
+            "$.response.headers.names.ratelimit: the XRateLimit style has no",
+            "$.response.headers.hide[0]: unknown header \"resets\"",
+            "$.response.content_type: ",
+            "$.rules[0].limits[0].requests.platinum: ",
+            "$.rules[0].limits[0].message: ",
+            "$.rules[0].cost: give exactly one",
+            "$.rules[0].cost.default: ",
+            "$.rules[0].also[0]: rule \"b\" has its own \"also\"",
+            "$.rules[0].also[1]: no rule is named \"nope\"",
+            "$.rules[0].also[2]: a rule cannot include itself",
+            "$.rules[0].also[3]: rule \"h\" is exempt",
+            "$.rules[1].cost: must be between 1",
+            "$.rules[1].also[0]: rule \"a\" has its own \"also\"",
+            "$.rules[2].cost: an exempt rule takes no cost",
+        ];
+        for want in expected {
+            assert!(
+                e.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in {e:#?}"
+            );
+        }
+        assert_eq!(e.len(), expected.len(), "{e:#?}");
+        let e = errors(
+            r#"{"rules": [{"name": "a", "limits": [{"requests": {"free": 1}, "window": 1}]}]}"#,
+        );
+        assert!(e[0].contains("requests per plan need \"plans\""), "{e:?}");
+        let e =
+            errors(r#"{"rules": [{"name": "a", "limits": [{"requests": "many", "window": 1}]}]}"#);
+        assert!(e[0].starts_with("$.rules[0].limits[0].requests: invalid type: string \"many\", expected a whole number"), "{e:?}");
+        let e = errors(
+            r#"{"rules": [{"name": "a", "cost": {"header": "x", "max": 5, "typo": 1}, "limits": [{"requests": 1, "window": 1}]}]}"#,
+        );
+        assert!(
+            e[0].starts_with("$.rules[0].cost.typo: unknown field"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn plan_resolution_order() {
+        let c = load(
+            br#"{"plans": {"names": ["free", "pro"], "default": "free", "header": "x-plan", "keys": {"vip": "pro"}},
+                 "rules": [{"name": "a", "limits": [{"requests": {"free": 1, "pro": 0}, "window": 1}]}]}"#,
+        )
+        .unwrap();
+        assert!(c.has_plans());
+        assert_eq!(c.plans.resolve(Some(b"vip"), Some(b"free")), 1);
+        assert_eq!(c.plans.resolve(Some(b"other"), Some(b" Pro ")), 1);
+        assert_eq!(c.plans.resolve(None, Some(b"\xff")), 0);
+        assert_eq!(c.plans.resolve(None, None), 0);
+        let RuleAction::Limit(rule) = &c.rules[0].action else {
+            panic!()
+        };
+        assert_eq!(rule.requests_for(0), vec![1]);
+        assert_eq!(
+            rule.requests_for(1),
+            vec![0],
+            "0 means no limit at this level"
+        );
     }
 }

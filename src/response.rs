@@ -4,55 +4,135 @@
 use crate::body_template::{Filled, Placeholder, Placeholders};
 use crate::config::{HeaderStyle, ResetFormat};
 use crate::duration::format_window;
-use crate::limiter::{Decision, LimitSpec, LimitStatus};
-use crate::policy::ResponsePolicy;
+use crate::limiter::{headline_index, LimitStatus};
+use crate::policy::{Limit, ResponsePolicy};
 use crate::time_format::iso8601_utc;
 
-pub type Headers = Vec<(&'static str, String)>;
+pub type Headers = Vec<(String, String)>;
+
+/// One enforced limit's status, with the limit it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    pub limit: &'a Limit,
+    pub status: LimitStatus,
+}
+
+/// Every limit a request was checked against (all applied rules), at one instant.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub now_ms: u64,
+    pub checked: Vec<Checked<'a>>,
+    /// The client's plan, when the config has plans.
+    pub plan: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    /// The most restrictive limit: the violated one that frees up last, else the one with the
+    /// least quota left.
+    pub fn headline(&self) -> Option<&Checked<'a>> {
+        headline_index(self.checked.iter().map(|c| &c.status)).map(|i| &self.checked[i])
+    }
+
+    pub fn refused(&self) -> bool {
+        self.checked.iter().any(|c| !c.status.fits)
+    }
+
+    /// When a refused request can be retried: the latest retry time of the violated limits (a
+    /// cost that can never fit counts as one full window).
+    pub fn retry_at_ms(&self) -> u64 {
+        self.checked
+            .iter()
+            .filter(|c| !c.status.fits)
+            .map(|c| {
+                c.status
+                    .retry_at_ms
+                    .unwrap_or(self.now_ms + c.status.window_ms)
+            })
+            .max()
+            .unwrap_or(self.now_ms)
+    }
+
+    /// Seconds for `Retry-After`: rounded up, at least 1.
+    pub fn retry_after_seconds(&self) -> u64 {
+        seconds_until(self.now_ms, self.retry_at_ms()).max(1)
+    }
+}
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up: waiting that long always suffices.
 pub fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
     at_ms.saturating_sub(now_ms).div_ceil(1000)
 }
 
-/// The moment a refused request can be retried: the violated limits' latest retry time, or a
-/// full window of the headline limit when its cost can never fit.
-fn retry_at_ms(decision: &Decision, headline: &LimitStatus) -> u64 {
-    decision
-        .retry_at_ms()
-        .unwrap_or(decision.now_ms + headline.window_ms)
-}
-
-/// Seconds for `Retry-After`: at least 1 (a 0 invites a retry storm, and the retry moment is
-/// always in the future when a request is refused).
-pub fn retry_after_seconds(decision: &Decision, headline: &LimitStatus) -> u64 {
-    seconds_until(decision.now_ms, retry_at_ms(decision, headline)).max(1)
-}
-
-/// The rate-limit headers for a decision with limit statuses; `refused` adds `Retry-After`.
-pub fn rate_limit_headers(policy: &ResponsePolicy, decision: &Decision, refused: bool) -> Headers {
+/// The rate-limit headers of the configured style, for an outcome; `refusal` adds
+/// `Retry-After` and reports the retry moment as the reset.
+pub fn rate_limit_headers(policy: &ResponsePolicy, outcome: &Outcome, refusal: bool) -> Headers {
     let mut headers = Headers::new();
-    let Some(headline) = decision.headline() else {
+    let Some(headline) = outcome.headline() else {
         return headers;
     };
-    let reset_at = if refused {
-        retry_at_ms(decision, headline)
+    let now = outcome.now_ms;
+    let status = &headline.status;
+    let reset_at = if refusal {
+        outcome.retry_at_ms()
     } else {
-        headline.reset_at_ms
+        status.reset_at_ms
     };
-    if policy.style == HeaderStyle::XRateLimit {
-        headers.push(("x-ratelimit-limit", headline.requests.to_string()));
-        headers.push(("x-ratelimit-remaining", headline.remaining.to_string()));
-        let reset = match policy.reset {
-            ResetFormat::EpochSeconds => reset_at.div_ceil(1000),
-            ResetFormat::DeltaSeconds => seconds_until(decision.now_ms, reset_at),
-        };
-        headers.push(("x-ratelimit-reset", reset.to_string()));
+    let names = &policy.names;
+    if let Some(name) = &names.limit {
+        headers.push((name.clone(), status.requests.to_string()));
     }
-    if refused {
+    if let Some(name) = &names.remaining {
+        headers.push((name.clone(), status.remaining.to_string()));
+    }
+    if let Some(name) = &names.reset {
+        let delta =
+            policy.style == HeaderStyle::Draft03 || policy.reset == ResetFormat::DeltaSeconds;
+        let value = if delta {
+            seconds_until(now, reset_at)
+        } else {
+            reset_at.div_ceil(1000)
+        };
+        headers.push((name.clone(), value.to_string()));
+    }
+    if let Some(name) = &names.policy {
+        let items: Vec<String> = outcome
+            .checked
+            .iter()
+            .map(|c| {
+                format!(
+                    "\"{}\";q={};w={}",
+                    c.limit.name,
+                    c.status.requests,
+                    c.status.window_ms.div_ceil(1000)
+                )
+            })
+            .collect();
+        headers.push((name.clone(), items.join(", ")));
+    }
+    if let Some(name) = &names.ratelimit {
+        let items: Vec<String> = outcome
+            .checked
+            .iter()
+            .map(|c| {
+                let at = if refusal && !c.status.fits {
+                    c.status.retry_at_ms.unwrap_or(now + c.status.window_ms)
+                } else {
+                    c.status.reset_at_ms
+                };
+                format!(
+                    "\"{}\";r={};t={}",
+                    c.limit.name,
+                    c.status.remaining,
+                    seconds_until(now, at)
+                )
+            })
+            .collect();
+        headers.push((name.clone(), items.join(", ")));
+    }
+    if refusal {
         headers.push((
-            "retry-after",
-            retry_after_seconds(decision, headline).to_string(),
+            "retry-after".into(),
+            outcome.retry_after_seconds().to_string(),
         ));
     }
     headers
@@ -66,30 +146,31 @@ pub struct LocalReply {
     pub body: String,
 }
 
-/// The reply to a request refused by `decision`.
+/// The reply to a refused request.
 pub fn refusal(
     policy: &ResponsePolicy,
-    decision: &Decision,
-    limits: &[LimitSpec],
+    outcome: &Outcome,
     rule: &str,
     request_id: Option<String>,
 ) -> LocalReply {
-    let mut headers = rate_limit_headers(policy, decision, true);
-    headers.push(("content-type", "application/json".to_string()));
-    let body = match decision.headline() {
-        Some(headline) => {
-            let retry_at = retry_at_ms(decision, headline);
-            let values = RefusalValues {
-                status: policy.status,
-                limit: &limits[headline.limit_index],
-                headline,
-                retry_after: retry_after_seconds(decision, headline),
-                retry_at_ms: retry_at,
-                rule,
-                request_id,
-            };
-            policy.body.render(&values)
-        }
+    let mut headers = rate_limit_headers(policy, outcome, true);
+    headers.push(("content-type".into(), policy.content_type.clone()));
+    let body = match outcome.headline() {
+        Some(headline) => policy.body.render(&RefusalValues {
+            status: policy.status,
+            headline: *headline,
+            violated: outcome
+                .checked
+                .iter()
+                .filter(|c| !c.status.fits)
+                .map(|c| c.limit.name.clone())
+                .collect(),
+            retry_after: outcome.retry_after_seconds(),
+            retry_at_ms: outcome.retry_at_ms(),
+            rule,
+            plan: outcome.plan,
+            request_id,
+        }),
         None => String::new(),
     };
     LocalReply {
@@ -100,47 +181,30 @@ pub fn refusal(
 }
 
 /// The reply when the store could not decide (full or contended) and the policy is to deny:
-/// nothing is known of the client's quota, so only `Retry-After` (the shortest window) is sent.
+/// nothing is known of the client's quota, so the body speaks of `limit` as if just exhausted
+/// and `Retry-After` is its window.
 pub fn refusal_without_status(
     policy: &ResponsePolicy,
-    limits: &[LimitSpec],
+    limit: &Limit,
+    requests: u64,
     rule: &str,
     now_ms: u64,
 ) -> LocalReply {
-    let shortest = limits
-        .iter()
-        .min_by_key(|l| l.window.window_ms)
-        .expect("a limited rule has limits");
-    let retry_after = seconds_until(now_ms, now_ms + shortest.window.window_ms).max(1);
-    let headline = LimitStatus {
-        limit_index: limits
-            .iter()
-            .position(|l| std::ptr::eq(l, shortest))
-            .unwrap_or(0),
-        requests: shortest.requests,
-        window_ms: shortest.window.window_ms,
+    let status = LimitStatus {
+        limit_index: 0,
+        requests,
+        window_ms: limit.window_ms,
         fits: false,
         remaining: 0,
-        reset_at_ms: now_ms + shortest.window.window_ms,
-        retry_at_ms: Some(now_ms + shortest.window.window_ms),
+        reset_at_ms: now_ms + limit.window_ms,
+        retry_at_ms: Some(now_ms + limit.window_ms),
     };
-    let values = RefusalValues {
-        status: policy.status,
-        limit: shortest,
-        headline: &headline,
-        retry_after,
-        retry_at_ms: now_ms + retry_after * 1000,
-        rule,
-        request_id: None,
+    let outcome = Outcome {
+        now_ms,
+        checked: vec![Checked { limit, status }],
+        plan: None,
     };
-    LocalReply {
-        status: policy.status,
-        headers: vec![
-            ("retry-after", retry_after.to_string()),
-            ("content-type", "application/json".to_string()),
-        ],
-        body: policy.body.render(&values),
-    }
+    refusal(policy, &outcome, rule, None)
 }
 
 /// The reply to a request without a client key under `on_missing_key: deny`.
@@ -151,35 +215,52 @@ pub fn missing_key(rule: &str) -> LocalReply {
     });
     LocalReply {
         status: 401,
-        headers: vec![("content-type", "application/json".to_string())],
+        headers: vec![("content-type".into(), "application/json".into())],
         body: body.to_string(),
     }
 }
 
 struct RefusalValues<'a> {
     status: u32,
-    limit: &'a LimitSpec,
-    headline: &'a LimitStatus,
+    headline: Checked<'a>,
+    violated: Vec<String>,
     retry_after: u64,
     retry_at_ms: u64,
     rule: &'a str,
+    plan: Option<&'a str>,
     request_id: Option<String>,
 }
 
 impl Placeholders for RefusalValues<'_> {
     fn fill(&self, placeholder: Placeholder) -> Filled {
+        let status = &self.headline.status;
+        let limit = self.headline.limit;
         match placeholder {
-            Placeholder::Limit => Filled::Number(self.headline.requests),
-            Placeholder::Window => Filled::Text(format_window(self.headline.window_ms)),
-            Placeholder::WindowSeconds => Filled::Number(self.headline.window_ms.div_ceil(1000)),
-            Placeholder::Remaining => Filled::Number(self.headline.remaining),
+            Placeholder::Limit => Filled::Number(status.requests),
+            Placeholder::Window => Filled::Text(format_window(status.window_ms)),
+            Placeholder::WindowSeconds => Filled::Number(status.window_ms.div_ceil(1000)),
+            Placeholder::Remaining => Filled::Number(status.remaining),
             Placeholder::RetryAfter => Filled::Number(self.retry_after),
             Placeholder::Reset => Filled::Number(self.retry_at_ms.div_ceil(1000)),
             Placeholder::ResetIso => Filled::Text(iso8601_utc(self.retry_at_ms)),
-            Placeholder::Policy => Filled::Text(self.limit.name.clone()),
+            Placeholder::Policy => Filled::Text(limit.name.clone()),
             Placeholder::Rule => Filled::Text(self.rule.to_string()),
             Placeholder::RequestId => self.request_id.clone().map_or(Filled::Null, Filled::Text),
             Placeholder::Status => Filled::Number(self.status as u64),
+            Placeholder::Code => Filled::Text(limit.code.clone()),
+            Placeholder::Message => Filled::Text(match &limit.message {
+                Some(template) => template.render(self),
+                None => format!(
+                    "Rate limit exceeded: {} requests per {}. Retry in {} seconds.",
+                    status.requests,
+                    format_window(status.window_ms),
+                    self.retry_after
+                ),
+            }),
+            Placeholder::Plan => self
+                .plan
+                .map_or(Filled::Null, |p| Filled::Text(p.to_string())),
+            Placeholder::ViolatedPolicies => Filled::List(self.violated.clone()),
         }
     }
 }
@@ -187,22 +268,21 @@ impl Placeholders for RefusalValues<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body_template::BodyTemplate;
-    use crate::limiter::Verdict;
-    use crate::policy::default_body;
-    use crate::sliding_window::SlidingWindow;
+    use crate::policy::load;
 
-    fn policy(style: HeaderStyle, reset: ResetFormat) -> ResponsePolicy {
-        ResponsePolicy {
-            status: 429,
-            style,
-            reset,
-            body: BodyTemplate::compile(&default_body()).unwrap(),
+    const NOW: u64 = 1_700_000_000_250;
+
+    fn limit(name: &str, window_ms: u64, message: Option<&str>) -> Limit {
+        Limit {
+            name: name.into(),
+            window_ms,
+            requests: vec![],
+            code: format!("rate_limit_{name}"),
+            message: message.map(|m| crate::body_template::TextTemplate::compile(m, &[]).unwrap()),
         }
     }
 
     fn status(
-        i: usize,
         requests: u64,
         window_ms: u64,
         remaining: u64,
@@ -210,7 +290,7 @@ mod tests {
         retry: Option<u64>,
     ) -> LimitStatus {
         LimitStatus {
-            limit_index: i,
+            limit_index: 0,
             requests,
             window_ms,
             fits: retry.is_none(),
@@ -220,87 +300,131 @@ mod tests {
         }
     }
 
-    const NOW: u64 = 1_700_000_000_250;
+    fn response_policy(response: &str) -> ResponsePolicy {
+        let json = format!(
+            r#"{{"response": {response}, "rules": [{{"name": "r", "limits": [{{"requests": 1, "window": 1}}]}}]}}"#
+        );
+        load(json.as_bytes()).unwrap().response
+    }
+
+    fn names(headers: &Headers) -> Vec<(&str, &str)> {
+        headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
 
     #[test]
     fn allowed_headers_report_the_tightest_limit() {
-        let d = Decision {
-            verdict: Verdict::Admitted,
-            allowed: true,
-            statuses: vec![
-                status(0, 100, 60_000, 40, NOW + 3_000, None),
-                status(1, 5000, 86_400_000, 7, NOW + 999_000, None),
-            ],
-            now_ms: NOW,
-            cas_retries: 0,
-        };
-        let h = rate_limit_headers(
-            &policy(HeaderStyle::XRateLimit, ResetFormat::EpochSeconds),
-            &d,
-            false,
+        let (minute, day) = (
+            limit("minute", 60_000, None),
+            limit("day", 86_400_000, None),
         );
+        let outcome = Outcome {
+            now_ms: NOW,
+            checked: vec![
+                Checked {
+                    limit: &minute,
+                    status: status(100, 60_000, 40, NOW + 3_000, None),
+                },
+                Checked {
+                    limit: &day,
+                    status: status(5000, 86_400_000, 7, NOW + 999_000, None),
+                },
+            ],
+            plan: None,
+        };
+        let h = rate_limit_headers(&response_policy("{}"), &outcome, false);
         assert_eq!(
-            h,
+            names(&h),
             vec![
-                ("x-ratelimit-limit", "5000".to_string()),
-                ("x-ratelimit-remaining", "7".to_string()),
-                ("x-ratelimit-reset", "1700001000".to_string()),
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "7"),
+                ("x-ratelimit-reset", "1700001000")
             ]
         );
         let h = rate_limit_headers(
-            &policy(HeaderStyle::XRateLimit, ResetFormat::DeltaSeconds),
-            &d,
+            &response_policy(r#"{"headers": {"reset": "delta_seconds"}}"#),
+            &outcome,
             false,
         );
-        assert_eq!(h[2], ("x-ratelimit-reset", "999".to_string()));
+        assert_eq!(h[2].1, "999");
+        let h = rate_limit_headers(
+            &response_policy(r#"{"headers": {"style": "draft03"}}"#),
+            &outcome,
+            false,
+        );
+        assert_eq!(
+            names(&h),
+            vec![
+                ("ratelimit-limit", "5000"),
+                ("ratelimit-remaining", "7"),
+                ("ratelimit-reset", "999")
+            ]
+        );
+        let h = rate_limit_headers(
+            &response_policy(r#"{"headers": {"style": "draft_ietf"}}"#),
+            &outcome,
+            false,
+        );
+        assert_eq!(
+            names(&h),
+            vec![
+                (
+                    "ratelimit-policy",
+                    r#""minute";q=100;w=60, "day";q=5000;w=86400"#
+                ),
+                ("ratelimit", r#""minute";r=40;t=3, "day";r=7;t=999"#),
+            ]
+        );
         assert!(rate_limit_headers(
-            &policy(HeaderStyle::None, ResetFormat::EpochSeconds),
-            &d,
+            &response_policy(r#"{"headers": {"style": "none"}}"#),
+            &outcome,
             false
         )
         .is_empty());
+        let custom =
+            r#"{"headers": {"names": {"limit": "X-Rate-Limit-Limit"}, "hide": ["reset"]}}"#;
+        let h = rate_limit_headers(&response_policy(custom), &outcome, false);
+        assert_eq!(
+            names(&h),
+            vec![
+                ("x-rate-limit-limit", "5000"),
+                ("x-ratelimit-remaining", "7")
+            ]
+        );
     }
 
     #[test]
     fn a_refusal_carries_honest_retry_after_and_a_json_body() {
-        let limits = vec![
-            LimitSpec {
-                name: "per_minute".into(),
-                requests: 100,
-                window: SlidingWindow::new(60_000),
-            },
-            LimitSpec {
-                name: "per_day".into(),
-                requests: 5000,
-                window: SlidingWindow::new(86_400_000),
-            },
-        ];
-        let d = Decision {
-            verdict: Verdict::Refused,
-            allowed: false,
-            statuses: vec![
-                status(0, 100, 60_000, 0, NOW + 41_100, Some(NOW + 41_100)),
-                status(1, 5000, 86_400_000, 10, NOW + 999_000, None),
-            ],
-            now_ms: NOW,
-            cas_retries: 0,
-        };
-        let reply = refusal(
-            &policy(HeaderStyle::XRateLimit, ResetFormat::EpochSeconds),
-            &d,
-            &limits,
-            "api",
-            None,
+        let (minute, day) = (
+            limit("per_minute", 60_000, None),
+            limit("per_day", 86_400_000, None),
         );
+        let outcome = Outcome {
+            now_ms: NOW,
+            checked: vec![
+                Checked {
+                    limit: &minute,
+                    status: status(100, 60_000, 0, NOW + 41_100, Some(NOW + 41_100)),
+                },
+                Checked {
+                    limit: &day,
+                    status: status(5000, 86_400_000, 10, NOW + 999_000, None),
+                },
+            ],
+            plan: None,
+        };
+        let reply = refusal(&response_policy("{}"), &outcome, "api", None);
         assert_eq!(reply.status, 429);
         assert_eq!(
-            reply.headers,
+            names(&reply.headers),
             vec![
-                ("x-ratelimit-limit", "100".to_string()),
-                ("x-ratelimit-remaining", "0".to_string()),
-                ("x-ratelimit-reset", "1700000042".to_string()),
-                ("retry-after", "42".to_string()),
-                ("content-type", "application/json".to_string()),
+                ("x-ratelimit-limit", "100"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000042"),
+                ("retry-after", "42"),
+                ("content-type", "application/json"),
             ]
         );
         let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
@@ -319,19 +443,86 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_never_zero() {
-        let d = Decision {
-            verdict: Verdict::Refused,
-            allowed: false,
-            statuses: vec![status(0, 1, 1_000, 0, NOW + 10, Some(NOW + 10))],
+    fn problem_json_lists_the_violated_policies() {
+        let (a, b) = (limit("a", 1_000, None), limit("b", 2_000, None));
+        let outcome = Outcome {
             now_ms: NOW,
-            cas_retries: 0,
+            checked: vec![
+                Checked {
+                    limit: &a,
+                    status: status(1, 1_000, 0, NOW + 500, Some(NOW + 500)),
+                },
+                Checked {
+                    limit: &b,
+                    status: status(2, 2_000, 0, NOW + 1_500, Some(NOW + 1_500)),
+                },
+            ],
+            plan: None,
+        };
+        let reply = refusal(
+            &response_policy(r#"{"preset": "problem_json", "status": 503}"#),
+            &outcome,
+            "r",
+            None,
+        );
+        assert_eq!(reply.status, 503);
+        assert!(reply
+            .headers
+            .contains(&("content-type".into(), "application/problem+json".into())));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["violated-policies"], serde_json::json!(["a", "b"]));
+        assert_eq!(
+            body["type"],
+            "https://iana.org/assignments/http-problem-types#quota-exceeded"
+        );
+        assert_eq!(
+            body["detail"],
+            "Rate limit exceeded: 2 requests per 2s. Retry in 2 seconds."
+        );
+    }
+
+    #[test]
+    fn per_limit_codes_messages_plan_and_request_id() {
+        let day = limit(
+            "day",
+            86_400_000,
+            Some("Daily API quota of {{limit}} exceeded; retry after {{reset_iso}}."),
+        );
+        let outcome = Outcome {
+            now_ms: NOW,
+            checked: vec![Checked {
+                limit: &day,
+                status: status(5, 86_400_000, 0, NOW + 3_600_000, Some(NOW + 3_600_000)),
+            }],
+            plan: Some("free"),
+        };
+        let policy = response_policy(
+            r#"{"body": {"ok": false, "version": "2025-11-14-v1", "request_id": "{{request_id}}", "code": "{{code}}", "message": "{{message}}", "plan": "{{plan}}"}}"#,
+        );
+        let reply = refusal(&policy, &outcome, "r", Some("e5e9cfa0".into()));
+        assert_eq!(
+            reply.body,
+            r#"{"ok":false,"version":"2025-11-14-v1","request_id":"e5e9cfa0","code":"rate_limit_day","message":"Daily API quota of 5 exceeded; retry after 2023-11-14T23:13:20.250Z.","plan":"free"}"#
+        );
+    }
+
+    #[test]
+    fn retry_after_is_never_zero() {
+        let a = limit("a", 1_000, None);
+        let outcome = Outcome {
+            now_ms: NOW,
+            checked: vec![Checked {
+                limit: &a,
+                status: status(1, 1_000, 0, NOW + 10, Some(NOW + 10)),
+            }],
+            plan: None,
         };
         let h = rate_limit_headers(
-            &policy(HeaderStyle::None, ResetFormat::EpochSeconds),
-            &d,
+            &response_policy(r#"{"headers": {"style": "none"}}"#),
+            &outcome,
             true,
         );
-        assert_eq!(h, vec![("retry-after", "1".to_string())]);
+        assert_eq!(names(&h), vec![("retry-after", "1")]);
     }
 }

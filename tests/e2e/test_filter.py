@@ -172,7 +172,7 @@ def test_shadow_mode_never_refuses(start_envoy):
     assert [r.header("x-ratelimit-remaining") for r in responses] == ["1", "0", "0", "0", "0"]
     assert all(r.header("retry-after") is None for r in responses)
     time.sleep(0.2)
-    assert "verdict=Refused allowed=false shadow=true" in envoy.log()
+    assert "verdict=Refused action=pass shadow=true" in envoy.log()
 
 
 def test_disabled_filter_does_nothing(start_envoy):
