@@ -220,3 +220,41 @@ def test_the_shipped_envoy_yaml_validates():
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "OK" in run.stdout + run.stderr
+
+
+def test_ietf_structured_headers_problem_json_and_request_cost(start_envoy):
+    config = {
+        "response": {"status": 503, "preset": "problem_json", "headers": {"style": "draft_ietf"}},
+        "rules": [
+            rule(
+                key=API_KEY,
+                cost={"header": "x-batch-size", "default": 1, "max": 10},
+                limits=[
+                    {"name": "burst", "requests": 10, "window": "10s"},
+                    {"name": "daily", "requests": 100, "window": "1d"},
+                ],
+            )
+        ],
+    }
+    envoy = start_envoy(config)
+    h = {"x-api-key": "batcher"}
+    first = envoy.request("/x", {**h, "x-batch-size": "4"})
+    assert first.status == 200
+    assert first.header("ratelimit-policy") == '"burst";q=10;w=10, "daily";q=100;w=86400'
+    burst, daily = first.header("ratelimit").split(", ")
+    # t: the oldest counted unit leaves after one window and at most one sub-window (W/20).
+    assert re.fullmatch(r'"burst";r=6;t=1[01]', burst), burst
+    daily_t = int(re.fullmatch(r'"daily";r=96;t=(\d+)', daily).group(1))
+    assert 86_400 < daily_t <= 86_400 + 4_320, daily
+    assert first.header("x-ratelimit-limit") is None
+    # A batch of 50 is charged as the maximum, 10: it does not fit in the 6 left.
+    refused = envoy.request("/x", {**h, "x-batch-size": "50"})
+    assert refused.status == 503
+    assert refused.header("content-type") == "application/problem+json"
+    assert refused.header("retry-after") is not None
+    body = refused.json()
+    assert body["status"] == 503
+    assert body["violated-policies"] == ["burst"]
+    assert body["type"] == "https://iana.org/assignments/http-problem-types#quota-exceeded"
+    # A malformed cost is charged the default, 1: 6 of those still fit.
+    assert statuses([envoy.request("/x", {**h, "x-batch-size": "lots"}) for _ in range(7)]) == [200] * 6 + [503]
