@@ -17,6 +17,9 @@ pub struct FilterConfig {
     /// `enforce` refuses over-limit requests; `shadow` counts, logs and writes headers but never refuses.
     #[serde(default)]
     pub mode: Mode,
+    /// Level of the log line written for each refusal (`off`, `info`, `debug`).
+    #[serde(default)]
+    pub refusal_log: RefusalLog,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -52,6 +55,15 @@ pub enum Mode {
     #[default]
     Enforce,
     Shadow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalLog {
+    Off,
+    #[default]
+    Info,
+    Debug,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,8 @@
 use crate::client_hash::{client_hash, display_hash, KeyKind};
 use crate::client_key::{extract, query_value, RequestView};
 use crate::config::MissingKeyPolicy;
-use crate::limiter::{self, Verdict};
+use crate::config::RefusalLog;
+use crate::limiter::{self, SlotUse, Verdict};
 use crate::policy::{CompiledConfig, Cost, LimitedRule, Rule, RuleAction};
 use crate::request_path::canonical_segments;
 use crate::response::{self, Checked, Headers, LocalReply, Outcome};
@@ -23,6 +24,36 @@ pub enum Action {
     Refuse(LocalReply),
 }
 
+/// What happened, per rule, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Admitted and counted.
+    Allowed,
+    /// Refused (in enforce mode).
+    Refused,
+    /// Would have been refused; shadow mode let it through.
+    ShadowRefused,
+    /// No key source yielded a key.
+    MissingKey,
+    /// No slot free for a new client (`store.on_full` applied).
+    StoreFull,
+    /// Compare-and-swap attempts exhausted (`store.on_contention` applied).
+    Contention,
+    /// A never-used slot was taken: one more client tracked.
+    ClientTracked,
+    /// An idle client's slot (all windows empty) was reused.
+    ClientEvicted,
+    /// This limit (index in the rule) refused the request.
+    RefusedBy(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Index of the rule in the config.
+    pub rule: usize,
+    pub kind: EventKind,
+}
+
 /// The action, and what led to it (for logs and metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handled {
@@ -33,6 +64,7 @@ pub struct Handled {
     /// The request would have been refused, but the filter is in shadow mode.
     pub shadow_refusal: bool,
     pub missing_key: bool,
+    pub events: Vec<Event>,
 }
 
 impl Handled {
@@ -43,12 +75,20 @@ impl Handled {
             verdict: None,
             shadow_refusal: false,
             missing_key: false,
+            events: Vec::new(),
         }
+    }
+
+    fn event(&mut self, rule: usize, kind: EventKind) {
+        self.events.push(Event { rule, kind });
     }
 }
 
 /// The first rule whose match accepts the request.
-pub fn select_rule<'a>(config: &'a CompiledConfig, request: &dyn RequestView) -> Option<&'a Rule> {
+pub fn select_rule<'a>(
+    config: &'a CompiledConfig,
+    request: &dyn RequestView,
+) -> Option<(usize, &'a Rule)> {
     let facts = RouteFacts {
         path: canonical_segments(&request.header(":path").unwrap_or_default()),
         method: if config.needs_method {
@@ -70,7 +110,8 @@ pub fn select_rule<'a>(config: &'a CompiledConfig, request: &dyn RequestView) ->
     config
         .rules
         .iter()
-        .find(|rule| rule.matcher.matches(&facts))
+        .enumerate()
+        .find(|(_, rule)| rule.matcher.matches(&facts))
 }
 
 /// The cost of a request against a rule: fixed, or a whole number from a header or query
@@ -119,7 +160,7 @@ pub fn handle(
     if !config.enabled {
         return Handled::pass(None);
     }
-    let Some(rule) = select_rule(config, request) else {
+    let Some((rule_index, rule)) = select_rule(config, request) else {
         return Handled::pass(None);
     };
     let RuleAction::Limit(primary) = &rule.action else {
@@ -134,18 +175,19 @@ pub fn handle(
     );
     let plan_name = config.has_plans().then(|| plans.names[plan].as_str());
 
-    let applied = std::iter::once(primary).chain(primary.also.iter().filter_map(|&i| {
-        match &config.rules[i].action {
-            RuleAction::Limit(other) => Some(other),
-            RuleAction::Exempt => None,
-        }
-    }));
+    let applied =
+        std::iter::once((rule_index, primary)).chain(primary.also.iter().filter_map(|&i| {
+            match &config.rules[i].action {
+                RuleAction::Limit(other) => Some((i, other)),
+                RuleAction::Exempt => None,
+            }
+        }));
     let mut handled = Handled::pass(Some(rule));
     let mut checked: Vec<Checked> = Vec::new();
     let mut taken: Vec<Taken> = Vec::new();
     let mut clock = now_ms;
     let mut refused = false;
-    for (n, limited) in applied.enumerate() {
+    for (n, (index, limited)) in applied.enumerate() {
         let key = if n == 0 {
             primary_key.clone()
         } else {
@@ -153,23 +195,24 @@ pub fn handle(
         };
         let (kind, key) = match key {
             Some(found) => found,
-            None => match limited.on_missing_key {
-                MissingKeyPolicy::Shared => (KeyKind::Missing, Vec::new()),
-                MissingKeyPolicy::Allow => {
-                    handled.missing_key = true;
-                    continue;
-                }
-                MissingKeyPolicy::Deny => {
-                    give_back(config, store, &taken);
-                    handled.missing_key = true;
-                    if !config.shadow {
-                        handled.action = Action::Refuse(response::missing_key(&rule.name));
+            None => {
+                handled.missing_key = true;
+                handled.event(index, EventKind::MissingKey);
+                match limited.on_missing_key {
+                    MissingKeyPolicy::Shared => (KeyKind::Missing, Vec::new()),
+                    MissingKeyPolicy::Allow => continue,
+                    MissingKeyPolicy::Deny => {
+                        give_back(config, store, &taken);
+                        if config.shadow {
+                            handled.shadow_refusal = true;
+                        } else {
+                            handled.action = Action::Refuse(response::missing_key(&rule.name));
+                        }
+                        return handled;
                     }
-                    return handled;
                 }
-            },
+            }
         };
-        handled.missing_key |= kind == KeyKind::Missing;
         let requests = limited.requests_for(plan);
         if requests.iter().all(|&r| r == 0) {
             continue; // no limit at any level for this plan
@@ -187,6 +230,11 @@ pub fn handle(
         );
         handled.verdict = Some(decision.verdict);
         clock = clock.max(decision.now_ms);
+        match decision.slot {
+            SlotUse::Claimed => handled.event(index, EventKind::ClientTracked),
+            SlotUse::Evicted => handled.event(index, EventKind::ClientEvicted),
+            SlotUse::Own | SlotUse::None => {}
+        }
         let first_checked = checked.len();
         checked.extend(decision.statuses.iter().map(|s| Checked {
             limit: &limited.limits[s.limit_index],
@@ -202,35 +250,52 @@ pub fn handle(
             }),
             Verdict::Refused => {
                 refused = true;
-                log_refusal(config, rule, client, plan_name, decision.verdict, false);
+                let by = decision.headline().map_or(0, |s| s.limit_index);
+                handled.event(index, EventKind::RefusedBy(by));
+                log_refusal(
+                    config,
+                    &config.rules[index].name,
+                    &limited.limits[by].name,
+                    client,
+                    plan_name,
+                    "refused",
+                );
                 break;
             }
             Verdict::StoreFull | Verdict::Contention => {
+                let (kind, what) = if decision.verdict == Verdict::StoreFull {
+                    (EventKind::StoreFull, "store_full")
+                } else {
+                    (EventKind::Contention, "contention")
+                };
+                handled.event(index, kind);
+                if decision.allowed {
+                    continue;
+                }
                 log_refusal(
                     config,
-                    rule,
+                    &config.rules[index].name,
+                    "-",
                     client,
                     plan_name,
-                    decision.verdict,
-                    decision.allowed,
+                    what,
                 );
-                if !decision.allowed {
-                    give_back(config, store, &taken);
-                    if config.shadow {
-                        handled.shadow_refusal = true;
-                    } else {
-                        let limit = &limited.limits[0];
-                        let reply = response::refusal_without_status(
-                            &config.response,
-                            limit,
-                            requests[0],
-                            &rule.name,
-                            decision.now_ms,
-                        );
-                        handled.action = Action::Refuse(reply);
-                    }
-                    return handled;
+                give_back(config, store, &taken);
+                if config.shadow {
+                    handled.shadow_refusal = true;
+                    handled.event(rule_index, EventKind::ShadowRefused);
+                } else {
+                    handled.event(rule_index, EventKind::Refused);
+                    let reply = response::refusal_without_status(
+                        &config.response,
+                        &limited.limits[0],
+                        requests[0],
+                        &rule.name,
+                        decision.now_ms,
+                    );
+                    handled.action = Action::Refuse(reply);
                 }
+                return handled;
             }
         }
     }
@@ -244,6 +309,14 @@ pub fn handle(
                 c.status.remaining = (c.status.remaining + t.cost).min(c.status.requests);
             }
         }
+        let kind = if config.shadow {
+            EventKind::ShadowRefused
+        } else {
+            EventKind::Refused
+        };
+        handled.event(rule_index, kind);
+    } else if !taken.is_empty() {
+        handled.event(rule_index, EventKind::Allowed);
     }
     if checked.is_empty() {
         return handled;
@@ -295,25 +368,26 @@ fn give_back(config: &CompiledConfig, store: &dyn SharedStore, taken: &[Taken]) 
     }
 }
 
+/// One line per refusal: rule, limit, hashed client, plan — never the key itself.
 fn log_refusal(
     config: &CompiledConfig,
-    rule: &Rule,
+    rule: &str,
+    limit: &str,
     client: u64,
     plan: Option<&str>,
-    verdict: Verdict,
-    allowed: bool,
+    why: &str,
 ) {
-    log::info!(
-        "ratelimit: rule={} client={} plan={} verdict={:?} action={} shadow={}",
-        rule.name,
+    let level = match config.refusal_log {
+        RefusalLog::Off => return,
+        RefusalLog::Info => log::Level::Info,
+        RefusalLog::Debug => log::Level::Debug,
+    };
+    log::log!(
+        level,
+        "ratelimit: {why} rule={rule} limit={limit} client={} plan={} action={} shadow={}",
         display_hash(client),
         plan.unwrap_or("-"),
-        verdict,
-        if allowed || config.shadow {
-            "pass"
-        } else {
-            "refuse"
-        },
+        if config.shadow { "pass" } else { "refuse" },
         config.shadow
     );
 }

@@ -5,21 +5,42 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel};
+use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MetricType};
 
 use crate::client_key::RequestView;
-use crate::engine::{self, Action};
+use crate::engine::{self, Action, Event};
+use crate::metrics::{self, StatKind};
 use crate::policy::{self, CompiledConfig};
 use crate::response::Headers;
 use crate::store::{CasMismatch, SharedStore};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_log_level(LogLevel::Debug);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot { config: None }) });
 }}
 
 struct RateLimitRoot {
-    config: Option<Rc<CompiledConfig>>,
+    config: Option<Rc<Loaded>>,
+}
+
+/// The compiled config and this VM's stat ids (by rule, by slot; see `metrics`).
+struct Loaded {
+    config: CompiledConfig,
+    stats: Vec<Vec<u32>>,
+}
+
+impl Loaded {
+    fn record(&self, events: &[Event]) {
+        for event in events {
+            if let Some(&id) = self
+                .stats
+                .get(event.rule)
+                .and_then(|s| s.get(metrics::slot(event.kind)))
+            {
+                let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+            }
+        }
+    }
 }
 
 impl Context for RateLimitRoot {}
@@ -33,7 +54,21 @@ impl RootContext for RateLimitRoot {
                     "ratelimit: configuration loaded ({} rules)",
                     config.rules.len()
                 );
-                self.config = Some(Rc::new(config));
+                let stats = metrics::stat_names(&config)
+                    .iter()
+                    .map(|rule| {
+                        rule.iter()
+                            .map(|(name, kind)| {
+                                let kind = match kind {
+                                    StatKind::Counter => MetricType::Counter,
+                                    StatKind::Gauge => MetricType::Gauge,
+                                };
+                                proxy_wasm::hostcalls::define_metric(kind, name).unwrap_or(u32::MAX)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                self.config = Some(Rc::new(Loaded { config, stats }));
                 true
             }
             Err(errors) => {
@@ -61,7 +96,7 @@ impl RootContext for RateLimitRoot {
 
 /// Per-request state only: the headers to add to the response, and whether the filter answered.
 struct RateLimitHttp {
-    config: Rc<CompiledConfig>,
+    config: Rc<Loaded>,
     response_headers: Option<Headers>,
     replied_locally: bool,
 }
@@ -75,7 +110,8 @@ impl HttpContext for RateLimitHttp {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let handled = engine::handle(&self.config, &HostStore, &HostRequest(self), now_ms);
+        let handled = engine::handle(&self.config.config, &HostStore, &HostRequest(self), now_ms);
+        self.config.record(&handled.events);
         match handled.action {
             Action::Pass => HostAction::Continue,
             Action::Allow(headers) => {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod limiter;
+pub mod metrics;
 pub mod page_codec;
 pub mod policy;
 pub mod request_path;

@@ -106,6 +106,21 @@ pub struct Decision {
     pub now_ms: u64,
     /// Compare-and-swap attempts that lost a race.
     pub cas_retries: u32,
+    /// How an admitted request's client got its slot.
+    pub slot: SlotUse,
+}
+
+/// How the client's slot was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotUse {
+    /// Nothing was written (refused, or the store could not decide).
+    None,
+    /// The client's own slot.
+    Own,
+    /// A never-used slot: one more client tracked.
+    Claimed,
+    /// The slot of a client whose windows were all empty (an eviction that loses nothing).
+    Evicted,
 }
 
 /// The most restrictive of several limit statuses: when any is violated, the violated limit that
@@ -151,6 +166,7 @@ fn fail(verdict: Verdict, policy: FailPolicy, now_ms: u64, cas_retries: u32) -> 
         statuses: Vec::new(),
         now_ms,
         cas_retries,
+        slot: SlotUse::None,
     }
 }
 
@@ -178,10 +194,11 @@ pub fn check(
             // Missing, emptied, or another layout: start afresh (the write still checks the cas).
             _ => layout.empty_page(),
         };
-        let Some((slot, is_new)) = choose_slot(policy, &page, identity, now_ms) else {
+        let Some((slot, slot_use)) = choose_slot(policy, &page, identity, now_ms) else {
             return fail(Verdict::StoreFull, options.on_full, now_ms, cas_retries);
         };
         // The clock never runs backwards for a client: a step back is read as "no time passed".
+        let is_new = slot_use != SlotUse::Own;
         let last_ms = if is_new {
             0
         } else {
@@ -226,6 +243,7 @@ pub fn check(
                 statuses,
                 now_ms: now,
                 cas_retries,
+                slot: SlotUse::None,
             };
         }
         let cost32 = u32::try_from(cost).unwrap_or(u32::MAX);
@@ -246,6 +264,7 @@ pub fn check(
                     statuses,
                     now_ms: now,
                     cas_retries,
+                    slot: slot_use,
                 };
             }
             Err(CasMismatch) => cas_retries += 1,
@@ -310,13 +329,13 @@ fn choose_slot(
     page: &[u8],
     identity: u64,
     now_ms: u64,
-) -> Option<(usize, bool)> {
+) -> Option<(usize, SlotUse)> {
     let layout = &policy.layout;
     let mut reusable: Option<(usize, u64)> = None;
     for slot in 0..layout.slots() {
         let owner = layout.identity(page, slot);
         if owner == identity {
-            return Some((slot, false));
+            return Some((slot, SlotUse::Own));
         }
         if owner == 0 {
             if reusable.is_none_or(|(_, last)| last > 0) {
@@ -334,7 +353,16 @@ fn choose_slot(
         }
     }
     // Keep scanning past an unused slot: the identity may sit further on.
-    reusable.map(|(slot, _)| (slot, true))
+    reusable.map(|(slot, last)| {
+        (
+            slot,
+            if last == 0 {
+                SlotUse::Claimed
+            } else {
+                SlotUse::Evicted
+            },
+        )
+    })
 }
 
 #[cfg(test)]
@@ -505,13 +533,22 @@ mod tests {
     fn an_idle_slot_is_reused_oldest_first() {
         let store = MemoryStore::new();
         let p = policy(&[(5, 1_000)], 2, 2);
-        check(&store, &p, &options(), 1, 1, T0);
-        check(&store, &p, &options(), 2, 1, T0 + 500);
-        let later = T0 + 10_000;
         assert_eq!(
-            check(&store, &p, &options(), 3, 1, later).verdict,
-            Verdict::Admitted
+            check(&store, &p, &options(), 1, 1, T0).slot,
+            SlotUse::Claimed
         );
+        assert_eq!(
+            check(&store, &p, &options(), 2, 1, T0 + 500).slot,
+            SlotUse::Claimed
+        );
+        assert_eq!(
+            check(&store, &p, &options(), 2, 1, T0 + 600).slot,
+            SlotUse::Own
+        );
+        let later = T0 + 10_000;
+        let d = check(&store, &p, &options(), 3, 1, later);
+        assert_eq!(d.verdict, Verdict::Admitted);
+        assert_eq!(d.slot, SlotUse::Evicted);
         let (page, _) = store.get(&p.page_key(3));
         let page = page.unwrap();
         assert_eq!(p.layout.identity(&page, 0), 3, "client 1 was idle longest");

@@ -63,10 +63,13 @@ pub const IMPLICIT_PLAN: &str = "default";
 pub struct CompiledConfig {
     pub enabled: bool,
     pub shadow: bool,
+    pub refusal_log: crate::config::RefusalLog,
     pub plans: Plans,
     pub rules: Vec<Rule>,
     pub response: ResponsePolicy,
     pub store: StoreOptions,
+    /// `store.key_prefix`: shared-data keys and stat names start with it.
+    pub key_prefix: String,
     pub hash_seed: u64,
     /// Which request attributes routing reads (the others are never asked of the host).
     pub needs_method: bool,
@@ -414,6 +417,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
     Ok(CompiledConfig {
         enabled: config.enabled,
         shadow: config.mode == Mode::Shadow,
+        refusal_log: config.refusal_log,
         plans,
         rules,
         response: response.expect("no errors"),
@@ -422,6 +426,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
             on_full: store.on_full,
             on_contention: store.on_contention,
         },
+        key_prefix: store.key_prefix.clone(),
         hash_seed: seed_of(&store.key_prefix),
         needs_method,
         needs_authority,

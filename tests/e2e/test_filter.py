@@ -28,6 +28,12 @@ def statuses(responses):
     return [r.status for r in responses]
 
 
+def prometheus(envoy):
+    """The filter's stats from the admin endpoint's Prometheus output: name -> value."""
+    text = admin_get(envoy.admin_port, "/stats/prometheus")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(ratelimit_\w+)\{\} (\d+)$", text, re.M)}
+
+
 def test_exact_admission_count_across_four_workers(start_envoy):
     envoy = start_envoy(
         {"rules": [rule(key=API_KEY, limits=[{"requests": 100, "window": "30s"}])]},
@@ -172,7 +178,12 @@ def test_shadow_mode_never_refuses(start_envoy):
     assert [r.header("x-ratelimit-remaining") for r in responses] == ["1", "0", "0", "0", "0"]
     assert all(r.header("retry-after") is None for r in responses)
     time.sleep(0.2)
-    assert "verdict=Refused action=pass shadow=true" in envoy.log()
+    assert re.search(r"refused rule=api limit=30s client=[0-9a-f]{16} plan=- action=pass shadow=true", envoy.log())
+    assert "shadowed" not in envoy.log(), "the API key never appears in logs"
+    stats = prometheus(envoy)
+    assert stats["ratelimit_api_allowed"] == 2
+    assert stats["ratelimit_api_shadow_refused"] == 3
+    assert stats["ratelimit_api_refused"] == 0
 
 
 def test_disabled_filter_does_nothing(start_envoy):
@@ -258,3 +269,33 @@ def test_ietf_structured_headers_problem_json_and_request_cost(start_envoy):
     assert body["type"] == "https://iana.org/assignments/http-problem-types#quota-exceeded"
     # A malformed cost is charged the default, 1: 6 of those still fit.
     assert statuses([envoy.request("/x", {**h, "x-batch-size": "lots"}) for _ in range(7)]) == [200] * 6 + [503]
+
+
+def test_stats_in_prometheus_never_name_a_client(start_envoy):
+    config = {
+        "rules": [
+            {"name": "health", "match": {"path": {"exact": "/healthz"}}, "exempt": True},
+            rule(key=API_KEY, on_missing_key="allow", limits=[
+                {"name": "burst", "requests": 2, "window": "30s"},
+                {"name": "daily", "requests": 100, "window": "1d"},
+            ]),
+        ]
+    }
+    envoy = start_envoy(config, concurrency=2)
+    for key in ("secret-key-1", "secret-key-2"):
+        assert statuses([envoy.request("/x", {"x-api-key": key}) for _ in range(3)]) == [200, 200, 429]
+    envoy.request("/x")  # no key: allowed uncounted
+    envoy.request("/healthz")
+    stats = prometheus(envoy)
+    assert stats["ratelimit_api_allowed"] == 4
+    assert stats["ratelimit_api_refused"] == 2
+    assert stats["ratelimit_api_burst_refused"] == 2
+    assert stats["ratelimit_api_daily_refused"] == 0
+    assert stats["ratelimit_api_missing_key"] == 1
+    assert stats["ratelimit_api_clients_tracked"] == 2
+    assert stats["ratelimit_api_store_full"] == 0
+    assert not any(name.startswith("ratelimit_health") for name in stats), "exempt rules have no stats"
+    everything = admin_get(envoy.admin_port, "/stats/prometheus") + admin_get(envoy.admin_port, "/stats")
+    time.sleep(0.2)
+    assert "secret-key" not in everything + envoy.log()
+    assert "refused rule=api limit=burst" in envoy.log()
