@@ -7,7 +7,7 @@ TARGET := wasm32-wasip1
 WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all setup build run test unit e2e validate clean
+.PHONY: all setup build run test unit e2e validate check explain schema clean
 
 all: build
 
@@ -40,7 +40,19 @@ run: setup build
 test: setup build unit e2e
 
 unit:
-	cargo test --quiet
+	cargo test --quiet --features cli
+
+## check: validate filter configs as the filter does at load, e.g. make check CONFIG=envoy/examples/000-codeqr.json
+check:
+	cargo run --quiet --features cli --bin ratelimit-config -- check $(CONFIG)
+
+## explain: what a config does to a request, e.g. make explain CONFIG=envoy/examples/002-linkforty.json ARGS="--method POST --path /api/links/bulk"
+explain:
+	cargo run --quiet --features cli --bin ratelimit-config -- explain $(CONFIG) $(ARGS)
+
+## schema: regenerate envoy/ratelimit.schema.json from the config types
+schema:
+	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
 e2e: setup build
 	$(PY) -m pytest tests/e2e -q

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::duration::WindowSpec;
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Off: every request passes untouched, no headers are written.
@@ -31,6 +32,7 @@ pub struct FilterConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlansConfig {
     /// Every plan name limits may refer to.
@@ -50,6 +52,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -58,6 +61,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalLog {
     Off,
@@ -67,6 +71,7 @@ pub enum RefusalLog {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Prefix of every shared-data key this filter writes. Distinct filters (or Istio plugins,
@@ -121,6 +126,7 @@ fn allow() -> FailPolicy {
 
 /// `deny` refuses the request (fail closed), `allow` lets it through uncounted (fail open).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailPolicy {
     #[default]
@@ -129,6 +135,7 @@ pub enum FailPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
     /// Status of the local reply to a refused request.
@@ -160,6 +167,7 @@ impl Default for ResponseConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BodyPreset {
     /// `{"error": "too_many_requests", "message": ..., "limit": ..., "retry_after": ...}`.
@@ -174,6 +182,7 @@ fn default_status() -> u32 {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
     #[serde(default)]
@@ -190,6 +199,7 @@ pub struct HeadersConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderStyle {
     /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
@@ -206,6 +216,7 @@ pub enum HeaderStyle {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ResetFormat {
     /// Unix epoch seconds.
@@ -216,6 +227,7 @@ pub enum ResetFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Unique; used in shared-data key names, logs and (later) metrics.
@@ -249,6 +261,7 @@ pub enum CostConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostFromRequest {
     /// Request header holding a whole number.
@@ -269,6 +282,7 @@ fn one() -> u64 {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     #[serde(default)]
@@ -285,6 +299,7 @@ pub struct MatchConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum PathMatch {
     Exact(String),
@@ -295,6 +310,7 @@ pub enum PathMatch {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeySource {
     /// The value of a request header, e.g. `x-api-key`.
@@ -308,6 +324,7 @@ pub enum KeySource {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpConfig {
     /// 0: the downstream address Envoy sees (`source.address`). N > 0: the N-th address from the
@@ -318,6 +335,7 @@ pub struct ClientIpConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MissingKeyPolicy {
     /// All requests without a key share one counter.
@@ -330,6 +348,7 @@ pub enum MissingKeyPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
     /// Names the limit in headers, bodies and logs; defaults to the window, e.g. `60s`.
@@ -416,4 +435,41 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, crate::policy::ConfigError> {
     de.end()
         .map_err(|err| crate::policy::ConfigError::new("$", err.to_string()))?;
     Ok(config)
+}
+
+#[cfg(feature = "cli")]
+mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    use super::{CostConfig, CostFromRequest, Requests};
+
+    impl JsonSchema for Requests {
+        fn schema_name() -> Cow<'static, str> {
+            "Requests".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "Requests per window: a number, or a number per plan. 0, or a plan left out, means no limit at this level.",
+                "oneOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 4294967295u64},
+                    {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}}
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for CostConfig {
+        fn schema_name() -> Cow<'static, str> {
+            "Cost".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            let from_request = generator.subschema_for::<CostFromRequest>();
+            json_schema!({
+                "description": "What one request costs: a fixed number, or a whole number read from a header or query parameter.",
+                "oneOf": [{"type": "integer", "minimum": 1}, from_request]
+            })
+        }
+    }
 }

@@ -82,6 +82,22 @@ impl<'de> Deserialize<'de> for WindowSpec {
     }
 }
 
+#[cfg(feature = "cli")]
+impl schemars::JsonSchema for WindowSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Window".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A window: a number of seconds, or a whole number with a unit: \"500ms\", \"30s\", \"1m\", \"1h\", \"1d\" (100 ms to 366 days).",
+            "oneOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": "^\\s*[0-9]+(ms|s|m|h|d)\\s*$"}
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

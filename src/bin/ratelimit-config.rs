@@ -1,0 +1,117 @@
+//! `ratelimit-config`: check a filter configuration, explain what it does to a request, or print
+//! its JSON Schema. The same code the filter runs at load and per request.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envoy_ratelimit_wasm::config_tool::{self, DescribedRequest};
+use envoy_ratelimit_wasm::policy;
+
+const USAGE: &str = "usage:
+  ratelimit-config check CONFIG.json [CONFIG.json ...]
+  ratelimit-config explain CONFIG.json [--method GET] --path /api/x [--host h] [--ip 1.2.3.4]
+                           [--route NAME] [--header 'name: value' ...]
+  ratelimit-config schema";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("check") if args.len() > 1 => check(&args[1..]),
+        Some("explain") if args.len() > 1 => explain(&args[1], &args[2..]),
+        Some("schema") => {
+            print!("{}", config_tool::schema());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{path}: cannot read: {e}"))
+}
+
+fn check(paths: &[String]) -> ExitCode {
+    let mut failed = false;
+    for path in paths {
+        match read(path).map(|bytes| config_tool::check(&bytes)) {
+            Ok(Ok(summary)) => println!("{path}: {summary}"),
+            Ok(Err(errors)) => {
+                failed = true;
+                for error in errors {
+                    println!("{path}: {error}");
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn explain(path: &str, args: &[String]) -> ExitCode {
+    let config = match read(path).map(|bytes| policy::load(&bytes)) {
+        Ok(Ok(config)) => config,
+        Ok(Err(errors)) => {
+            for error in errors.0 {
+                println!("{path}: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut request = DescribedRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        client_ip: "192.0.2.1".into(),
+        headers: HashMap::new(),
+        ..Default::default()
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            eprintln!("{flag} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        match flag.as_str() {
+            "--method" => request.method = value.to_ascii_uppercase(),
+            "--path" => request.path = value.clone(),
+            "--host" => request.host = Some(value.clone()),
+            "--ip" => request.client_ip = value.clone(),
+            "--route" => request.route_name = Some(value.clone()),
+            "--header" => match value.split_once(':') {
+                Some((name, v)) => {
+                    request
+                        .headers
+                        .insert(name.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+                None => {
+                    eprintln!("--header takes 'name: value'");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("unknown option {flag}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    print!("{}", config_tool::explain(&config, &request, now));
+    ExitCode::SUCCESS
+}
