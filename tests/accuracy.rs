@@ -1,0 +1,366 @@
+//! The limiter against the exact definition, on a fake clock.
+//!
+//! Every trace is replayed through the real core (`limiter::check` on the in-memory store with
+//! Envoy's shared-data semantics) and through an exact sliding log (admit when fewer than L
+//! requests were admitted in the closed interval [t - W, t]). Printed with
+//! `cargo test --test accuracy -- --nocapture`; the README's Guarantees quote this table.
+
+use std::collections::{HashMap, VecDeque};
+
+use envoy_ratelimit_wasm::config::FailPolicy;
+use envoy_ratelimit_wasm::limiter::{check, StoreOptions, StoredPolicy, Verdict};
+use envoy_ratelimit_wasm::sliding_window::SlidingWindow;
+use envoy_ratelimit_wasm::store::MemoryStore;
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// One request: when, whose, what cost.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at_ms: u64,
+    key: u64,
+    cost: u64,
+}
+
+struct Run {
+    /// Admission times per key, in order.
+    admitted: HashMap<u64, Vec<(u64, u64)>>,
+    refused: usize,
+    /// Every refused arrival.
+    refusals: Vec<Arrival>,
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        cas_attempts: 8,
+        on_full: FailPolicy::Deny,
+        on_contention: FailPolicy::Deny,
+    }
+}
+
+/// Replays through the filter's core.
+fn run_limiter(trace: &[Arrival], limit: u64, window_ms: u64, clients: u64) -> Run {
+    let store = MemoryStore::new();
+    let policy = StoredPolicy::new(
+        "sim/v1/r/".into(),
+        vec![SlidingWindow::new(window_ms)],
+        &[limit],
+        clients * 2,
+        16,
+    );
+    let mut run = Run {
+        admitted: HashMap::new(),
+        refused: 0,
+        refusals: Vec::new(),
+    };
+    for a in trace {
+        let d = check(
+            &store,
+            &policy,
+            &options(),
+            a.key.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            a.cost,
+            &[limit],
+            a.at_ms,
+        );
+        assert_ne!(
+            d.verdict,
+            Verdict::StoreFull,
+            "the simulator sizes the store for its clients"
+        );
+        if d.allowed {
+            run.admitted
+                .entry(a.key)
+                .or_default()
+                .push((d.now_ms, a.cost));
+        } else {
+            run.refused += 1;
+            run.refusals.push(*a);
+        }
+    }
+    run
+}
+
+/// Replays through the exact sliding log.
+fn run_exact(trace: &[Arrival], limit: u64, window_ms: u64) -> Run {
+    let mut logs: HashMap<u64, VecDeque<(u64, u64)>> = HashMap::new();
+    let mut run = Run {
+        admitted: HashMap::new(),
+        refused: 0,
+        refusals: Vec::new(),
+    };
+    for a in trace {
+        let log = logs.entry(a.key).or_default();
+        while log.front().is_some_and(|&(t, _)| t + window_ms < a.at_ms) {
+            log.pop_front();
+        }
+        let used: u64 = log.iter().map(|&(_, c)| c).sum();
+        if used + a.cost <= limit {
+            log.push_back((a.at_ms, a.cost));
+            run.admitted
+                .entry(a.key)
+                .or_default()
+                .push((a.at_ms, a.cost));
+        } else {
+            run.refused += 1;
+        }
+    }
+    run
+}
+
+/// The most admitted (by cost) in any closed interval of length `window_ms`, over all keys.
+fn max_in_any_window(run: &Run, window_ms: u64) -> u64 {
+    let mut worst = 0;
+    for times in run.admitted.values() {
+        let (mut start, mut sum) = (0, 0);
+        for (end, &(t, c)) in times.iter().enumerate() {
+            sum += c;
+            while times[start].0 + window_ms < t {
+                sum -= times[start].1;
+                start += 1;
+            }
+            let _ = end;
+            worst = worst.max(sum);
+        }
+    }
+    worst
+}
+
+fn total(run: &Run) -> u64 {
+    run.admitted.values().flatten().map(|&(_, c)| c).sum()
+}
+
+/// A client sending `factor` x its limit, evenly spaced, for `windows` windows.
+fn uniform(factor: f64, limit: u64, window_ms: u64, windows: u64, key: u64) -> Vec<Arrival> {
+    let spacing = window_ms as f64 / (factor * limit as f64);
+    let n = (windows as f64 * window_ms as f64 / spacing) as u64;
+    (0..n)
+        .map(|i| Arrival {
+            at_ms: T0 + (i as f64 * spacing) as u64,
+            key,
+            cost: 1,
+        })
+        .collect()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+struct Row {
+    name: &'static str,
+    over_admission: i64,
+    ours: u64,
+    exact: u64,
+    refused_ours: usize,
+    refused_exact: usize,
+}
+
+fn evaluate(
+    name: &'static str,
+    trace: &[Arrival],
+    limit: u64,
+    window_ms: u64,
+    clients: u64,
+) -> Row {
+    let ours = run_limiter(trace, limit, window_ms, clients);
+    let exact = run_exact(trace, limit, window_ms);
+    Row {
+        name,
+        over_admission: max_in_any_window(&ours, window_ms) as i64 - limit as i64,
+        ours: total(&ours),
+        exact: total(&exact),
+        refused_ours: ours.refused,
+        refused_exact: exact.refused,
+    }
+}
+
+#[test]
+fn accuracy_against_the_exact_sliding_log() {
+    let (limit, window) = (100, 60_000);
+    let mut rows = Vec::new();
+    for (name, factor) in [
+        ("uniform 0.5x", 0.5),
+        ("uniform 0.95x", 0.95),
+        ("uniform 1x", 1.0),
+        ("uniform 2x", 2.0),
+    ] {
+        rows.push(evaluate(
+            name,
+            &uniform(factor, limit, window, 20, 1),
+            limit,
+            window,
+            1,
+        ));
+    }
+    // Bursts: 60 requests at once every 40 s.
+    let bursts: Vec<Arrival> = (0..30u64)
+        .flat_map(|b| {
+            (0..60).map(move |i| Arrival {
+                at_ms: T0 + b * 40_000 + i,
+                key: 1,
+                cost: 1,
+            })
+        })
+        .collect();
+    rows.push(evaluate(
+        "bursts of 60 every 40s",
+        &bursts,
+        limit,
+        window,
+        1,
+    ));
+    // The boundary attack: a full burst just before a clock-minute boundary and again after.
+    let boundary_start = T0 - T0 % window + 10 * window;
+    let boundary: Vec<Arrival> = (0..limit)
+        .map(|i| Arrival {
+            at_ms: boundary_start - 1 - i % 5,
+            key: 1,
+            cost: 1,
+        })
+        .chain((0..limit).map(|i| Arrival {
+            at_ms: boundary_start + 1 + i % 5,
+            key: 1,
+            cost: 1,
+        }))
+        .collect();
+    rows.push(evaluate("boundary attack", &boundary, limit, window, 1));
+    // Many keys: 500 clients, random gaps averaging 1.5x their limit, random costs 1-3.
+    let mut rng = Rng(0x5eed);
+    let mut at = T0;
+    let mut many = Vec::new();
+    for _ in 0..400_000 {
+        at += rng.next() % 5;
+        many.push(Arrival {
+            at_ms: at,
+            key: rng.next() % 500,
+            cost: 1 + rng.next() % 3,
+        });
+    }
+    rows.push(evaluate(
+        "500 keys, random, costs 1-3",
+        &many,
+        limit,
+        window,
+        500,
+    ));
+
+    println!(
+        "\nlimit {limit} per {} s; N = 20 sub-windows",
+        window / 1000
+    );
+    println!(
+        "{:<30} {:>15} {:>10} {:>10} {:>8} {:>12} {:>12}",
+        "trace", "over-admission", "admitted", "exact", "share", "refused", "exact refused"
+    );
+    for r in &rows {
+        println!(
+            "{:<30} {:>15} {:>10} {:>10} {:>7.1}% {:>12} {:>12}",
+            r.name,
+            r.over_admission.max(0),
+            r.ours,
+            r.exact,
+            100.0 * r.ours as f64 / r.exact as f64,
+            r.refused_ours,
+            r.refused_exact
+        );
+    }
+    for r in &rows {
+        assert!(
+            r.over_admission <= 0,
+            "{}: {} over the limit in some window",
+            r.name,
+            r.over_admission
+        );
+        assert!(
+            r.ours <= r.exact,
+            "{}: never more than the exact log in total",
+            r.name
+        );
+    }
+    let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
+    assert_eq!(row("uniform 0.5x").refused_ours, 0);
+    assert_eq!(
+        row("uniform 0.95x").refused_ours,
+        0,
+        "a client under 95% of its limit is never refused"
+    );
+    let share = row("uniform 2x").ours as f64 / row("uniform 2x").exact as f64;
+    assert!(
+        share >= 0.95,
+        "a client at 2x gets {share:.3} of the exact log's admissions"
+    );
+    assert_eq!(
+        row("boundary attack").ours,
+        limit,
+        "the second burst is refused entirely"
+    );
+}
+
+/// A clock stepping back or forward by minutes never admits beyond the guarantee, measured on
+/// the times the limiter used (it never lets a client's time run backwards).
+#[test]
+fn clock_steps_keep_the_guarantee() {
+    let (limit, window) = (10, 60_000);
+    let segment = |start: u64| -> Vec<Arrival> {
+        uniform(3.0, limit, window, 2, 1)
+            .iter()
+            .map(|a| Arrival {
+                at_ms: a.at_ms - T0 + start,
+                ..*a
+            })
+            .collect()
+    };
+    let mut trace = segment(T0);
+    // NTP steps the clock back 5 minutes, then forward 10.
+    let back = trace.last().unwrap().at_ms - 300_000;
+    trace.extend(segment(back));
+    let forward = trace.last().unwrap().at_ms + 600_000;
+    trace.extend(segment(forward));
+    let ours = run_limiter(&trace, limit, window, 1);
+    assert!(max_in_any_window(&ours, window) <= limit);
+    assert!(
+        total(&ours) >= 3 * limit,
+        "it recovers: clients keep being admitted after each step"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random traces, limits, windows and costs: never more than the limit in any window, never
+    /// more than the exact log, and everything within the exact log's count over W(1 + 1/N).
+    #[test]
+    fn the_guarantee_holds_on_random_traces(
+        limit in 1u64..50,
+        window_ms in 100u64..5_000,
+        gaps in prop::collection::vec((0u64..400, 0u64..4, 1u64..4), 1..600),
+    ) {
+        let mut at = T0;
+        let trace: Vec<Arrival> = gaps
+            .iter()
+            .map(|&(gap, key, cost)| {
+                at += gap;
+                Arrival { at_ms: at, key, cost }
+            })
+            .collect();
+        let ours = run_limiter(&trace, limit, window_ms, 4);
+        prop_assert!(max_in_any_window(&ours, window_ms) <= limit);
+        // The lower bound: a request is refused only if what we admitted for its key in the
+        // last W(1 + 1/N) (plus a millisecond of sub-window rounding) leaves no room for it.
+        let reach = window_ms + window_ms.div_ceil(20) + 1;
+        for r in &ours.refusals {
+            let recent: u64 = ours.admitted.get(&r.key).map_or(0, |times| {
+                times.iter().filter(|&&(t, _)| t + reach >= r.at_ms && t <= r.at_ms).map(|&(_, c)| c).sum()
+            });
+            prop_assert!(recent + r.cost > limit, "refused with {} used of {} in the last {} ms", recent, limit, reach);
+        }
+    }
+}
