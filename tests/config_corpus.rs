@@ -1,0 +1,188 @@
+//! Hostile configurations: a corpus of malformed configs, each rejected at load with the path
+//! of the offending field, and property tests that no input makes the loader panic.
+
+use envoy_ratelimit_wasm::policy::load;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+/// (config, the path the first error must name).
+fn corpus() -> Vec<(Vec<u8>, &'static str)> {
+    let limit = |l: Value| json!({"rules": [{"name": "r", "limits": [l]}]});
+    let cases: Vec<(Value, &str)> = vec![
+        // wrong types
+        (json!({"rules": {"name": "r"}}), "$.rules"),
+        (json!({"enabled": "yes", "rules": []}), "$.enabled"),
+        (limit(json!({"requests": "100", "window": "1m"})), "$.rules[0].limits[0].requests"),
+        (limit(json!({"requests": 1.5, "window": "1m"})), "$.rules[0].limits[0].requests"),
+        (limit(json!({"requests": 1, "window": true})), "$.rules[0].limits[0].window"),
+        (json!({"rules": [{"name": 7, "limits": []}]}), "$.rules[0].name"),
+        (json!({"store": "small", "rules": []}), "$.store"),
+        (json!({"rules": [{"name": "r", "key": {"header": "x"}, "limits": []}]}), "$.rules[0].key"),
+        // negative, zero, huge numbers
+        (limit(json!({"requests": -1, "window": "1m"})), "$.rules[0].limits[0].requests"),
+        (limit(json!({"requests": 4294967296u64, "window": "1m"})), "$.rules[0].limits[0].requests"),
+        (limit(json!({"requests": 1, "window": 0})), "$.rules[0].limits[0].window"),
+        (limit(json!({"requests": 1, "window": -5})), "$.rules[0].limits[0].window"),
+        (limit(json!({"requests": 1, "window": "99ms"})), "$.rules[0].limits[0].window"),
+        (limit(json!({"requests": 1, "window": "367d"})), "$.rules[0].limits[0].window"),
+        (limit(json!({"requests": 1, "window": 18446744073709551615u64})), "$.rules[0].limits[0].window"),
+        (json!({"store": {"max_clients": 0}, "rules": []}), "$.store.max_clients"),
+        (json!({"store": {"max_clients": 4294967295u64}, "rules": []}), "$.store.max_clients"),
+        (json!({"store": {"slots_per_page": 100000}, "rules": []}), "$.store.slots_per_page"),
+        (json!({"store": {"cas_attempts": 0}, "rules": []}), "$.store.cas_attempts"),
+        (json!({"response": {"status": 99999}, "rules": []}), "$.response.status"),
+        (json!({"rules": [{"name": "r", "key": [{"client_ip": {"trusted_hops": 1000}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.trusted_hops"),
+        // unknown fields and variants
+        (json!({"rulez": []}), "$.rulez"),
+        (json!({"rules": [], "store": {"prefix": "x"}}), "$.store.prefix"),
+        (limit(json!({"requests": 1, "window": 1, "burst": 5})), "$.rules[0].limits[0].burst"),
+        (json!({"rules": [{"name": "r", "match": {"path": {"regex": ".*"}}, "limits": []}]}), "$.rules[0].match.path"),
+        (json!({"response": {"headers": {"style": "x-ratelimit"}}, "rules": []}), "$.response.headers.style"),
+        // empty rules and names
+        (json!({"rules": []}), "$.rules"),
+        (json!({"rules": [{"name": "", "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].name"),
+        (json!({"rules": [{"name": "r"}]}), "$.rules[0].limits"),
+        (json!({"rules": [{"name": "r", "key": [{"header": ""}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].header"),
+        // bad templates
+        (json!({"response": {"body": {"m": "{{nope}}"}}, "rules": []}), "$.response.body.m"),
+        (json!({"response": {"body": ["{{limit"]}, "rules": []}), "$.response.body[0]"),
+        (limit(json!({"requests": 1, "window": 1, "message": "{{message}}"})), "$.rules[0].limits[0].message"),
+        (json!({"rules": [{"name": "r", "match": {"path": {"template": "/a/**/b"}}, "limits": []}]}), "$.rules[0].match.path.template"),
+        // duplicate names
+        (json!({"rules": [{"name": "r", "exempt": true}, {"name": "r", "exempt": true}]}), "$.rules[1].name"),
+        (limit(json!({"requests": 1, "window": 60})).pointer("/rules/0").map(|r| json!({"rules": [{"name": "r", "limits": [r["limits"][0], r["limits"][0]]}]})).unwrap(), "$.rules[0].limits[1].name"),
+        (json!({"plans": {"names": ["a", "A"], "default": "a"}, "rules": []}), "$.plans.names[1]"),
+    ];
+    let mut all: Vec<(Vec<u8>, &str)> = cases
+        .into_iter()
+        .map(|(v, p)| (serde_json::to_vec(&v).unwrap(), p))
+        .collect();
+    all.push((
+        br#"{"rules": [{"name": "r", "limits": [{"requests": 18446744073709551616, "window": "1m"}]}]}"#.to_vec(),
+        "$.rules[0].limits[0].requests",
+    ));
+    // Bytes that are not JSON, or not UTF-8.
+    all.push((b"\xff\xfe{\"rules\": []}".to_vec(), "$"));
+    all.push((b"{\"rules\": [{\"name\": \"\xff\"}]}".to_vec(), "$"));
+    all.push((b"".to_vec(), "$"));
+    all.push((b"null".to_vec(), "$"));
+    all.push((b"{\"rules\": []".to_vec(), "$"));
+    all.push((
+        [
+            b"{\"rules\": [".repeat(100_000),
+            b"]".repeat(100_000),
+            b"}".to_vec(),
+        ]
+        .concat(),
+        "$",
+    ));
+    all
+}
+
+#[test]
+fn every_malformed_config_is_rejected_with_the_field_path() {
+    for (bytes, path) in corpus() {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+        let errors = match load(&bytes) {
+            Ok(_) => panic!("accepted: {shown}"),
+            Err(errors) => errors.0,
+        };
+        let first = &errors[0];
+        assert!(
+            first.path == path
+                || first.path.starts_with(&format!("{path}."))
+                || first.path.starts_with(&format!("{path}[")),
+            "{shown}\n  expected an error at {path}, got {first}"
+        );
+        assert!(!first.message.is_empty());
+    }
+}
+
+/// JSON values shaped like configs, with random leaves.
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "[a-z_]{0,8}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "1m",
+            "0s",
+            "10ms",
+            "{{limit}}",
+            "{{x",
+            "/api/:id",
+            "*.a.com",
+            "header",
+            "free"
+        ])
+        .prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        let keys = prop::sample::select(vec![
+            "rules",
+            "name",
+            "limits",
+            "requests",
+            "window",
+            "key",
+            "header",
+            "match",
+            "path",
+            "prefix",
+            "exact",
+            "template",
+            "exempt",
+            "plans",
+            "names",
+            "default",
+            "store",
+            "response",
+            "body",
+            "cost",
+            "max",
+            "also",
+            "client_ip",
+            "trusted_hops",
+            "bearer",
+            "query",
+            "headers",
+            "style",
+            "mode",
+            "enabled",
+            "hide",
+        ]);
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keys, inner, 0..5).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_bytes_make_the_loader_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Err(errors) = load(&bytes) {
+            prop_assert!(errors.0.iter().all(|e| e.path.starts_with('$')));
+        }
+    }
+
+    #[test]
+    fn no_config_shaped_json_makes_the_loader_panic(value in arbitrary_json()) {
+        let wrapped = json!({"rules": [value.clone()]});
+        for candidate in [value, wrapped] {
+            if let Err(errors) = load(&serde_json::to_vec(&candidate).unwrap()) {
+                prop_assert!(!errors.0.is_empty());
+                prop_assert!(errors.0.iter().all(|e| e.path.starts_with('$') && !e.message.is_empty()));
+            }
+        }
+    }
+}
