@@ -4,8 +4,13 @@
 Used by `make run`, the end-to-end tests and docker-compose. Standard library only.
 """
 import argparse
+import http.client
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Envoy decides which requests are too large; the demo upstream accepts whatever it forwards.
+http.client._MAXLINE = 1 << 20
+http.client._MAXHEADERS = 100_000
 
 
 class Echo(BaseHTTPRequestHandler):

@@ -86,6 +86,7 @@ def render_config(
     upstream_port: int,
     listen_port: int,
     admin_port: int,
+    hcm_overrides: dict | None = None,
 ) -> dict:
     """envoy/envoy.yaml with ports, .wasm path and (optionally) the filter configuration swapped."""
     config = yaml.safe_load(ENVOY_YAML.read_text())
@@ -97,6 +98,7 @@ def render_config(
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     endpoint["address"]["socket_address"]["port_value"] = upstream_port
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm.update(hcm_overrides or {})
     wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
     plugin = wasm["typed_config"]["config"]
     plugin["vm_config"]["code"]["local"]["filename"] = str(WASM)
@@ -134,9 +136,12 @@ class Envoy:
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    hcm_overrides: dict | None = None
 
     def start(self, wait: bool = True) -> "Envoy":
-        config = render_config(self.filter_config, self.upstream.port, self.listen_port, self.admin_port)
+        config = render_config(
+            self.filter_config, self.upstream.port, self.listen_port, self.admin_port, self.hcm_overrides
+        )
         workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
         config_path = workdir / "envoy.yaml"
         config_path.write_text(yaml.safe_dump(config))
