@@ -764,4 +764,41 @@ mod tests {
         }
         assert_eq!(cost_of(&bulk.cost, &get("/bulk", &[])), 1);
     }
+
+    #[test]
+    fn client_keys_never_appear_in_shared_data() {
+        let config = load(CONFIG.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        for key in ["sk_live_SECRET1", "sk_live_SECRET2"] {
+            handle(&config, &store, &get("/api/x", &[("x-api-key", key)]), T0);
+        }
+        for name in store.keys() {
+            assert!(!name.contains("SECRET"), "{name}");
+            let (value, _) = store.get(&name);
+            let value = value.unwrap();
+            assert!(
+                !value.windows(6).any(|w| w == b"SECRET"),
+                "a value holds the key in clear"
+            );
+        }
+        assert_eq!(
+            store.keys(),
+            vec![
+                "ratelimit/v1/api/".to_string() + &(client_page(&config, "sk_live_SECRET1")),
+                "ratelimit/v1/api/".to_string() + &(client_page(&config, "sk_live_SECRET2"))
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+    }
+
+    fn client_page(config: &CompiledConfig, key: &str) -> String {
+        let RuleAction::Limit(rule) = &config.rules[2].action else {
+            panic!()
+        };
+        let hash = client_hash(config.hash_seed, KeyKind::Header, key.as_bytes());
+        (hash % rule.policy.pages).to_string()
+    }
 }
