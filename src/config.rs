@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::duration::WindowSpec;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
@@ -31,7 +31,7 @@ pub struct FilterConfig {
     pub rules: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlansConfig {
@@ -70,7 +70,7 @@ pub enum RefusalLog {
     Debug,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
@@ -134,7 +134,7 @@ pub enum FailPolicy {
     Allow,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
@@ -181,7 +181,7 @@ fn default_status() -> u32 {
     429
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
@@ -226,7 +226,7 @@ pub enum ResetFormat {
     DeltaSeconds,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
@@ -254,13 +254,13 @@ pub struct RuleConfig {
 }
 
 /// A fixed cost, or one read from the request (bulk and batch endpoints).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CostConfig {
     Fixed(u64),
     FromRequest(CostFromRequest),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostFromRequest {
@@ -281,7 +281,7 @@ fn one() -> u64 {
     1
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
@@ -298,7 +298,7 @@ pub struct MatchConfig {
     pub route_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum PathMatch {
@@ -309,7 +309,7 @@ pub enum PathMatch {
     Template(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeySource {
@@ -323,7 +323,7 @@ pub enum KeySource {
     ClientIp(ClientIpConfig),
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpConfig {
@@ -347,7 +347,7 @@ pub enum MissingKeyPolicy {
     Deny,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
@@ -413,28 +413,15 @@ number_or_object!(
     "a whole number, or {\"header\" or \"query\", \"default\", \"max\"}"
 );
 
-/// Parses the configuration, naming the JSON path of the first shape error.
-pub fn parse(bytes: &[u8]) -> Result<FilterConfig, crate::policy::ConfigError> {
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(crate::policy::ConfigError::new(
-            "$",
-            "the configuration must be a JSON object",
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<FilterConfig, _> = serde_path_to_error::deserialize(&mut de);
-    let config = parsed.map_err(|err| {
-        let path = err.path().to_string();
-        let path = match path.as_str() {
-            "." => "$".to_string(),
-            p if p.starts_with('[') => format!("${p}"),
-            p => format!("$.{p}"),
-        };
-        crate::policy::ConfigError::new(path, err.into_inner().to_string())
-    })?;
-    de.end()
-        .map_err(|err| crate::policy::ConfigError::new("$", err.to_string()))?;
-    Ok(config)
+/// Parses the configuration; `Err` names the JSON path of every shape problem (see
+/// [`crate::config_reader`]).
+pub fn parse(bytes: &[u8]) -> Result<FilterConfig, Vec<crate::policy::ConfigError>> {
+    crate::config_reader::read(bytes)
+}
+
+/// The same with serde's derived deserializers (the reference the reader is tested against).
+pub fn parse_with_serde(bytes: &[u8]) -> Result<FilterConfig, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 #[cfg(feature = "cli")]

@@ -7,6 +7,7 @@ pub mod body_template;
 pub mod client_hash;
 pub mod client_key;
 pub mod config;
+pub mod config_reader;
 pub mod config_tool;
 pub mod duration;
 pub mod engine;

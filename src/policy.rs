@@ -267,7 +267,7 @@ pub fn problem_json_body() -> serde_json::Value {
 
 /// Parses and compiles a configuration; `Err` lists every problem with its path.
 pub fn load(bytes: &[u8]) -> Result<CompiledConfig, ConfigErrors> {
-    let config = config::parse(bytes).map_err(|e| ConfigErrors(vec![e]))?;
+    let config = config::parse(bytes).map_err(ConfigErrors)?;
     compile(&config)
 }
 
