@@ -2,6 +2,8 @@
 //! limiter for every rule that applies, and say what the host should do. The host layer only
 //! carries this out.
 
+use std::cell::Cell;
+
 use crate::client_hash::{client_hash, display_hash, KeyKind};
 use crate::client_key::{extract, query_value, RequestView};
 use crate::config::MissingKeyPolicy;
@@ -259,6 +261,7 @@ pub fn handle(
                     client,
                     plan_name,
                     "refused",
+                    now_ms,
                 );
                 break;
             }
@@ -279,6 +282,7 @@ pub fn handle(
                     client,
                     plan_name,
                     what,
+                    now_ms,
                 );
                 give_back(config, store, &taken);
                 if config.shadow {
@@ -368,7 +372,15 @@ fn give_back(config: &CompiledConfig, store: &dyn SharedStore, taken: &[Taken]) 
     }
 }
 
-/// One line per refusal: rule, limit, hashed client, plan — never the key itself.
+thread_local! {
+    /// The second of this worker's last refusal line, and the refusals not logged since.
+    static REFUSAL_LOG_STATE: Cell<(u64, u64)> = const { Cell::new((u64::MAX, 0)) };
+}
+
+/// At most one line per second per worker, one per refusal: rule, limit, hashed client, plan —
+/// never the key. The line says how many refusals went unlogged since the previous one, so a
+/// flood of refused requests cannot become a flood of log lines.
+#[allow(clippy::too_many_arguments)]
 fn log_refusal(
     config: &CompiledConfig,
     rule: &str,
@@ -376,15 +388,26 @@ fn log_refusal(
     client: u64,
     plan: Option<&str>,
     why: &str,
+    now_ms: u64,
 ) {
     let level = match config.refusal_log {
         RefusalLog::Off => return,
         RefusalLog::Info => log::Level::Info,
         RefusalLog::Debug => log::Level::Debug,
     };
+    if !log::log_enabled!(level) {
+        return;
+    }
+    let second = now_ms / 1000;
+    let (last, unlogged) = REFUSAL_LOG_STATE.get();
+    if last == second {
+        REFUSAL_LOG_STATE.set((last, unlogged + 1));
+        return;
+    }
+    REFUSAL_LOG_STATE.set((second, 0));
     log::log!(
         level,
-        "ratelimit: {why} rule={rule} limit={limit} client={} plan={} action={} shadow={}",
+        "ratelimit: {why} rule={rule} limit={limit} client={} plan={} action={} shadow={} unlogged_since_last={unlogged}",
         display_hash(client),
         plan.unwrap_or("-"),
         if config.shadow { "pass" } else { "refuse" },

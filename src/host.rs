@@ -1,13 +1,15 @@
 //! The proxy-wasm glue: root and HTTP contexts, shared data, properties. Thin by design; the
 //! decisions are made in [`crate::engine`].
 
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MetricType};
 
 use crate::client_key::RequestView;
+use crate::config::RefusalLog;
 use crate::engine::{self, Action, Event};
 use crate::metrics::{self, StatKind};
 use crate::policy::{self, CompiledConfig};
@@ -15,7 +17,7 @@ use crate::response::Headers;
 use crate::store::{CasMismatch, SharedStore};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Debug);
+    proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot { config: None }) });
 }}
 
@@ -23,21 +25,38 @@ struct RateLimitRoot {
     config: Option<Rc<Loaded>>,
 }
 
-/// The compiled config and this VM's stat ids (by rule, by slot; see `metrics`).
+/// The compiled config, this VM's stat ids (by rule, by slot; see `metrics`) and the counts not
+/// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
 struct Loaded {
     config: CompiledConfig,
     stats: Vec<Vec<u32>>,
+    pending: RefCell<Vec<Vec<i64>>>,
 }
+
+/// How often this VM hands its counts to Envoy's stats.
+const STATS_FLUSH: Duration = Duration::from_secs(1);
 
 impl Loaded {
     fn record(&self, events: &[Event]) {
+        let mut pending = self.pending.borrow_mut();
         for event in events {
-            if let Some(&id) = self
-                .stats
-                .get(event.rule)
-                .and_then(|s| s.get(metrics::slot(event.kind)))
+            if let Some(count) = pending
+                .get_mut(event.rule)
+                .and_then(|s| s.get_mut(metrics::slot(event.kind)))
             {
-                let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+                *count += 1;
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let mut pending = self.pending.borrow_mut();
+        for (ids, counts) in self.stats.iter().zip(pending.iter_mut()) {
+            for (&id, count) in ids.iter().zip(counts.iter_mut()) {
+                if *count != 0 {
+                    let _ = proxy_wasm::hostcalls::increment_metric(id, *count);
+                    *count = 0;
+                }
             }
         }
     }
@@ -54,7 +73,10 @@ impl RootContext for RateLimitRoot {
                     "ratelimit: configuration loaded ({} rules)",
                     config.rules.len()
                 );
-                let stats = metrics::stat_names(&config)
+                if config.refusal_log == RefusalLog::Debug {
+                    proxy_wasm::set_log_level(LogLevel::Debug);
+                }
+                let stats: Vec<Vec<u32>> = metrics::stat_names(&config)
                     .iter()
                     .map(|rule| {
                         rule.iter()
@@ -68,7 +90,20 @@ impl RootContext for RateLimitRoot {
                             .collect()
                     })
                     .collect();
-                self.config = Some(Rc::new(Loaded { config, stats }));
+                let pending = RefCell::new(
+                    stats
+                        .iter()
+                        .map(|ids: &Vec<u32>| vec![0; ids.len()])
+                        .collect(),
+                );
+                if let Some(previous) = self.config.replace(Rc::new(Loaded {
+                    config,
+                    stats,
+                    pending,
+                })) {
+                    previous.flush();
+                }
+                self.set_tick_period(STATS_FLUSH);
                 true
             }
             Err(errors) => {
@@ -87,6 +122,12 @@ impl RootContext for RateLimitRoot {
             response_headers: None,
             replied_locally: false,
         }))
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(loaded) = &self.config {
+            loaded.flush();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

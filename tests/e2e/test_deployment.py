@@ -29,6 +29,7 @@ import yaml
 from harness import (
     ENVOY_YAML,
     ROOT,
+    BUILT_WASM,
     WASM,
     Response,
     admin_get,
@@ -69,7 +70,7 @@ def test_compose_runs_the_same_envoy_yaml_and_the_built_wasm():
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     wasm_filter = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
     filename = wasm_filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
-    assert files[str(workdir / filename)] == WASM.resolve()
+    assert files[str(workdir / filename)] == BUILT_WASM.resolve()
 
 
 def test_compose_upstream_serves_the_port_envoy_yaml_expects():
@@ -367,6 +368,7 @@ def test_filter_stats_reach_prometheus_through_an_istio_style_stats_matcher(echo
     metrics_path = yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"][0]["metrics_path"]
     with running(config, echo_upstream) as envoy:
         assert envoy.get("/api/links", {"x-api-key": "metrics"}).status == 200
+        time.sleep(1.3)  # each VM hands its counts to Envoy once a second
         text = admin_get(envoy.admin_port, metrics_path)
     series = dict(re.findall(r"^(\w+)\{\} (\d+)$", text, re.M))
     assert series["ratelimit_api_allowed"] == "1"

@@ -30,6 +30,7 @@ def statuses(responses):
 
 def prometheus(envoy):
     """The filter's stats from the admin endpoint's Prometheus output: name -> value."""
+    time.sleep(1.3)  # each VM hands its counts to Envoy once a second
     text = admin_get(envoy.admin_port, "/stats/prometheus")
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(ratelimit_\w+)\{\} (\d+)$", text, re.M)}
 

@@ -103,6 +103,7 @@ def test_key_spray_keeps_memory_flat_and_the_legitimate_client_exact(start_envoy
         for t in threads:
             t.join()
 
+    time.sleep(1.3)  # each VM hands its counts to Envoy once a second
     stats = {m.group(1): int(m.group(2)) for m in re.finditer(
         r"^(ratelimit_\w+)\{\} (\d+)$", admin_get(envoy.admin_port, "/stats/prometheus"), re.M)}
     print(f"\nspray: {first_n + second_n} requests with new keys ({first_rps:.0f} then {second_rps:.0f} req/s)")
