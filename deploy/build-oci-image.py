@@ -37,7 +37,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_ratelimit_wasm.wasm"
+DEFAULT_WASM = ROOT / "target" / "filter" / "envoy_ratelimit_wasm.wasm"
 DEFAULT_OUT = ROOT / "target" / "oci" / "envoy-ratelimit-wasm"
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 # RATELIMIT_WASM points the tests at another build of the filter (e.g. one in a scratch target dir).
-BUILT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "envoy_ratelimit_wasm.wasm"
+BUILT_WASM = ROOT / "target" / "filter" / "envoy_ratelimit_wasm.wasm"
 WASM = Path(os.environ.get("RATELIMIT_WASM", BUILT_WASM))
 UPSTREAM = ROOT / "envoy" / "demo_upstream.py"
 
