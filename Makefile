@@ -53,8 +53,8 @@ run: setup build
 	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
 	$(ENVOY) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart --log-level info
 
-## test: every test, unit and end to end against the real Envoy
-test: setup build unit e2e
+## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
+test: setup build bench-setup unit e2e
 
 unit:
 	cargo test --quiet --features cli

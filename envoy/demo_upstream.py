@@ -40,6 +40,9 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
+    # The default accept backlog (5) drops connections when Envoy opens many at once under load,
+    # which Envoy reports as 503 (upstream connect timeout).
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer((args.host, args.port), Echo)
     server.daemon_threads = True
     print(f"demo upstream on http://{args.host}:{args.port}", flush=True)

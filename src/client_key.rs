@@ -61,6 +61,9 @@ fn usable(value: Vec<u8>) -> Option<Vec<u8>> {
     if trimmed.is_empty() || trimmed.len() > MAX_KEY_BYTES {
         return None;
     }
+    if trimmed.len() == value.len() {
+        return Some(value);
+    }
     Some(trimmed.to_vec())
 }
 

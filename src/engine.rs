@@ -60,7 +60,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handled {
     pub action: Action,
-    pub rule: Option<String>,
+    /// Index of the matched rule in the config.
+    pub rule: Option<usize>,
     /// The last limiter verdict (the refusing one when refused).
     pub verdict: Option<Verdict>,
     /// The request would have been refused, but the filter is in shadow mode.
@@ -70,10 +71,10 @@ pub struct Handled {
 }
 
 impl Handled {
-    fn pass(rule: Option<&Rule>) -> Self {
+    fn pass(rule: Option<usize>) -> Self {
         Handled {
             action: Action::Pass,
-            rule: rule.map(|r| r.name.clone()),
+            rule,
             verdict: None,
             shadow_refusal: false,
             missing_key: false,
@@ -92,7 +93,11 @@ pub fn select_rule<'a>(
     request: &dyn RequestView,
 ) -> Option<(usize, &'a Rule)> {
     let facts = RouteFacts {
-        path: canonical_segments(&request.header(":path").unwrap_or_default()),
+        path: if config.needs_path {
+            canonical_segments(&request.header(":path").unwrap_or_default())
+        } else {
+            Vec::new()
+        },
         method: if config.needs_method {
             request.header(":method")
         } else {
@@ -166,9 +171,9 @@ pub fn handle(
         return Handled::pass(None);
     };
     let RuleAction::Limit(primary) = &rule.action else {
-        return Handled::pass(Some(rule));
+        return Handled::pass(Some(rule_index));
     };
-    let primary_key = extract(&primary.key, request);
+    let mut primary_key = extract(&primary.key, request);
     let plans = &config.plans;
     let plan_header = plans.header.as_deref().and_then(|h| request.header(h));
     let plan = plans.resolve(
@@ -184,14 +189,14 @@ pub fn handle(
                 RuleAction::Exempt => None,
             }
         }));
-    let mut handled = Handled::pass(Some(rule));
+    let mut handled = Handled::pass(Some(rule_index));
     let mut checked: Vec<Checked> = Vec::new();
     let mut taken: Vec<Taken> = Vec::new();
     let mut clock = now_ms;
     let mut refused = false;
     for (n, (index, limited)) in applied.enumerate() {
         let key = if n == 0 {
-            primary_key.clone()
+            primary_key.take()
         } else {
             extract(&limited.key, request)
         };

@@ -72,6 +72,7 @@ pub struct CompiledConfig {
     pub key_prefix: String,
     pub hash_seed: u64,
     /// Which request attributes routing reads (the others are never asked of the host).
+    pub needs_path: bool,
     pub needs_method: bool,
     pub needs_authority: bool,
     pub needs_route_name: bool,
@@ -411,6 +412,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let needs_path = rules.iter().any(|r| r.matcher.path.is_some());
     let needs_method = rules.iter().any(|r| !r.matcher.methods.is_empty());
     let needs_authority = rules.iter().any(|r| !r.matcher.hosts.is_empty());
     let needs_route_name = rules.iter().any(|r| !r.matcher.route_names.is_empty());
@@ -428,6 +430,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
         },
         key_prefix: store.key_prefix.clone(),
         hash_seed: seed_of(&store.key_prefix),
+        needs_path,
         needs_method,
         needs_authority,
         needs_route_name,
