@@ -3,6 +3,8 @@
 
 use envoy_ratelimit_wasm::policy::load;
 use proptest::prelude::*;
+
+mod common;
 use serde_json::{json, Value};
 
 /// (config, the path the first error must name).
@@ -98,73 +100,6 @@ fn every_malformed_config_is_rejected_with_the_field_path() {
     }
 }
 
-/// JSON values shaped like configs, with random leaves.
-fn arbitrary_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(|f| json!(f)),
-        "[a-z_]{0,8}".prop_map(Value::String),
-        prop::sample::select(vec![
-            "1m",
-            "0s",
-            "10ms",
-            "{{limit}}",
-            "{{x",
-            "/api/:id",
-            "*.a.com",
-            "header",
-            "free"
-        ])
-        .prop_map(|s| json!(s)),
-    ];
-    leaf.prop_recursive(5, 64, 6, |inner| {
-        let keys = prop::sample::select(vec![
-            "rules",
-            "name",
-            "limits",
-            "requests",
-            "window",
-            "key",
-            "header",
-            "match",
-            "path",
-            "prefix",
-            "exact",
-            "template",
-            "exempt",
-            "plans",
-            "names",
-            "default",
-            "store",
-            "response",
-            "body",
-            "cost",
-            "max",
-            "also",
-            "client_ip",
-            "trusted_hops",
-            "bearer",
-            "query",
-            "headers",
-            "style",
-            "mode",
-            "enabled",
-            "hide",
-        ]);
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..5).prop_map(|m| Value::Object(
-                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-            )),
-        ]
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -176,7 +111,7 @@ proptest! {
     }
 
     #[test]
-    fn no_config_shaped_json_makes_the_loader_panic(value in arbitrary_json()) {
+    fn no_config_shaped_json_makes_the_loader_panic(value in common::config_shaped_json()) {
         let wrapped = json!({"rules": [value.clone()]});
         for candidate in [value, wrapped] {
             if let Err(errors) = load(&serde_json::to_vec(&candidate).unwrap()) {

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use envoy_ratelimit_wasm::config::{parse, parse_with_serde};
 use proptest::prelude::*;
+
+mod common;
 use serde_json::{json, Value};
 
 fn agree(bytes: &[u8]) -> Result<(), String> {
@@ -39,92 +41,11 @@ fn shipped_configs_read_the_same() {
     }
 }
 
-fn arbitrary_config() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        (-3i64..70_000).prop_map(|n| json!(n)),
-        Just(json!(4294967296u64)),
-        Just(json!(1.5)),
-        prop::sample::select(vec![
-            "1m",
-            "30s",
-            "x",
-            "",
-            "enforce",
-            "shadow",
-            "deny",
-            "allow",
-            "shared",
-            "draft_ietf",
-            "none",
-            "problem_json",
-            "{{limit}}",
-            "/api",
-            "free",
-            "info",
-        ])
-        .prop_map(|s| json!(s)),
-    ];
-    leaf.prop_recursive(5, 48, 5, |inner| {
-        let keys = prop::sample::select(vec![
-            "rules",
-            "name",
-            "limits",
-            "requests",
-            "window",
-            "key",
-            "header",
-            "query",
-            "bearer",
-            "client_ip",
-            "trusted_hops",
-            "match",
-            "path",
-            "prefix",
-            "exact",
-            "template",
-            "methods",
-            "exempt",
-            "plans",
-            "names",
-            "default",
-            "keys",
-            "store",
-            "max_clients",
-            "on_full",
-            "response",
-            "status",
-            "body",
-            "headers",
-            "style",
-            "hide",
-            "cost",
-            "max",
-            "also",
-            "mode",
-            "enabled",
-            "code",
-            "message",
-            "on_missing_key",
-            "free",
-            "burst",
-            "typo",
-        ]);
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..4).prop_map(|m| Value::Object(
-                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-            )),
-        ]
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3_000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_configs_read_the_same(rules in prop::collection::vec(arbitrary_config(), 0..3), top in arbitrary_config()) {
+    fn random_configs_read_the_same(rules in prop::collection::vec(common::config_shaped_json(), 0..3), top in common::config_shaped_json()) {
         let mut config = match top {
             Value::Object(map) => Value::Object(map),
             _ => json!({}),
@@ -163,7 +84,7 @@ proptest! {
 
     /// Shipped examples with one node replaced: mostly valid or nearly valid configs.
     #[test]
-    fn mutated_examples_read_the_same(example in 0usize..5, pick in any::<prop::sample::Index>(), replacement in arbitrary_config(), remove in any::<bool>()) {
+    fn mutated_examples_read_the_same(example in 0usize..5, pick in any::<prop::sample::Index>(), replacement in common::config_shaped_json(), remove in any::<bool>()) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/examples");
         let mut files: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
