@@ -472,13 +472,10 @@ mod tests {
             let Action::Allow(headers) = handle(&config, &store, &request, T0).action else {
                 panic!()
             };
-            assert_eq!(
-                headers[0],
-                ("x-ratelimit-limit".to_string(), "5".to_string())
-            );
+            assert_eq!(headers[0], ("x-ratelimit-limit".into(), "5".to_string()));
             assert_eq!(
                 headers[1],
-                ("x-ratelimit-remaining".to_string(), left.to_string())
+                ("x-ratelimit-remaining".into(), left.to_string())
             );
         }
         let Action::Refuse(reply) = handle(&config, &store, &request, T0 + 500).action else {
@@ -489,7 +486,7 @@ mod tests {
         assert!(
             reply
                 .headers
-                .contains(&("retry-after".to_string(), "61".to_string())),
+                .contains(&("retry-after".into(), "61".to_string())),
             "{:?}",
             reply.headers
         );
@@ -652,7 +649,7 @@ mod tests {
         config: &CompiledConfig,
         store: &MemoryStore,
         request: &FakeRequest,
-    ) -> (u16, Vec<(String, String)>, String) {
+    ) -> (u16, Headers, String) {
         match handle(config, store, request, T0).action {
             Action::Allow(h) => (200, h, String::new()),
             Action::Refuse(r) => (r.status as u16, r.headers, r.body),

@@ -174,7 +174,7 @@ impl HttpContext for RateLimitHttp {
                 let headers: Vec<(&str, &str)> = reply
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .map(|(k, v)| (&**k, v.as_str()))
                     .collect();
                 self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
                 HostAction::Pause

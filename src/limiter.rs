@@ -50,9 +50,10 @@ impl StoredPolicy {
     }
 
     pub fn page_key(&self, client: u64) -> String {
+        use std::fmt::Write;
         let mut key = String::with_capacity(self.key_prefix.len() + 8);
         key.push_str(&self.key_prefix);
-        key.push_str(&(client % self.pages).to_string());
+        let _ = write!(key, "{}", client % self.pages);
         key
     }
 

@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::duration::format_window;
 use crate::limiter::{StoreOptions, StoredPolicy};
+use crate::response::HeaderName;
 use crate::route_match::{HostPattern, PathPattern, RouteMatcher};
 use crate::sliding_window::SlidingWindow;
 
@@ -139,13 +140,15 @@ pub struct LimitedRule {
     /// Indices of the other rules whose limits apply too.
     pub also: Vec<usize>,
     pub limits: Vec<Limit>,
+    /// `requests_by_plan[plan][limit]`.
+    pub requests_by_plan: Vec<Vec<u64>>,
     pub policy: StoredPolicy,
 }
 
 impl LimitedRule {
-    /// The level of every limit for `plan` (0: not enforced).
-    pub fn requests_for(&self, plan: usize) -> Vec<u64> {
-        self.limits.iter().map(|l| l.requests[plan]).collect()
+    /// The level of every limit for `plan` (0: not enforced), computed at load.
+    pub fn requests_for(&self, plan: usize) -> &[u64] {
+        &self.requests_by_plan[plan]
     }
 }
 
@@ -185,11 +188,11 @@ pub struct ResponsePolicy {
 /// The header names in use; `None` for a hidden header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderNames {
-    pub limit: Option<String>,
-    pub remaining: Option<String>,
-    pub reset: Option<String>,
-    pub policy: Option<String>,
-    pub ratelimit: Option<String>,
+    pub limit: Option<HeaderName>,
+    pub remaining: Option<HeaderName>,
+    pub reset: Option<HeaderName>,
+    pub policy: Option<HeaderName>,
+    pub ratelimit: Option<HeaderName>,
 }
 
 const HEADER_SLOTS: [&str; 5] = ["limit", "remaining", "reset", "policy", "ratelimit"];
@@ -220,7 +223,7 @@ impl HeaderNames {
             ),
             HeaderStyle::None => (None, None, None, None, None),
         };
-        let own = |s: Option<&str>| s.map(str::to_string);
+        let own = |s: Option<&str>| s.map(HeaderName::from);
         HeaderNames {
             limit: own(limit),
             remaining: own(remaining),
@@ -230,7 +233,7 @@ impl HeaderNames {
         }
     }
 
-    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<HeaderName>> {
         match name {
             "limit" => Some(&mut self.limit),
             "remaining" => Some(&mut self.remaining),
@@ -393,12 +396,16 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
                 store.max_clients.max(1) as u64,
                 store.slots_per_page.clamp(1, MAX_SLOTS_PER_PAGE) as usize,
             );
+            let requests_by_plan = (0..plans.names.len())
+                .map(|p| limits.iter().map(|l| l.requests[p]).collect())
+                .collect();
             RuleAction::Limit(LimitedRule {
                 key,
                 on_missing_key: rule.on_missing_key,
                 cost,
                 also,
                 limits,
+                requests_by_plan,
                 policy,
             })
         };
@@ -665,7 +672,9 @@ fn compile_response(
             );
         }
         match names.slot(slot) {
-            Some(target) if target.is_some() => *target = Some(name.to_ascii_lowercase()),
+            Some(target) if target.is_some() => {
+                *target = Some(HeaderName::from(name.to_ascii_lowercase()))
+            }
             Some(_) => err(
                 format!("$.response.headers.names.{slot}"),
                 format!("the {:?} style has no {slot:?} header", headers.style),
@@ -900,7 +909,7 @@ mod tests {
         );
         assert_eq!(api.limits[0].name, "1m");
         assert_eq!(api.limits[1].name, "daily");
-        assert_eq!(api.requests_for(0), vec![100, 5000]);
+        assert_eq!(api.requests_for(0), [100, 5000]);
         assert_eq!(api.policy.key_prefix, "ratelimit/v1/api/");
         assert_eq!(api.policy.capacity(), 10_000);
         assert_eq!(
@@ -1072,11 +1081,7 @@ mod tests {
         let RuleAction::Limit(rule) = &c.rules[0].action else {
             panic!()
         };
-        assert_eq!(rule.requests_for(0), vec![1]);
-        assert_eq!(
-            rule.requests_for(1),
-            vec![0],
-            "0 means no limit at this level"
-        );
+        assert_eq!(rule.requests_for(0), [1]);
+        assert_eq!(rule.requests_for(1), [0], "0 means no limit at this level");
     }
 }

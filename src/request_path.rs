@@ -27,7 +27,10 @@ pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
 
 /// Decodes `%XX` escapes, repeatedly, until none is left (a double-encoded `%252F` must not
 /// hide a slash from us if some hop decodes twice). Malformed escapes stay as they are.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
+fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(input);
+    }
     let mut current = input.to_vec();
     for _ in 0..4 {
         if !current.contains(&b'%') {
@@ -53,7 +56,7 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
             break;
         }
     }
-    current
+    std::borrow::Cow::Owned(current)
 }
 
 fn hex(b: u8) -> Option<u8> {

@@ -8,7 +8,9 @@ use crate::limiter::{headline_index, LimitStatus};
 use crate::policy::{Limit, ResponsePolicy};
 use crate::time_format::iso8601_utc;
 
-pub type Headers = Vec<(String, String)>;
+/// Header names are shared with the compiled config (no copy per request).
+pub type HeaderName = std::rc::Rc<str>;
+pub type Headers = Vec<(HeaderName, String)>;
 
 /// One enforced limit's status, with the limit it belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +133,7 @@ pub fn rate_limit_headers(policy: &ResponsePolicy, outcome: &Outcome, refusal: b
     }
     if refusal {
         headers.push((
-            "retry-after".into(),
+            HeaderName::from("retry-after"),
             outcome.retry_after_seconds().to_string(),
         ));
     }
@@ -154,7 +156,10 @@ pub fn refusal(
     request_id: Option<String>,
 ) -> LocalReply {
     let mut headers = rate_limit_headers(policy, outcome, true);
-    headers.push(("content-type".into(), policy.content_type.clone()));
+    headers.push((
+        HeaderName::from("content-type"),
+        policy.content_type.clone(),
+    ));
     let body = match outcome.headline() {
         Some(headline) => policy.body.render(&RefusalValues {
             status: policy.status,
@@ -215,7 +220,7 @@ pub fn missing_key(rule: &str) -> LocalReply {
     });
     LocalReply {
         status: 401,
-        headers: vec![("content-type".into(), "application/json".into())],
+        headers: vec![(HeaderName::from("content-type"), "application/json".into())],
         body: body.to_string(),
     }
 }
@@ -308,10 +313,7 @@ mod tests {
     }
 
     fn names(headers: &Headers) -> Vec<(&str, &str)> {
-        headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
+        headers.iter().map(|(k, v)| (&**k, v.as_str())).collect()
     }
 
     #[test]
