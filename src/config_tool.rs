@@ -87,7 +87,7 @@ pub fn explain(config: &CompiledConfig, request: &DescribedRequest, now_ms: u64)
     let key = extract(&limited.key, request);
     match &key {
         Some((kind, value)) => line(format!(
-            "key: {kind:?} {:?} (stored as client {})",
+            "key: {kind:?} {:?} (client {} with the config's seed; Envoy hashes with a random per-process seed)",
             String::from_utf8_lossy(value),
             display_hash(client_hash(config.hash_seed, *kind, value))
         )),
@@ -220,10 +220,7 @@ mod tests {
         request.headers.insert("x-api-key".into(), "k1".into());
         let text = explain(&config, &request, 1_700_000_000_000);
         assert!(text.contains("rule: api (rules[0])"), "{text}");
-        assert!(
-            text.contains("key: Header \"k1\" (stored as client "),
-            "{text}"
-        );
+        assert!(text.contains("key: Header \"k1\" (client "), "{text}");
         assert!(text.contains("plan: free"), "{text}");
         assert!(text.contains("  minute: 2 per 1m"), "{text}");
         assert!(text.contains("  x-ratelimit-remaining: 1"), "{text}");

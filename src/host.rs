@@ -14,7 +14,7 @@ use crate::engine::{self, Action, Event};
 use crate::metrics::{self, StatKind};
 use crate::policy::{self, CompiledConfig};
 use crate::response::Headers;
-use crate::store::{CasMismatch, SharedStore};
+use crate::store::{self, CasMismatch, SharedStore};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -68,7 +68,17 @@ impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match policy::load(&bytes) {
-            Ok(config) => {
+            Ok(mut config) => {
+                // One random seed per Envoy process for hashing client keys, so that nobody
+                // can aim keys at another client's page; the config's own seed is the fallback.
+                let candidate = std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    self.get_current_time(),
+                );
+                let seed_key = format!("{}/{}/seed", config.key_prefix, policy::STORE_VERSION);
+                if let Some(seed) = store::shared_seed(&HostStore, &seed_key, candidate) {
+                    config.hash_seed = seed;
+                }
                 log::info!(
                     "ratelimit: configuration loaded ({} rules)",
                     config.rules.len()

@@ -87,9 +87,79 @@ impl SharedStore for MemoryStore {
     }
 }
 
+/// The hash seed every worker of this Envoy process uses: the first worker to configure stores
+/// its random `candidate` under `key` (a create-if-absent write, see [`crate::limiter::CREATE_CAS`]),
+/// and every worker, the canary VM and later config reloads read that one back. `None` if the
+/// store could not settle on one (the caller keeps its own seed).
+pub fn shared_seed(store: &dyn SharedStore, key: &str, candidate: u64) -> Option<u64> {
+    for _ in 0..4 {
+        match store.get(key) {
+            (Some(value), _) if value.len() == 8 => {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&value);
+                return Some(u64::from_le_bytes(bytes));
+            }
+            // Missing: create it; another value (not ours): replace it under its cas.
+            (_, cas) => {
+                let _ = store.set(
+                    key,
+                    &candidate.to_le_bytes(),
+                    Some(cas.unwrap_or(crate::limiter::CREATE_CAS)),
+                );
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_worker_settles_on_the_first_seed() {
+        let store = MemoryStore::new();
+        assert_eq!(shared_seed(&store, "p/v1/seed", 111), Some(111));
+        assert_eq!(
+            shared_seed(&store, "p/v1/seed", 222),
+            Some(111),
+            "a later worker reads the first seed"
+        );
+        // A foreign value under the key is replaced, not misread.
+        store.force("q/v1/seed", b"not a seed");
+        assert_eq!(shared_seed(&store, "q/v1/seed", 333), Some(333));
+    }
+
+    #[test]
+    fn racing_creators_agree() {
+        struct Racing<'a> {
+            inner: &'a MemoryStore,
+            raced: std::cell::Cell<bool>,
+        }
+        impl SharedStore for Racing<'_> {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                let read = self.inner.get(key);
+                if !self.raced.replace(true) {
+                    // Another worker creates the seed between this read and this write.
+                    assert_eq!(shared_seed(self.inner, key, 7), Some(7));
+                }
+                read
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+                self.inner.set(key, value, cas)
+            }
+        }
+        let store = MemoryStore::new();
+        let racing = Racing {
+            inner: &store,
+            raced: std::cell::Cell::new(false),
+        };
+        assert_eq!(
+            shared_seed(&racing, "k", 9),
+            Some(7),
+            "the second creator adopts the first one's seed"
+        );
+    }
 
     #[test]
     fn behaves_like_envoy_shared_data() {
