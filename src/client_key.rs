@@ -1,6 +1,7 @@
 //! Finding the client key of a request: header, query parameter, bearer token, client IP, or the
 //! first of an ordered chain of these that yields a usable value.
 
+use std::cell::OnceCell;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::client_hash::KeyKind;
@@ -14,6 +15,42 @@ pub trait RequestView {
     fn source_address(&self) -> Option<Vec<u8>>;
     /// `xds.route_name`.
     fn route_name(&self) -> Option<Vec<u8>>;
+}
+
+/// A request as the engine reads it: attributes on demand, `:path` at most once however many
+/// rules, key sources and costs need it (every host read that returns data costs a call back
+/// into the VM).
+pub struct Request<'a> {
+    view: &'a dyn RequestView,
+    path: OnceCell<Option<Vec<u8>>>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(view: &'a dyn RequestView) -> Self {
+        Request {
+            view,
+            path: OnceCell::new(),
+        }
+    }
+
+    /// `:path`, query string included.
+    pub fn path(&self) -> Option<&[u8]> {
+        self.path
+            .get_or_init(|| self.view.header(":path"))
+            .as_deref()
+    }
+
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.view.header(name)
+    }
+
+    pub fn source_address(&self) -> Option<Vec<u8>> {
+        self.view.source_address()
+    }
+
+    pub fn route_name(&self) -> Option<Vec<u8>> {
+        self.view.route_name()
+    }
 }
 
 /// A compiled key source.
@@ -31,15 +68,15 @@ pub const MAX_KEY_BYTES: usize = 8 * 1024;
 
 /// The first key the chain yields. Empty or whitespace-only values, and values over
 /// [`MAX_KEY_BYTES`], yield nothing and the chain moves on.
-pub fn extract(sources: &[KeySource], request: &dyn RequestView) -> Option<(KeyKind, Vec<u8>)> {
+pub fn extract(sources: &[KeySource], request: &Request) -> Option<(KeyKind, Vec<u8>)> {
     sources.iter().find_map(|source| {
         let (kind, value) = match source {
             KeySource::Header(name) => (KeyKind::Header, request.header(name).and_then(usable)),
             KeySource::Query(name) => (
                 KeyKind::Query,
                 request
-                    .header(":path")
-                    .and_then(|p| query_value(&p, name))
+                    .path()
+                    .and_then(|p| query_value(p, name))
                     .and_then(usable),
             ),
             KeySource::Bearer => (
@@ -129,7 +166,7 @@ fn hex(b: u8) -> Option<u8> {
 /// A chain shorter than that falls back to `source.address` (as Envoy's own XFF handling does);
 /// an entry that is not an IP address yields no key. The text is canonical (`::ffff:1.2.3.4`
 /// and `1.2.3.4` are one client).
-pub fn client_ip(request: &dyn RequestView, trusted_hops: u32) -> Option<Vec<u8>> {
+pub fn client_ip(request: &Request, trusted_hops: u32) -> Option<Vec<u8>> {
     if trusted_hops > 0 {
         if let Some(xff) = request.header("x-forwarded-for") {
             let entries: Vec<&[u8]> = xff.split(|&b| b == b',').map(|e| e.trim_ascii()).collect();
@@ -203,7 +240,7 @@ pub(crate) mod tests {
     }
 
     fn key(sources: &[KeySource], request: &FakeRequest) -> Option<(KeyKind, String)> {
-        extract(sources, request).map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        extract(sources, &Request::new(request)).map(|(k, v)| (k, String::from_utf8(v).unwrap()))
     }
 
     #[test]

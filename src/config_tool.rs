@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::client_hash::{client_hash, display_hash, KeyKind};
-use crate::client_key::{extract, RequestView};
+use crate::client_key::{extract, Request, RequestView};
 use crate::duration::format_window;
 use crate::engine::{self, Action};
 use crate::policy::{self, CompiledConfig, RuleAction};
@@ -75,7 +75,8 @@ pub fn explain(config: &CompiledConfig, request: &DescribedRequest, now_ms: u64)
         line("filter: disabled (enabled: false): the request passes untouched".into());
         return out;
     }
-    let Some((index, rule)) = engine::select_rule(config, request) else {
+    let view = Request::new(request);
+    let Some((index, rule)) = engine::select_rule(config, &view) else {
         line("rule: none matches: the request passes untouched".into());
         return out;
     };
@@ -84,7 +85,7 @@ pub fn explain(config: &CompiledConfig, request: &DescribedRequest, now_ms: u64)
         line("exempt: the request passes untouched".into());
         return out;
     };
-    let key = extract(&limited.key, request);
+    let key = extract(&limited.key, &view);
     match &key {
         Some((kind, value)) => line(format!(
             "key: {kind:?} {:?} (client {} with the config's seed; Envoy hashes with a random per-process seed)",
@@ -105,7 +106,7 @@ pub fn explain(config: &CompiledConfig, request: &DescribedRequest, now_ms: u64)
         key.as_ref().map(|(_, k)| k.as_slice()),
         plan_header.as_deref(),
     );
-    if config.has_plans() {
+    if config.has_plans {
         line(format!("plan: {}", config.plans.names[plan]));
     }
     let mut rules = vec![(rule.name.as_str(), limited)];

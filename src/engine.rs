@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use crate::client_hash::{client_hash, display_hash, KeyKind};
-use crate::client_key::{extract, query_value, RequestView};
+use crate::client_key::{extract, query_value, Request, RequestView};
 use crate::config::MissingKeyPolicy;
 use crate::config::RefusalLog;
 use crate::limiter::{self, SlotUse, Verdict};
@@ -88,13 +88,10 @@ impl Handled {
 }
 
 /// The first rule whose match accepts the request.
-pub fn select_rule<'a>(
-    config: &'a CompiledConfig,
-    request: &dyn RequestView,
-) -> Option<(usize, &'a Rule)> {
+pub fn select_rule<'a>(config: &'a CompiledConfig, request: &Request) -> Option<(usize, &'a Rule)> {
     let facts = RouteFacts {
         path: if config.needs_path {
-            canonical_segments(&request.header(":path").unwrap_or_default())
+            canonical_segments(request.path().unwrap_or_default())
         } else {
             Vec::new()
         },
@@ -123,7 +120,7 @@ pub fn select_rule<'a>(
 
 /// The cost of a request against a rule: fixed, or a whole number from a header or query
 /// parameter (missing, malformed or 0: the default; above the maximum: the maximum).
-pub fn cost_of(cost: &Cost, request: &dyn RequestView) -> u64 {
+pub fn cost_of(cost: &Cost, request: &Request) -> u64 {
     match cost {
         Cost::Fixed(n) => *n,
         Cost::FromRequest {
@@ -134,7 +131,7 @@ pub fn cost_of(cost: &Cost, request: &dyn RequestView) -> u64 {
         } => {
             let raw = match (header, query) {
                 (Some(h), _) => request.header(h),
-                (None, Some(q)) => request.header(":path").and_then(|p| query_value(&p, q)),
+                (None, Some(q)) => request.path().and_then(|p| query_value(p, q)),
                 (None, None) => None,
             };
             let parsed = raw
@@ -167,6 +164,7 @@ pub fn handle(
     if !config.enabled {
         return Handled::pass(None);
     }
+    let request = &Request::new(request);
     let Some((rule_index, rule)) = select_rule(config, request) else {
         return Handled::pass(None);
     };
@@ -180,7 +178,7 @@ pub fn handle(
         primary_key.as_ref().map(|(_, k)| k.as_slice()),
         plan_header.as_deref(),
     );
-    let plan_name = config.has_plans().then(|| plans.names[plan].as_str());
+    let plan_name = config.has_plans.then(|| plans.names[plan].as_str());
 
     let applied =
         std::iter::once((rule_index, primary)).chain(primary.also.iter().filter_map(|&i| {
@@ -780,14 +778,19 @@ mod tests {
         let RuleAction::Limit(bulk) = &config.rules[0].action else {
             panic!()
         };
-        let cost = |v: &str| cost_of(&bulk.cost, &get("/bulk", &[("x-batch-size", v)]));
+        let cost = |v: &str| {
+            cost_of(
+                &bulk.cost,
+                &Request::new(&get("/bulk", &[("x-batch-size", v)])),
+            )
+        };
         assert_eq!(cost("4"), 4);
         assert_eq!(cost(" 7 "), 7);
         assert_eq!(cost("1000"), 10, "capped at max");
         for odd in ["0", "-3", "abc", "", "1e3", "99999999999999999999999"] {
             assert_eq!(cost(odd), 1, "{odd:?} falls back to the default");
         }
-        assert_eq!(cost_of(&bulk.cost, &get("/bulk", &[])), 1);
+        assert_eq!(cost_of(&bulk.cost, &Request::new(&get("/bulk", &[]))), 1);
     }
 
     #[test]

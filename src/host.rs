@@ -161,15 +161,7 @@ impl HttpContext for RateLimitHttp {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let handled = engine::handle(
-            &self.config.config,
-            &HostStore,
-            &HostRequest {
-                http: self,
-                path: RefCell::new(None),
-            },
-            now_ms,
-        );
+        let handled = engine::handle(&self.config.config, &HostStore, &HostRequest(self), now_ms);
         self.config.record(&handled.events);
         match handled.action {
             Action::Pass => HostAction::Continue,
@@ -210,30 +202,18 @@ impl HttpContext for RateLimitHttp {
     }
 }
 
-/// Request attributes, read from the host on demand. `:path` is read at most once (routing, a
-/// query-parameter key and a query-parameter cost all need it): every read that returns data
-/// costs a call back into the VM to allocate it.
-struct HostRequest<'a> {
-    http: &'a RateLimitHttp,
-    path: RefCell<Option<Option<Vec<u8>>>>,
-}
+/// Request attributes, read from the host on demand (the engine reads each at most once).
+struct HostRequest<'a>(&'a RateLimitHttp);
 
 impl RequestView for HostRequest<'_> {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        if name == ":path" {
-            return self
-                .path
-                .borrow_mut()
-                .get_or_insert_with(|| self.http.get_http_request_header_bytes(name))
-                .clone();
-        }
-        self.http.get_http_request_header_bytes(name)
+        self.0.get_http_request_header_bytes(name)
     }
     fn source_address(&self) -> Option<Vec<u8>> {
-        self.http.get_property(vec!["source", "address"])
+        self.0.get_property(vec!["source", "address"])
     }
     fn route_name(&self) -> Option<Vec<u8>> {
-        self.http.get_property(vec!["xds", "route_name"])
+        self.0.get_property(vec!["xds", "route_name"])
     }
 }
 

@@ -65,6 +65,8 @@ pub struct CompiledConfig {
     pub enabled: bool,
     pub shadow: bool,
     pub refusal_log: crate::config::RefusalLog,
+    /// Whether the config declares plans (else every request has the implicit one).
+    pub has_plans: bool,
     pub plans: Plans,
     pub rules: Vec<Rule>,
     pub response: ResponsePolicy,
@@ -88,13 +90,6 @@ pub struct Plans {
     pub header: Option<String>,
     /// Client key value → plan id.
     pub keys: HashMap<Vec<u8>, usize>,
-}
-
-impl CompiledConfig {
-    /// Whether the config declares plans (else every request has the implicit one).
-    pub fn has_plans(&self) -> bool {
-        self.plans.names != [IMPLICIT_PLAN]
-    }
 }
 
 impl Plans {
@@ -427,6 +422,7 @@ pub fn compile(config: &FilterConfig) -> Result<CompiledConfig, ConfigErrors> {
         enabled: config.enabled,
         shadow: config.mode == Mode::Shadow,
         refusal_log: config.refusal_log,
+        has_plans: config.plans.is_some(),
         plans,
         rules,
         response: response.expect("no errors"),
@@ -871,8 +867,19 @@ fn seed_of(prefix: &str) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Every expected error (by its start) is reported, and nothing else.
+    pub(crate) fn assert_each_error_once(errors: &[String], expected: &[&str]) {
+        for want in expected {
+            assert!(
+                errors.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
     use crate::config::FailPolicy;
 
     fn errors(json: &str) -> Vec<String> {
@@ -984,13 +991,7 @@ mod tests {
             "$.rules[4].match.path: ",
             "$.rules[4].limits: needs at least one limit",
         ];
-        for want in expected {
-            assert!(
-                e.iter().any(|line| line.starts_with(want)),
-                "missing {want:?} in {e:#?}"
-            );
-        }
-        assert_eq!(e.len(), expected.len(), "{e:#?}");
+        assert_each_error_once(&e, &expected);
         assert_eq!(
             errors(r#"{"rules": []}"#),
             vec!["$.rules: needs at least one rule".to_string()]
@@ -1043,13 +1044,7 @@ mod tests {
             "$.rules[1].also[0]: rule \"a\" has its own \"also\"",
             "$.rules[2].cost: an exempt rule takes no cost",
         ];
-        for want in expected {
-            assert!(
-                e.iter().any(|line| line.starts_with(want)),
-                "missing {want:?} in {e:#?}"
-            );
-        }
-        assert_eq!(e.len(), expected.len(), "{e:#?}");
+        assert_each_error_once(&e, &expected);
         let e = errors(
             r#"{"rules": [{"name": "a", "limits": [{"requests": {"free": 1}, "window": 1}]}]}"#,
         );
@@ -1073,7 +1068,7 @@ mod tests {
                  "rules": [{"name": "a", "limits": [{"requests": {"free": 1, "pro": 0}, "window": 1}]}]}"#,
         )
         .unwrap();
-        assert!(c.has_plans());
+        assert!(c.has_plans);
         assert_eq!(c.plans.resolve(Some(b"vip"), Some(b"free")), 1);
         assert_eq!(c.plans.resolve(Some(b"other"), Some(b" Pro ")), 1);
         assert_eq!(c.plans.resolve(None, Some(b"\xff")), 0);
