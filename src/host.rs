@@ -8,13 +8,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MetricType};
 
-use crate::client_key::RequestView;
 use crate::config::RefusalLog;
-use crate::engine::{self, Action, Event};
-use crate::metrics::{self, StatKind};
-use crate::policy::{self, CompiledConfig};
+use crate::engine::{decide, stat_names, Action, Event, Filter, StatKind};
+use crate::request::RequestView;
 use crate::response::Headers;
-use crate::store::{self, CasMismatch, SharedStore};
+use crate::store::{CasMismatch, SharedStore};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -28,7 +26,7 @@ struct RateLimitRoot {
 /// The compiled config, this VM's stat ids (by rule, by slot; see `metrics`) and the counts not
 /// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
 struct Loaded {
-    config: CompiledConfig,
+    filter: Filter,
     stats: Vec<Vec<u32>>,
     pending: RefCell<Vec<Vec<i64>>>,
 }
@@ -40,10 +38,8 @@ impl Loaded {
     fn record(&self, events: &[Event]) {
         let mut pending = self.pending.borrow_mut();
         for event in events {
-            if let Some(count) = pending
-                .get_mut(event.rule)
-                .and_then(|s| s.get_mut(metrics::slot(event.kind)))
-            {
+            let (rule, slot) = event.slot();
+            if let Some(count) = pending.get_mut(rule).and_then(|s| s.get_mut(slot)) {
                 *count += 1;
             }
         }
@@ -67,26 +63,23 @@ impl Context for RateLimitRoot {}
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match policy::load(&bytes) {
-            Ok(mut config) => {
+        match Filter::load(&bytes) {
+            Ok(mut filter) => {
                 // One random seed per Envoy process for hashing client keys, so that nobody
                 // can aim keys at another client's page; the config's own seed is the fallback.
                 let candidate = std::hash::BuildHasher::hash_one(
                     &std::collections::hash_map::RandomState::new(),
                     self.get_current_time(),
                 );
-                let seed_key = format!("{}/{}/seed", config.key_prefix, policy::STORE_VERSION);
-                if let Some(seed) = store::shared_seed(&HostStore, &seed_key, candidate) {
-                    config.hash_seed = seed;
-                }
+                filter.adopt_shared_seed(&HostStore, candidate);
                 log::info!(
                     "ratelimit: configuration loaded ({} rules)",
-                    config.rules.len()
+                    filter.rules.len()
                 );
-                if config.refusal_log == RefusalLog::Debug {
+                if filter.refusal_log == RefusalLog::Debug {
                     proxy_wasm::set_log_level(LogLevel::Debug);
                 }
-                let stats: Vec<Vec<u32>> = metrics::stat_names(&config)
+                let stats: Vec<Vec<u32>> = stat_names(&filter)
                     .iter()
                     .map(|rule| {
                         rule.iter()
@@ -107,7 +100,7 @@ impl RootContext for RateLimitRoot {
                         .collect(),
                 );
                 if let Some(previous) = self.config.replace(Rc::new(Loaded {
-                    config,
+                    filter,
                     stats,
                     pending,
                 })) {
@@ -161,9 +154,9 @@ impl HttpContext for RateLimitHttp {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let handled = engine::handle(&self.config.config, &HostStore, &HostRequest(self), now_ms);
-        self.config.record(&handled.events);
-        match handled.action {
+        let decision = decide(&self.config.filter, &HostStore, &HostRequest(self), now_ms);
+        self.config.record(&decision.events);
+        match decision.action {
             Action::Pass => HostAction::Continue,
             Action::Allow(headers) => {
                 if !headers.is_empty() {

@@ -1,16 +1,14 @@
 //! The limiter against the exact definition, on a fake clock.
 //!
-//! Every trace is replayed through the real core (`limiter::check` on the in-memory store with
+//! Every trace is replayed through the real core (the limiter in the store's update loop, on the in-memory store with
 //! Envoy's shared-data semantics) and through an exact sliding log (admit when fewer than L
 //! requests were admitted in the closed interval [t - W, t]). Printed with
 //! `cargo test --test accuracy -- --nocapture`; the README's Guarantees quote this table.
 
 use std::collections::{HashMap, VecDeque};
 
-use envoy_ratelimit_wasm::config::FailPolicy;
-use envoy_ratelimit_wasm::limiter::{check, StoreOptions, StoredPolicy, Verdict};
-use envoy_ratelimit_wasm::sliding_window::SlidingWindow;
-use envoy_ratelimit_wasm::store::MemoryStore;
+use envoy_ratelimit_wasm::internals::{update, Limit, Limiter, PageKeys, Verdict};
+use envoy_ratelimit_wasm::MemoryStore;
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;
@@ -31,45 +29,34 @@ struct Run {
     refusals: Vec<Arrival>,
 }
 
-fn options() -> StoreOptions {
-    StoreOptions {
-        cas_attempts: 8,
-        on_full: FailPolicy::Deny,
-        on_contention: FailPolicy::Deny,
-    }
-}
-
 /// Replays through the filter's core.
 fn run_limiter(trace: &[Arrival], limit: u64, window_ms: u64, clients: u64) -> Run {
     let store = MemoryStore::new();
-    let policy = StoredPolicy::new(
-        "sim/v1/r/".into(),
-        vec![SlidingWindow::new(window_ms)],
-        &[limit],
-        clients * 2,
-        16,
-    );
+    let limits = [Limit {
+        window_ms,
+        requests: vec![limit],
+    }];
+    let limiter = Limiter::new(&limits, clients * 2, 16);
+    let pages = PageKeys::new("sim", "r");
     let mut run = Run {
         admitted: HashMap::new(),
         refused: 0,
         refusals: Vec::new(),
     };
     for a in trace {
-        let d = check(
-            &store,
-            &policy,
-            &options(),
-            a.key.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            a.cost,
-            &[limit],
-            a.at_ms,
-        );
+        let client = a.key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let key = pages.page(limiter.page_of(client));
+        let d = update(&store, &key, 8, |page| {
+            limiter.charge(page, client, a.cost, &[limit], a.at_ms)
+        })
+        .expect("one writer: no lost race")
+        .result;
         assert_ne!(
             d.verdict,
-            Verdict::StoreFull,
+            Verdict::Full,
             "the simulator sizes the store for its clients"
         );
-        if d.allowed {
+        if d.verdict == Verdict::Admitted {
             run.admitted
                 .entry(a.key)
                 .or_default()

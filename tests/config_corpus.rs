@@ -1,7 +1,11 @@
 //! Hostile configurations: a corpus of malformed configs, each rejected at load with the path
 //! of the offending field, and property tests that no input makes the loader panic.
 
-use envoy_ratelimit_wasm::policy::load;
+use envoy_ratelimit_wasm::Filter;
+
+fn load(bytes: &[u8]) -> Result<Filter, envoy_ratelimit_wasm::ConfigErrors> {
+    Filter::load(bytes)
+}
 use proptest::prelude::*;
 
 mod common;

@@ -11,7 +11,7 @@ fn every_example_config_loads() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let bytes = fs::read(&path).unwrap();
-            if let Err(errors) = envoy_ratelimit_wasm::policy::load(&bytes) {
+            if let Err(errors) = envoy_ratelimit_wasm::Filter::load(&bytes) {
                 panic!("{}: {errors}", path.display());
             }
             seen += 1;

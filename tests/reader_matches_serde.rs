@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use envoy_ratelimit_wasm::config::{parse, parse_with_serde};
+use envoy_ratelimit_wasm::{parse_config as parse, parse_with_serde};
 use proptest::prelude::*;
 
 mod common;
@@ -18,7 +18,7 @@ fn agree(bytes: &[u8]) -> Result<(), String> {
         (Ok(ours), Ok(reference)) => Err(format!("different results:\n{ours:?}\n{reference:?}")),
         (Err(_), Err(_)) => Ok(()),
         (Err(errors), Ok(_))
-            if errors.iter().any(|e| {
+            if errors.0.iter().any(|e| {
                 e.message
                     .starts_with("invalid type: sequence, expected a map")
             }) =>

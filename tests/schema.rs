@@ -6,7 +6,7 @@ fn committed_schema_matches_the_config_types() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/ratelimit.schema.json");
     let committed = std::fs::read_to_string(path).unwrap();
     assert!(
-        committed == envoy_ratelimit_wasm::config_tool::schema(),
+        committed == envoy_ratelimit_wasm::tool::schema(),
         "envoy/ratelimit.schema.json is stale: run `make schema`"
     );
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoy_ratelimit_wasm::config_tool::{self, DescribedRequest};
-use envoy_ratelimit_wasm::policy;
+use envoy_ratelimit_wasm::tool::{self as config_tool, DescribedRequest};
+use envoy_ratelimit_wasm::Filter;
 
 const USAGE: &str = "usage:
   ratelimit-config check CONFIG.json [CONFIG.json ...]
@@ -59,7 +59,7 @@ fn check(paths: &[String]) -> ExitCode {
 }
 
 fn explain(path: &str, args: &[String]) -> ExitCode {
-    let config = match read(path).map(|bytes| policy::load(&bytes)) {
+    let config = match read(path).map(|bytes| Filter::load(&bytes)) {
         Ok(Ok(config)) => config,
         Ok(Err(errors)) => {
             for error in errors.0 {

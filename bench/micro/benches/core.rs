@@ -5,22 +5,16 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use envoy_ratelimit_wasm::client_hash::{client_hash, KeyKind};
-use envoy_ratelimit_wasm::engine::{handle, Action};
-use envoy_ratelimit_wasm::limiter::{self, Verdict};
-use envoy_ratelimit_wasm::page_codec::PageLayout;
-use envoy_ratelimit_wasm::policy::{load, CompiledConfig, LimitedRule, RuleAction};
-use envoy_ratelimit_wasm::sliding_window::RING;
-use envoy_ratelimit_wasm::store::{MemoryStore, SharedStore};
+use envoy_ratelimit_wasm::internals::{
+    client_hash, update, KeyKind, Limit, Limiter, PageKeys, PageLayout, Verdict, RING,
+};
+use envoy_ratelimit_wasm::{decide as handle, Action, Filter, MemoryStore, SharedStore};
 use ratelimit_micro::{config, Request, ALWAYS, NEVER};
 
 const T0: u64 = 1_700_000_000_000;
 
-fn limited(config: &CompiledConfig) -> &LimitedRule {
-    match &config.rules[0].action {
-        RuleAction::Limit(rule) => rule,
-        RuleAction::Exempt => unreachable!(),
-    }
+fn load(json: &[u8]) -> Result<Filter, envoy_ratelimit_wasm::ConfigErrors> {
+    Filter::load(json)
 }
 
 fn hashing(c: &mut Criterion) {
@@ -31,31 +25,34 @@ fn hashing(c: &mut Criterion) {
 }
 
 fn limiter_check(c: &mut Criterion) {
-    let compiled = load(config(NEVER, "").as_bytes()).unwrap();
-    let rule = limited(&compiled);
+    // The rule of config 4: one limit never reached, 4-byte counters.
+    let limiter = Limiter::new(&[Limit { window_ms: 60_000, requests: vec![4_000_000_000] }], 10_000, 16);
+    let pages = PageKeys::new("ratelimit", "api");
     let store = MemoryStore::new();
-    let admitted = client_hash(compiled.hash_seed, KeyKind::Header, b"admitted");
+    let check = |client: u64, level: u64| {
+        let key = pages.page(limiter.page_of(client));
+        update(&store, &key, 32, |page| limiter.charge(page, client, 1, &[level], T0)).unwrap().result
+    };
+    let admitted = client_hash(7, KeyKind::Header, b"admitted");
     c.bench_function("limiter::check/admitted (1 limit, 4-byte counters)", |b| {
         b.iter(|| {
-            let d = limiter::check(&store, &rule.policy, &compiled.store, black_box(admitted), 1,
-                                   &[4_000_000_000], T0);
+            let d = check(black_box(admitted), 4_000_000_000);
             debug_assert_eq!(d.verdict, Verdict::Admitted);
             d
         })
     });
-    let refused = client_hash(compiled.hash_seed, KeyKind::Header, b"refused");
-    limiter::check(&store, &rule.policy, &compiled.store, refused, 1, &[1], T0);
+    let refused = client_hash(7, KeyKind::Header, b"refused");
+    check(refused, 1);
     c.bench_function("limiter::check/refused", |b| {
         b.iter(|| {
-            let d = limiter::check(&store, &rule.policy, &compiled.store, black_box(refused), 1,
-                                   &[1], T0);
+            let d = check(black_box(refused), 1);
             debug_assert_eq!(d.verdict, Verdict::Refused);
             d
         })
     });
     // What the store round trip alone costs: read and write back one page (1,608 bytes here),
     // as the host copies it in and out of the VM.
-    let key = rule.policy.page_key(admitted);
+    let key = pages.page(limiter.page_of(admitted));
     c.bench_function("MemoryStore/get+set one page (1,608 B)", |b| {
         b.iter(|| {
             let (value, cas) = store.get(black_box(&key));
@@ -87,7 +84,7 @@ fn engine(c: &mut Criterion) {
     let allow = load(config(NEVER, "").as_bytes()).unwrap();
     let store = MemoryStore::new();
     let request = Request::get("/api/bench", "bench-client");
-    c.bench_function("engine::handle/allow (config 4)", |b| {
+    c.bench_function("engine::decide/allow (config 4)", |b| {
         b.iter(|| {
             let h = handle(&allow, &store, black_box(&request), T0);
             debug_assert!(matches!(h.action, Action::Allow(_)));
@@ -98,7 +95,7 @@ fn engine(c: &mut Criterion) {
     let refuse = load(config(ALWAYS, "").as_bytes()).unwrap();
     let store = MemoryStore::new();
     handle(&refuse, &store, &request, T0);
-    c.bench_function("engine::handle/refuse, JSON body (config 5)", |b| {
+    c.bench_function("engine::decide/refuse, JSON body (config 5)", |b| {
         b.iter(|| {
             let h = handle(&refuse, &store, black_box(&request), T0);
             debug_assert!(matches!(h.action, Action::Refuse(_)));
@@ -115,7 +112,7 @@ fn engine(c: &mut Criterion) {
         handle(&many, &store, &request, T0);
     }
     let mut i = 0;
-    c.bench_function("engine::handle/10,000 rotating keys (config 6)", |b| {
+    c.bench_function("engine::decide/10,000 rotating keys (config 6)", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
             request.set_key(&keys[i]);
@@ -124,7 +121,7 @@ fn engine(c: &mut Criterion) {
     });
 
     let unmatched = Request::get("/other", "bench-client");
-    c.bench_function("engine::handle/no rule matches", |b| {
+    c.bench_function("engine::decide/no rule matches", |b| {
         b.iter(|| handle(&allow, &store, black_box(&unmatched), T0))
     });
 }

@@ -1,8 +1,8 @@
 //! Helpers shared by the micro-benchmarks and the store-size report: a request view over a
 //! fixed header list (the filter's own fake is test-only), and the benchmark configurations.
 
-use envoy_ratelimit_wasm::client_key::RequestView;
-use envoy_ratelimit_wasm::page_codec::PageLayout;
+use envoy_ratelimit_wasm::internals::PageLayout;
+use envoy_ratelimit_wasm::RequestView;
 
 /// A request as the host would show it: headers looked up by (lower-case) name, values copied out
 /// as the proxy-wasm host copies them into the VM.
@@ -61,10 +61,11 @@ pub const NEVER: &str = r#"[{"name": "per_minute", "requests": 4000000000, "wind
 /// Config 5: one request per day.
 pub const ALWAYS: &str = r#"[{"name": "per_day", "requests": 1, "window": "1d"}]"#;
 
-/// Bytes of shared data per tracked client: (slot bytes, slot bytes per limit) for a layout.
+/// Bytes of shared data per tracked client: (slot bytes, the layout) for a page of 16 clients.
 pub fn slot_bytes(windows_ms: &[u64], limits: &[u64]) -> (usize, PageLayout) {
     let layout = PageLayout::new(16, windows_ms, limits);
-    (layout.slot_len(), layout)
+    let one = PageLayout::new(1, windows_ms, limits);
+    ((layout.page_len() - one.page_len()) / 15, layout)
 }
 
 #[cfg(test)]

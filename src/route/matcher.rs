@@ -1,6 +1,10 @@
-//! Which rule a request belongs to: compiled path patterns, methods, hosts and route names.
+//! What a rule asks of a request: compiled path patterns, methods, hosts and route names.
 
-/// A path pattern, compiled to canonical segments (see [`crate::request_path`]).
+use super::path::canonical_segments;
+use super::RouteFacts;
+use crate::config::{Errors, MatchConfig, PathMatch, Report};
+
+/// A path pattern, compiled to canonical segments (see [`super::path`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
     Exact(Vec<Vec<u8>>),
@@ -20,11 +24,11 @@ pub enum TemplateSegment {
 
 impl PathPattern {
     pub fn exact(path: &str) -> Self {
-        PathPattern::Exact(crate::request_path::canonical_segments(path.as_bytes()))
+        PathPattern::Exact(canonical_segments(path.as_bytes()))
     }
 
     pub fn prefix(path: &str) -> Self {
-        PathPattern::Prefix(crate::request_path::canonical_segments(path.as_bytes()))
+        PathPattern::Prefix(canonical_segments(path.as_bytes()))
     }
 
     /// Compiles `/api/links/:id/qr`; the error says what is wrong with the template.
@@ -155,16 +159,38 @@ pub struct RouteMatcher {
     pub route_names: Vec<Vec<u8>>,
 }
 
-/// The request attributes routing needs, read once per request.
-#[derive(Debug, Clone, Default)]
-pub struct RouteFacts {
-    pub path: Vec<Vec<u8>>,
-    pub method: Option<Vec<u8>>,
-    pub authority: Option<Vec<u8>>,
-    pub route_name: Option<Vec<u8>>,
-}
-
 impl RouteMatcher {
+    pub fn compile(m: &MatchConfig, at: &str, errors: &mut Errors) -> Self {
+        RouteMatcher {
+            path: compile_path(m.path.as_ref(), at, errors),
+            methods: compile_methods(&m.methods, at, errors),
+            hosts: m
+                .hosts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, host)| {
+                    HostPattern::parse(host)
+                        .map_err(|message| errors.add(format!("{at}.hosts[{i}]"), message))
+                        .ok()
+                })
+                .collect(),
+            route_names: m
+                .route_names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    if name.is_empty() {
+                        errors.add(
+                            format!("{at}.route_names[{i}]"),
+                            "a route name may not be empty",
+                        );
+                    }
+                    name.clone().into_bytes()
+                })
+                .collect(),
+        }
+    }
+
     pub fn matches(&self, facts: &RouteFacts) -> bool {
         if let Some(path) = &self.path {
             if !path.matches(&facts.path) {
@@ -199,10 +225,45 @@ impl RouteMatcher {
     }
 }
 
+fn compile_path(path: Option<&PathMatch>, at: &str, errors: &mut Errors) -> Option<PathPattern> {
+    match path? {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) if !p.starts_with('/') => {
+            errors.add(
+                format!("{at}.path"),
+                format!("a path must start with '/', got {p:?}"),
+            );
+            None
+        }
+        PathMatch::Exact(p) => Some(PathPattern::exact(p)),
+        PathMatch::Prefix(p) => Some(PathPattern::prefix(p)),
+        PathMatch::Template(t) => PathPattern::template(t)
+            .map_err(|message| errors.add(format!("{at}.path.template"), message))
+            .ok(),
+    }
+}
+
+fn compile_methods(methods: &[String], at: &str, errors: &mut Errors) -> Vec<Vec<u8>> {
+    let is_method = |m: &str| {
+        !m.is_empty()
+            && m.bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+    };
+    methods
+        .iter()
+        .enumerate()
+        .map(|(i, method)| {
+            if !is_method(method) {
+                let message = format!("{method:?} is not an HTTP method");
+                errors.add(format!("{at}.methods[{i}]"), message);
+            }
+            method.to_ascii_uppercase().into_bytes()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_path::canonical_segments;
 
     fn path(p: &str) -> Vec<Vec<u8>> {
         canonical_segments(p.as_bytes())

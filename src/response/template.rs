@@ -122,10 +122,6 @@ impl TextTemplate {
         Ok(TextTemplate { pieces })
     }
 
-    pub fn uses(&self, placeholder: Placeholder) -> bool {
-        self.pieces.iter().any(|p| *p == Piece::Slot(placeholder))
-    }
-
     pub fn render(&self, values: &dyn Placeholders) -> String {
         fill_text(&self.pieces, values)
     }
@@ -168,20 +164,6 @@ impl BodyTemplate {
     /// Whether rendering needs the request id (so the host reads it only then).
     pub fn uses_request_id(&self) -> bool {
         self.uses_request_id
-    }
-
-    /// Whether the template mentions `placeholder` anywhere.
-    pub fn uses(&self, placeholder: Placeholder) -> bool {
-        fn walk(node: &Node, p: Placeholder) -> bool {
-            match node {
-                Node::Fixed(_) => false,
-                Node::Typed(q) => *q == p,
-                Node::Text(pieces) => pieces.contains(&Piece::Slot(p)),
-                Node::Array(items) => items.iter().any(|n| walk(n, p)),
-                Node::Object(fields) => fields.iter().any(|(_, n)| walk(n, p)),
-            }
-        }
-        walk(&self.root, placeholder)
     }
 
     pub fn render(&self, values: &dyn Placeholders) -> String {

@@ -24,6 +24,17 @@ pub fn client_hash(seed: u64, kind: KeyKind, key: &[u8]) -> u64 {
     hasher.finish()
 }
 
+/// FNV-1a (64-bit) of some bytes: fingerprints of layouts and configuration, never of client
+/// keys (those get the keyed [`client_hash`]).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// A log-safe rendering of a client: the hash, never the key.
 pub fn display_hash(hash: u64) -> String {
     format!("{hash:016x}")

@@ -1,4 +1,10 @@
-//! ISO-8601 UTC timestamps without a date library.
+//! Time as clients read it: whole seconds to wait, and ISO-8601 UTC timestamps without a date
+//! library.
+
+/// Whole seconds from `now_ms` until `at_ms`, rounded up: waiting that long always suffices.
+pub fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
+    at_ms.saturating_sub(now_ms).div_ceil(1000)
+}
 
 /// `2025-01-01T12:00:30.000Z` for a Unix time in milliseconds.
 pub fn iso8601_utc(epoch_ms: u64) -> String {

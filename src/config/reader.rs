@@ -1,4 +1,4 @@
-//! Reads the configuration JSON into the [`crate::config`] types by hand, naming the JSON path of
+//! Reads the configuration JSON into the [`super::model`] types by hand, naming the JSON path of
 //! every problem and reporting all of them, not only the first.
 //!
 //! The types also derive serde's `Deserialize` (for the JSON Schema and as a reference): a test
@@ -10,12 +10,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::*;
-use crate::duration::{parse_window, WindowSpec};
-use crate::policy::ConfigError;
-
-/// Every problem found while reading.
-type Errors = Vec<ConfigError>;
+use super::model::*;
+use super::{parse_window, ConfigError, Errors, WindowSpec};
 
 /// Parses the configuration bytes; `Err` lists every shape problem with its path.
 pub fn read(bytes: &[u8]) -> Result<FilterConfig, Errors> {
@@ -340,12 +336,12 @@ fn filter_config(value: &Value, path: &str, errors: &mut Errors) -> Option<Filte
     })
 }
 
-fn fail_policy(value: &Value, path: &str, errors: &mut Errors) -> Option<FailPolicy> {
+fn on_failure(value: &Value, path: &str, errors: &mut Errors) -> Option<OnFailure> {
     variant(
         value,
         path,
         errors,
-        &[("deny", FailPolicy::Deny), ("allow", FailPolicy::Allow)],
+        &[("deny", OnFailure::Deny), ("allow", OnFailure::Allow)],
     )
 }
 
@@ -364,9 +360,9 @@ fn store(value: &Value, path: &str, errors: &mut Errors) -> Option<StoreConfig> 
         key_prefix: f.or("key_prefix", d.key_prefix, errors, text),
         max_clients: f.or("max_clients", d.max_clients, errors, whole32),
         slots_per_page: f.or("slots_per_page", d.slots_per_page, errors, whole32),
-        on_full: f.or("on_full", d.on_full, errors, fail_policy),
+        on_full: f.or("on_full", d.on_full, errors, on_failure),
         cas_attempts: f.or("cas_attempts", d.cas_attempts, errors, whole32),
-        on_contention: f.or("on_contention", d.on_contention, errors, fail_policy),
+        on_contention: f.or("on_contention", d.on_contention, errors, on_failure),
     })
 }
 
@@ -468,23 +464,18 @@ fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig> {
         key: f.or("key", Vec::new(), errors, |v, p, e| {
             list(v, p, e, key_source)
         }),
-        on_missing_key: f.or(
-            "on_missing_key",
-            MissingKeyPolicy::Shared,
-            errors,
-            |v, p, e| {
-                variant(
-                    v,
-                    p,
-                    e,
-                    &[
-                        ("shared", MissingKeyPolicy::Shared),
-                        ("allow", MissingKeyPolicy::Allow),
-                        ("deny", MissingKeyPolicy::Deny),
-                    ],
-                )
-            },
-        ),
+        on_missing_key: f.or("on_missing_key", OnMissingKey::Shared, errors, |v, p, e| {
+            variant(
+                v,
+                p,
+                e,
+                &[
+                    ("shared", OnMissingKey::Shared),
+                    ("allow", OnMissingKey::Allow),
+                    ("deny", OnMissingKey::Deny),
+                ],
+            )
+        }),
         cost: f.optional("cost", errors, cost),
         also: f.or("also", Vec::new(), errors, texts),
         limits: f.or("limits", Vec::new(), errors, |v, p, e| list(v, p, e, limit)),
@@ -642,7 +633,7 @@ mod tests {
             "$.mode: unknown variant `dry`, expected one of `enforce`, `shadow`",
             "$.store.max_clients: invalid type: string \"many\", expected a whole number",
         ];
-        crate::policy::tests::assert_each_error_once(&e, &expected);
+        crate::testing::assert_each_error_once(&e, &expected);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! windows, counter widths): a value written by another version of the filter, another plugin
 //! under the same key, or a config whose layout differs is recognised and never misread.
 
-use crate::sliding_window::{Ring, RING};
+use super::window::{Ring, RING};
+use crate::request::fnv1a;
 
 const MAGIC: [u8; 4] = *b"RLW\x01";
 const HEADER_LEN: usize = 8;
@@ -39,21 +40,14 @@ impl PageLayout {
     pub fn new(slots: usize, windows_ms: &[u64], limits: &[u64]) -> Self {
         let widths: Vec<usize> = limits.iter().map(|&l| counter_width(l)).collect();
         let slot_len = SLOT_HEADER_LEN + widths.iter().map(|w| w * RING).sum::<usize>();
-        // FNV-1a over the layout's shape. Limits' values are not part of it: raising a limit
-        // keeps the counts.
-        let mut fingerprint: u32 = 0x811c_9dc5;
-        let mut mix = |x: u64| {
-            for byte in x.to_le_bytes() {
-                fingerprint ^= byte as u32;
-                fingerprint = fingerprint.wrapping_mul(0x0100_0193);
-            }
-        };
-        mix(slots as u64);
-        mix(RING as u64);
-        for (&w, &width) in windows_ms.iter().zip(&widths) {
-            mix(w);
-            mix(width as u64);
-        }
+        // The layout's shape. Limits' values are not part of it: raising a limit keeps the counts.
+        let shape = [slots as u64, RING as u64].into_iter().chain(
+            windows_ms
+                .iter()
+                .zip(&widths)
+                .flat_map(|(&w, &width)| [w, width as u64]),
+        );
+        let fingerprint = fnv1a(shape.flat_map(u64::to_le_bytes)) as u32;
         PageLayout {
             slots,
             widths,
@@ -66,11 +60,8 @@ impl PageLayout {
         self.slots
     }
 
-    pub fn limits(&self) -> usize {
-        self.widths.len()
-    }
-
     /// Bytes of one slot: one tracked client with all its limits.
+    #[cfg(test)]
     pub fn slot_len(&self) -> usize {
         self.slot_len
     }

@@ -1,57 +1,15 @@
 //! Finding the client key of a request: header, query parameter, bearer token, client IP, or the
 //! first of an ordered chain of these that yields a usable value.
 
-use std::cell::OnceCell;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::client_hash::KeyKind;
+use super::hash::KeyKind;
+use super::percent;
+use super::Request;
+use crate::config::{self, valid_header_name, Errors, Report};
 
-/// The request attributes key extraction and routing read. The host implements it with one host
-/// call per attribute, asked for only when a rule needs it; tests implement it with a map.
-pub trait RequestView {
-    /// The first value of a request header (name in lower case).
-    fn header(&self, name: &str) -> Option<Vec<u8>>;
-    /// `source.address`: the downstream address, `ip:port`.
-    fn source_address(&self) -> Option<Vec<u8>>;
-    /// `xds.route_name`.
-    fn route_name(&self) -> Option<Vec<u8>>;
-}
-
-/// A request as the engine reads it: attributes on demand, `:path` at most once however many
-/// rules, key sources and costs need it (every host read that returns data costs a call back
-/// into the VM).
-pub struct Request<'a> {
-    view: &'a dyn RequestView,
-    path: OnceCell<Option<Vec<u8>>>,
-}
-
-impl<'a> Request<'a> {
-    pub fn new(view: &'a dyn RequestView) -> Self {
-        Request {
-            view,
-            path: OnceCell::new(),
-        }
-    }
-
-    /// `:path`, query string included.
-    pub fn path(&self) -> Option<&[u8]> {
-        self.path
-            .get_or_init(|| self.view.header(":path"))
-            .as_deref()
-    }
-
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.view.header(name)
-    }
-
-    pub fn source_address(&self) -> Option<Vec<u8>> {
-        self.view.source_address()
-    }
-
-    pub fn route_name(&self) -> Option<Vec<u8>> {
-        self.view.route_name()
-    }
-}
+/// At most this many proxies may be trusted in front of Envoy.
+pub const MAX_TRUSTED_HOPS: u32 = 32;
 
 /// A compiled key source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +18,65 @@ pub enum KeySource {
     Query(Vec<u8>),
     Bearer,
     ClientIp { trusted_hops: u32 },
+}
+
+impl KeySource {
+    /// The key sources of a rule; none given means the client IP.
+    pub fn compile_chain(
+        sources: &[config::KeySource],
+        at: &str,
+        errors: &mut Errors,
+    ) -> Vec<Self> {
+        if sources.is_empty() {
+            return vec![KeySource::ClientIp { trusted_hops: 0 }];
+        }
+        sources
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| Self::compile(s, &format!("{at}[{k}]"), errors))
+            .collect()
+    }
+
+    fn compile(source: &config::KeySource, at: &str, errors: &mut Errors) -> Option<Self> {
+        match source {
+            config::KeySource::Header(name) => {
+                if !valid_header_name(name) {
+                    errors.add(
+                        format!("{at}.header"),
+                        format!("{name:?} is not a header name"),
+                    );
+                    return None;
+                }
+                Some(KeySource::Header(name.to_ascii_lowercase()))
+            }
+            config::KeySource::Query(name) => {
+                if name.is_empty() {
+                    errors.add(
+                        format!("{at}.query"),
+                        "a query parameter name may not be empty",
+                    );
+                    return None;
+                }
+                Some(KeySource::Query(name.clone().into_bytes()))
+            }
+            config::KeySource::Bearer {} => Some(KeySource::Bearer),
+            config::KeySource::ClientIp(ip) => {
+                if ip.trusted_hops > MAX_TRUSTED_HOPS {
+                    errors.add(
+                        format!("{at}.client_ip.trusted_hops"),
+                        format!(
+                            "must be at most {MAX_TRUSTED_HOPS}, got {}",
+                            ip.trusted_hops
+                        ),
+                    );
+                    return None;
+                }
+                Some(KeySource::ClientIp {
+                    trusted_hops: ip.trusted_hops,
+                })
+            }
+        }
+    }
 }
 
 /// A key value, bounded: longer values are hashed whole, so nothing is lost by the bound on what
@@ -132,33 +149,9 @@ pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),
             None => (pair, &b""[..]),
         };
-        (form_decode(key) == name).then(|| form_decode(value))
+        (percent::decode(key, true).as_ref() == name)
+            .then(|| percent::decode(value, true).into_owned())
     })
-}
-
-fn form_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// The client IP: `source.address` with no trusted hops, else the address the outermost
@@ -203,41 +196,9 @@ fn canonical_ip(ip: IpAddr) -> Vec<u8> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    pub struct FakeRequest {
-        pub headers: HashMap<String, Vec<u8>>,
-        pub source: Option<Vec<u8>>,
-        pub route: Option<Vec<u8>>,
-    }
-
-    impl FakeRequest {
-        pub fn with(headers: &[(&str, &str)]) -> Self {
-            FakeRequest {
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-                source: Some(b"192.0.2.7:51234".to_vec()),
-                route: None,
-            }
-        }
-    }
-
-    impl RequestView for FakeRequest {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.headers.get(name).cloned()
-        }
-        fn source_address(&self) -> Option<Vec<u8>> {
-            self.source.clone()
-        }
-        fn route_name(&self) -> Option<Vec<u8>> {
-            self.route.clone()
-        }
-    }
+    use crate::testing::FakeRequest;
 
     fn key(sources: &[KeySource], request: &FakeRequest) -> Option<(KeyKind, String)> {
         extract(sources, &Request::new(request)).map(|(k, v)| (k, String::from_utf8(v).unwrap()))

@@ -1,30 +1,28 @@
 //! The native configuration tool's logic (`ratelimit-config check | explain | schema`): the same
-//! validation and the same engine the filter runs, on a config file and a described request.
+//! validation and the same pipeline the filter runs, on a config file and a described request.
 
 use std::collections::HashMap;
 
-use crate::client_hash::{client_hash, display_hash, KeyKind};
-use crate::client_key::{extract, Request, RequestView};
-use crate::duration::format_window;
-use crate::engine::{self, Action};
-use crate::policy::{self, CompiledConfig, RuleAction};
+use crate::config::{format_window, OnMissingKey};
+use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};
+use crate::request::{client_hash, display_hash, Request, RequestView};
 use crate::store::MemoryStore;
 
 /// `check`: "ok" with a summary, or every error with its JSON path.
 pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
-    match policy::load(bytes) {
-        Ok(config) => {
-            let limited = config
+    match Filter::load(bytes) {
+        Ok(filter) => {
+            let limited = filter
                 .rules
                 .iter()
                 .filter(|r| matches!(r.action, RuleAction::Limit(_)))
                 .count();
             Ok(format!(
                 "ok: {} rules ({} limited, {} exempt), plans: {}",
-                config.rules.len(),
+                filter.rules.len(),
                 limited,
-                config.rules.len() - limited,
-                config.plans.names.join(", ")
+                filter.rules.len() - limited,
+                filter.plans.names.join(", ")
             ))
         }
         Err(errors) => Err(errors.0.iter().map(|e| e.to_string()).collect()),
@@ -64,113 +62,112 @@ impl RequestView for DescribedRequest {
 const SIMULATION_CAP: u64 = 100_000;
 
 /// `explain`: which rule, key, plan and limits apply, and what the filter would write.
-pub fn explain(config: &CompiledConfig, request: &DescribedRequest, now_ms: u64) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    line(format!("request: {} {}", request.method, request.path));
-    if !config.enabled {
-        line("filter: disabled (enabled: false): the request passes untouched".into());
-        return out;
-    }
+pub fn explain(filter: &Filter, request: &DescribedRequest, now_ms: u64) -> String {
+    let mut out = vec![format!("request: {} {}", request.method, request.path)];
     let view = Request::new(request);
-    let Some((index, rule)) = engine::select_rule(config, &view) else {
-        line("rule: none matches: the request passes untouched".into());
-        return out;
+    match Selection::of(filter, &view) {
+        Some(selection) => {
+            describe_selection(filter, &selection, &mut out);
+            simulate(filter, request, now_ms, &mut out);
+            let shared = filter
+                .limited(selection.rule)
+                .is_some_and(|l| l.on_missing_key == OnMissingKey::Shared);
+            if selection.key.is_none() && shared {
+                out.push("note: all requests without a key share one counter".into());
+            }
+        }
+        None => out.push(why_untouched(filter, &view)),
+    }
+    out.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// Why a request the pipeline does not start for passes untouched.
+fn why_untouched(filter: &Filter, request: &Request) -> String {
+    if !filter.enabled {
+        return "filter: disabled (enabled: false): the request passes untouched".into();
+    }
+    match filter.routes.select(request) {
+        None => "rule: none matches: the request passes untouched".into(),
+        Some(index) => format!(
+            "rule: {} (rules[{index}])\nexempt: the request passes untouched",
+            filter.rules[index].name
+        ),
+    }
+}
+
+fn describe_selection(filter: &Filter, selection: &Selection, out: &mut Vec<String>) {
+    let rule = &filter.rules[selection.rule];
+    let Some(limited) = filter.limited(selection.rule) else {
+        return;
     };
-    line(format!("rule: {} (rules[{index}])", rule.name));
-    let RuleAction::Limit(limited) = &rule.action else {
-        line("exempt: the request passes untouched".into());
-        return out;
-    };
-    let key = extract(&limited.key, &view);
-    match &key {
-        Some((kind, value)) => line(format!(
+    out.push(format!("rule: {} (rules[{}])", rule.name, selection.rule));
+    out.push(match &selection.key {
+        Some((kind, value)) => format!(
             "key: {kind:?} {:?} (client {} with the config's seed; Envoy hashes with a random per-process seed)",
             String::from_utf8_lossy(value),
-            display_hash(client_hash(config.hash_seed, *kind, value))
-        )),
-        None => line(format!(
-            "key: none found; on_missing_key: {:?}",
-            limited.on_missing_key
-        )),
+            display_hash(client_hash(filter.hash_seed, *kind, value))
+        ),
+        None => format!("key: none found; on_missing_key: {:?}", limited.on_missing_key),
+    });
+    if let Some(plan) = filter.plans.shown(selection.plan) {
+        out.push(format!("plan: {plan}"));
     }
-    let plan_header = config
-        .plans
-        .header
-        .as_deref()
-        .and_then(|h| request.header(h));
-    let plan = config.plans.resolve(
-        key.as_ref().map(|(_, k)| k.as_slice()),
-        plan_header.as_deref(),
-    );
-    if config.has_plans {
-        line(format!("plan: {}", config.plans.names[plan]));
-    }
-    let mut rules = vec![(rule.name.as_str(), limited)];
-    for &i in &limited.also {
-        if let RuleAction::Limit(other) = &config.rules[i].action {
-            rules.push((config.rules[i].name.as_str(), other));
+    let applied = std::iter::once(selection.rule).chain(limited.also.iter().copied());
+    for index in applied {
+        if let Some(limited) = filter.limited(index) {
+            describe_limits(&filter.rules[index].name, limited, selection.plan, out);
         }
     }
-    for (name, limited) in &rules {
-        line(format!("limits of rule {name} (cost {:?}):", limited.cost));
-        for limit in &limited.limits {
-            match limit.requests[plan] {
-                0 => line(format!("  {}: no limit for this plan", limit.name)),
-                n => line(format!(
-                    "  {}: {n} per {}",
-                    limit.name,
-                    format_window(limit.window_ms)
-                )),
-            }
-        }
+}
+
+fn describe_limits(name: &str, limited: &LimitedRule, plan: usize, out: &mut Vec<String>) {
+    out.push(format!("limits of rule {name} (cost {:?}):", limited.cost));
+    for (limit, text) in limited.limits.iter().zip(&limited.texts) {
+        out.push(match limit.requests[plan] {
+            0 => format!("  {}: no limit for this plan", text.name),
+            n => format!(
+                "  {}: {n} per {}",
+                text.name,
+                format_window(limit.window_ms)
+            ),
+        });
     }
+}
+
+/// The first request's headers, then requests within the same instant until one is refused.
+fn simulate(filter: &Filter, request: &DescribedRequest, now_ms: u64, out: &mut Vec<String>) {
     let store = MemoryStore::new();
-    let first = engine::handle(config, &store, request, now_ms);
-    match &first.action {
-        Action::Pass => line("first request: passes, no headers".into()),
+    match decide(filter, &store, request, now_ms).action {
+        Action::Pass => return out.push("first request: passes, no headers".into()),
+        Action::Refuse(reply) => {
+            let line = format!(
+                "first request: refused with {}: {}",
+                reply.status, reply.body
+            );
+            return out.push(line);
+        }
         Action::Allow(headers) => {
-            line("first request: allowed, response headers:".into());
-            for (k, v) in headers {
-                line(format!("  {k}: {v}"));
-            }
-        }
-        Action::Refuse(reply) => line(format!(
-            "first request: refused with {}: {}",
-            reply.status, reply.body
-        )),
-    }
-    if matches!(first.action, Action::Allow(_)) {
-        for n in 2..=SIMULATION_CAP {
-            if let Action::Refuse(reply) = engine::handle(config, &store, request, now_ms).action {
-                line(format!(
-                    "request {n} within the window: refused with status {}, headers:",
-                    reply.status
-                ));
-                for (k, v) in &reply.headers {
-                    line(format!("  {k}: {v}"));
-                }
-                line(format!("  body: {}", reply.body));
-                break;
-            }
-            if n == SIMULATION_CAP {
-                line(format!(
-                    "no refusal within {SIMULATION_CAP} requests (not simulated further)"
-                ));
-            }
+            out.push("first request: allowed, response headers:".into());
+            out.extend(headers.iter().map(|(k, v)| format!("  {k}: {v}")));
         }
     }
-    if key.as_ref().is_some_and(|(k, _)| *k == KeyKind::Missing) {
-        line("note: all requests without a key share one counter".into());
+    for n in 2..=SIMULATION_CAP {
+        if let Action::Refuse(reply) = decide(filter, &store, request, now_ms).action {
+            out.push(format!(
+                "request {n} within the window: refused with status {}, headers:",
+                reply.status
+            ));
+            out.extend(reply.headers.iter().map(|(k, v)| format!("  {k}: {v}")));
+            out.push(format!("  body: {}", reply.body));
+            return;
+        }
     }
-    out
+    out.push(format!(
+        "no refusal within {SIMULATION_CAP} requests (not simulated further)"
+    ));
 }
 
 /// The JSON Schema of the filter configuration, from the same types the filter parses.
-#[cfg(feature = "cli")]
 pub fn schema() -> String {
     let schema = schemars::schema_for!(crate::config::FilterConfig);
     serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
@@ -206,7 +203,7 @@ mod tests {
 
     #[test]
     fn explain_walks_through_a_request() {
-        let config = policy::load(
+        let config = Filter::load(
             br#"{"plans": {"names": ["free", "pro"], "default": "free", "header": "x-plan"},
                  "rules": [{"name": "api", "match": {"path": {"prefix": "/api"}}, "key": [{"header": "x-api-key"}],
                             "limits": [{"name": "minute", "requests": {"free": 2, "pro": 0}, "window": "1m"}]}]}"#,

@@ -1,21 +1,115 @@
-//! Everything the client sees of a decision: the rate-limit headers and the refusal body.
-//! All rendering lives here.
+//! Everything the client sees of a decision: the rate-limit headers and the local replies. All
+//! rendering lives here; the configuration's `response` part and each limit's code and message
+//! are compiled here too.
 
-use crate::body_template::{Filled, Placeholder, Placeholders};
-use crate::config::{HeaderStyle, ResetFormat};
-use crate::duration::format_window;
+mod body;
+mod headers;
+mod template;
+mod time;
+
+use std::rc::Rc;
+
+use body::{default_body, problem_json_body, RefusalValues, DEFAULT_MESSAGE};
+pub use headers::rate_limit_headers;
+use headers::HeaderNames;
+use template::{BodyTemplate, Placeholder, TextTemplate};
+pub use time::seconds_until;
+
+use crate::config::{
+    BodyPreset, Errors, HeaderStyle, LimitConfig, Report, ResetFormat, ResponseConfig,
+};
 use crate::limiter::{headline_index, LimitStatus};
-use crate::policy::{Limit, ResponsePolicy};
-use crate::time_format::iso8601_utc;
 
 /// Header names are shared with the compiled config (no copy per request).
-pub type HeaderName = std::rc::Rc<str>;
+pub type HeaderName = Rc<str>;
 pub type Headers = Vec<(HeaderName, String)>;
+
+/// How refusals and rate-limit headers look: the configuration's `response` part, compiled.
+#[derive(Debug, Clone)]
+pub struct ResponseFormat {
+    pub status: u32,
+    style: HeaderStyle,
+    reset: ResetFormat,
+    names: HeaderNames,
+    body: BodyTemplate,
+    content_type: String,
+    default_message: TextTemplate,
+}
+
+impl ResponseFormat {
+    pub fn compile(response: &ResponseConfig, errors: &mut Errors) -> Option<Self> {
+        if !(400..=599).contains(&response.status) {
+            let message = format!(
+                "a refusal status must be 4xx or 5xx, got {}",
+                response.status
+            );
+            errors.add("$.response.status", message);
+        }
+        let names = HeaderNames::compile(&response.headers, errors);
+        let (preset_body, preset_type) = match response.preset {
+            BodyPreset::Default => (default_body(), "application/json"),
+            BodyPreset::ProblemJson => (problem_json_body(), "application/problem+json"),
+        };
+        let content_type = response
+            .content_type
+            .clone()
+            .unwrap_or_else(|| preset_type.to_string());
+        if content_type.is_empty() || content_type.bytes().any(|b| b.is_ascii_control()) {
+            let message = format!("{content_type:?} is not a content type");
+            errors.add("$.response.content_type", message);
+        }
+        let body = BodyTemplate::compile(response.body.as_ref().unwrap_or(&preset_body))
+            .map_err(|e| errors.add(format!("$.response.body{}", e.path), e.message))
+            .ok()?;
+        Some(ResponseFormat {
+            status: response.status,
+            style: response.headers.style,
+            reset: response.headers.reset,
+            names,
+            body,
+            content_type,
+            default_message: TextTemplate::compile(DEFAULT_MESSAGE, &[]).expect("a valid template"),
+        })
+    }
+
+    /// Whether rendering a refusal needs the request id (so the host reads it only then).
+    pub fn uses_request_id(&self) -> bool {
+        self.body.uses_request_id()
+    }
+}
+
+/// A limit as refusals name it: its name, error code and message.
+#[derive(Debug, Clone)]
+pub struct LimitText {
+    pub name: String,
+    pub code: String,
+    pub message: Option<TextTemplate>,
+}
+
+impl LimitText {
+    /// `name` is the limit's name as the rule settled it (given, or its window).
+    pub fn compile(limit: &LimitConfig, name: &str, at: &str, errors: &mut Errors) -> Self {
+        let code = limit.code.clone().unwrap_or_else(|| name.to_string());
+        if code.is_empty() || code.len() > 128 {
+            errors.add(format!("{at}.code"), "must be 1 to 128 characters");
+        }
+        let message = limit.message.as_ref().and_then(|text| {
+            TextTemplate::compile(text, &[Placeholder::Message])
+                .map_err(|m| errors.add(format!("{at}.message"), m))
+                .ok()
+        });
+        LimitText {
+            name: name.to_string(),
+            code,
+            message,
+        }
+    }
+}
 
 /// One enforced limit's status, with the limit it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Checked<'a> {
-    pub limit: &'a Limit,
+    pub limit: &'a LimitText,
     pub status: LimitStatus,
 }
 
@@ -28,6 +122,11 @@ pub struct Outcome<'a> {
     pub plan: Option<&'a str>,
 }
 
+/// When a request refused by this limit fits again; a cost that never fits counts as one window.
+fn retry_at_ms(status: &LimitStatus, now_ms: u64) -> u64 {
+    status.retry_at_ms.unwrap_or(now_ms + status.window_ms)
+}
+
 impl<'a> Outcome<'a> {
     /// The most restrictive limit: the violated one that frees up last, else the one with the
     /// least quota left.
@@ -35,21 +134,12 @@ impl<'a> Outcome<'a> {
         headline_index(self.checked.iter().map(|c| &c.status)).map(|i| &self.checked[i])
     }
 
-    pub fn refused(&self) -> bool {
-        self.checked.iter().any(|c| !c.status.fits)
-    }
-
-    /// When a refused request can be retried: the latest retry time of the violated limits (a
-    /// cost that can never fit counts as one full window).
+    /// When a refused request can be retried: the latest retry time of the violated limits.
     pub fn retry_at_ms(&self) -> u64 {
         self.checked
             .iter()
             .filter(|c| !c.status.fits)
-            .map(|c| {
-                c.status
-                    .retry_at_ms
-                    .unwrap_or(self.now_ms + c.status.window_ms)
-            })
+            .map(|c| retry_at_ms(&c.status, self.now_ms))
             .max()
             .unwrap_or(self.now_ms)
     }
@@ -60,89 +150,9 @@ impl<'a> Outcome<'a> {
     }
 }
 
-/// Whole seconds from `now_ms` until `at_ms`, rounded up: waiting that long always suffices.
-pub fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
-    at_ms.saturating_sub(now_ms).div_ceil(1000)
-}
-
-/// The rate-limit headers of the configured style, for an outcome; `refusal` adds
-/// `Retry-After` and reports the retry moment as the reset.
-pub fn rate_limit_headers(policy: &ResponsePolicy, outcome: &Outcome, refusal: bool) -> Headers {
-    let mut headers = Headers::new();
-    let Some(headline) = outcome.headline() else {
-        return headers;
-    };
-    let now = outcome.now_ms;
-    let status = &headline.status;
-    let reset_at = if refusal {
-        outcome.retry_at_ms()
-    } else {
-        status.reset_at_ms
-    };
-    let names = &policy.names;
-    if let Some(name) = &names.limit {
-        headers.push((name.clone(), status.requests.to_string()));
-    }
-    if let Some(name) = &names.remaining {
-        headers.push((name.clone(), status.remaining.to_string()));
-    }
-    if let Some(name) = &names.reset {
-        let delta =
-            policy.style == HeaderStyle::Draft03 || policy.reset == ResetFormat::DeltaSeconds;
-        let value = if delta {
-            seconds_until(now, reset_at)
-        } else {
-            reset_at.div_ceil(1000)
-        };
-        headers.push((name.clone(), value.to_string()));
-    }
-    if let Some(name) = &names.policy {
-        let items: Vec<String> = outcome
-            .checked
-            .iter()
-            .map(|c| {
-                format!(
-                    "\"{}\";q={};w={}",
-                    c.limit.name,
-                    c.status.requests,
-                    c.status.window_ms.div_ceil(1000)
-                )
-            })
-            .collect();
-        headers.push((name.clone(), items.join(", ")));
-    }
-    if let Some(name) = &names.ratelimit {
-        let items: Vec<String> = outcome
-            .checked
-            .iter()
-            .map(|c| {
-                let at = if refusal && !c.status.fits {
-                    c.status.retry_at_ms.unwrap_or(now + c.status.window_ms)
-                } else {
-                    c.status.reset_at_ms
-                };
-                format!(
-                    "\"{}\";r={};t={}",
-                    c.limit.name,
-                    c.status.remaining,
-                    seconds_until(now, at)
-                )
-            })
-            .collect();
-        headers.push((name.clone(), items.join(", ")));
-    }
-    if refusal {
-        headers.push((
-            HeaderName::from("retry-after"),
-            outcome.retry_after_seconds().to_string(),
-        ));
-    }
-    headers
-}
-
 /// A complete local reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
+pub struct Reply {
     pub status: u32,
     pub headers: Headers,
     pub body: String,
@@ -150,19 +160,19 @@ pub struct LocalReply {
 
 /// The reply to a refused request.
 pub fn refusal(
-    policy: &ResponsePolicy,
+    format: &ResponseFormat,
     outcome: &Outcome,
     rule: &str,
     request_id: Option<String>,
-) -> LocalReply {
-    let mut headers = rate_limit_headers(policy, outcome, true);
+) -> Reply {
+    let mut headers = rate_limit_headers(format, outcome, true);
     headers.push((
         HeaderName::from("content-type"),
-        policy.content_type.clone(),
+        format.content_type.clone(),
     ));
     let body = match outcome.headline() {
-        Some(headline) => policy.body.render(&RefusalValues {
-            status: policy.status,
+        Some(headline) => format.body.render(&RefusalValues {
+            status: format.status,
             headline: *headline,
             violated: outcome
                 .checked
@@ -175,11 +185,12 @@ pub fn refusal(
             rule,
             plan: outcome.plan,
             request_id,
+            default_message: &format.default_message,
         }),
         None => String::new(),
     };
-    LocalReply {
-        status: policy.status,
+    Reply {
+        status: format.status,
         headers,
         body,
     }
@@ -188,102 +199,39 @@ pub fn refusal(
 /// The reply when the store could not decide (full or contended) and the policy is to deny:
 /// nothing is known of the client's quota, so the body speaks of `limit` as if just exhausted
 /// and `Retry-After` is its window.
-pub fn refusal_without_status(
-    policy: &ResponsePolicy,
-    limit: &Limit,
-    requests: u64,
-    rule: &str,
-    now_ms: u64,
-) -> LocalReply {
-    let status = LimitStatus {
-        limit_index: 0,
-        requests,
-        window_ms: limit.window_ms,
-        fits: false,
-        remaining: 0,
-        reset_at_ms: now_ms + limit.window_ms,
-        retry_at_ms: Some(now_ms + limit.window_ms),
-    };
+pub fn unavailable(format: &ResponseFormat, limit: Checked, rule: &str, now_ms: u64) -> Reply {
     let outcome = Outcome {
         now_ms,
-        checked: vec![Checked { limit, status }],
+        checked: vec![limit],
         plan: None,
     };
-    refusal(policy, &outcome, rule, None)
+    refusal(format, &outcome, rule, None)
 }
 
 /// The reply to a request without a client key under `on_missing_key: deny`.
-pub fn missing_key(rule: &str) -> LocalReply {
+pub fn missing_key(rule: &str) -> Reply {
     let body = serde_json::json!({
         "error": "missing_client_key",
         "message": format!("This endpoint needs a client key (rule {rule})."),
     });
-    LocalReply {
+    Reply {
         status: 401,
         headers: vec![(HeaderName::from("content-type"), "application/json".into())],
         body: body.to_string(),
     }
 }
-
-struct RefusalValues<'a> {
-    status: u32,
-    headline: Checked<'a>,
-    violated: Vec<String>,
-    retry_after: u64,
-    retry_at_ms: u64,
-    rule: &'a str,
-    plan: Option<&'a str>,
-    request_id: Option<String>,
-}
-
-impl Placeholders for RefusalValues<'_> {
-    fn fill(&self, placeholder: Placeholder) -> Filled {
-        let status = &self.headline.status;
-        let limit = self.headline.limit;
-        match placeholder {
-            Placeholder::Limit => Filled::Number(status.requests),
-            Placeholder::Window => Filled::Text(format_window(status.window_ms)),
-            Placeholder::WindowSeconds => Filled::Number(status.window_ms.div_ceil(1000)),
-            Placeholder::Remaining => Filled::Number(status.remaining),
-            Placeholder::RetryAfter => Filled::Number(self.retry_after),
-            Placeholder::Reset => Filled::Number(self.retry_at_ms.div_ceil(1000)),
-            Placeholder::ResetIso => Filled::Text(iso8601_utc(self.retry_at_ms)),
-            Placeholder::Policy => Filled::Text(limit.name.clone()),
-            Placeholder::Rule => Filled::Text(self.rule.to_string()),
-            Placeholder::RequestId => self.request_id.clone().map_or(Filled::Null, Filled::Text),
-            Placeholder::Status => Filled::Number(self.status as u64),
-            Placeholder::Code => Filled::Text(limit.code.clone()),
-            Placeholder::Message => Filled::Text(match &limit.message {
-                Some(template) => template.render(self),
-                None => format!(
-                    "Rate limit exceeded: {} requests per {}. Retry in {} seconds.",
-                    status.requests,
-                    format_window(status.window_ms),
-                    self.retry_after
-                ),
-            }),
-            Placeholder::Plan => self
-                .plan
-                .map_or(Filled::Null, |p| Filled::Text(p.to_string())),
-            Placeholder::ViolatedPolicies => Filled::List(self.violated.clone()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::load;
+    use crate::config;
 
     const NOW: u64 = 1_700_000_000_250;
 
-    fn limit(name: &str, window_ms: u64, message: Option<&str>) -> Limit {
-        Limit {
+    fn limit(name: &str, _window_ms: u64, message: Option<&str>) -> LimitText {
+        LimitText {
             name: name.into(),
-            window_ms,
-            requests: vec![],
             code: format!("rate_limit_{name}"),
-            message: message.map(|m| crate::body_template::TextTemplate::compile(m, &[]).unwrap()),
+            message: message.map(|m| TextTemplate::compile(m, &[]).unwrap()),
         }
     }
 
@@ -295,7 +243,7 @@ mod tests {
         retry: Option<u64>,
     ) -> LimitStatus {
         LimitStatus {
-            limit_index: 0,
+            limit: 0,
             requests,
             window_ms,
             fits: retry.is_none(),
@@ -305,11 +253,13 @@ mod tests {
         }
     }
 
-    fn response_policy(response: &str) -> ResponsePolicy {
-        let json = format!(
-            r#"{{"response": {response}, "rules": [{{"name": "r", "limits": [{{"requests": 1, "window": 1}}]}}]}}"#
-        );
-        load(json.as_bytes()).unwrap().response
+    fn response_format(response: &str) -> ResponseFormat {
+        let json = format!(r#"{{"response": {response}, "rules": []}}"#);
+        let parsed = config::parse(json.as_bytes()).unwrap();
+        let mut errors = Errors::new();
+        let format = ResponseFormat::compile(&parsed.response, &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        format
     }
 
     fn names(headers: &Headers) -> Vec<(&str, &str)> {
@@ -336,7 +286,7 @@ mod tests {
             ],
             plan: None,
         };
-        let h = rate_limit_headers(&response_policy("{}"), &outcome, false);
+        let h = rate_limit_headers(&response_format("{}"), &outcome, false);
         assert_eq!(
             names(&h),
             vec![
@@ -346,13 +296,13 @@ mod tests {
             ]
         );
         let h = rate_limit_headers(
-            &response_policy(r#"{"headers": {"reset": "delta_seconds"}}"#),
+            &response_format(r#"{"headers": {"reset": "delta_seconds"}}"#),
             &outcome,
             false,
         );
         assert_eq!(h[2].1, "999");
         let h = rate_limit_headers(
-            &response_policy(r#"{"headers": {"style": "draft03"}}"#),
+            &response_format(r#"{"headers": {"style": "draft03"}}"#),
             &outcome,
             false,
         );
@@ -365,7 +315,7 @@ mod tests {
             ]
         );
         let h = rate_limit_headers(
-            &response_policy(r#"{"headers": {"style": "draft_ietf"}}"#),
+            &response_format(r#"{"headers": {"style": "draft_ietf"}}"#),
             &outcome,
             false,
         );
@@ -380,14 +330,14 @@ mod tests {
             ]
         );
         assert!(rate_limit_headers(
-            &response_policy(r#"{"headers": {"style": "none"}}"#),
+            &response_format(r#"{"headers": {"style": "none"}}"#),
             &outcome,
             false
         )
         .is_empty());
         let custom =
             r#"{"headers": {"names": {"limit": "X-Rate-Limit-Limit"}, "hide": ["reset"]}}"#;
-        let h = rate_limit_headers(&response_policy(custom), &outcome, false);
+        let h = rate_limit_headers(&response_format(custom), &outcome, false);
         assert_eq!(
             names(&h),
             vec![
@@ -417,7 +367,7 @@ mod tests {
             ],
             plan: None,
         };
-        let reply = refusal(&response_policy("{}"), &outcome, "api", None);
+        let reply = refusal(&response_format("{}"), &outcome, "api", None);
         assert_eq!(reply.status, 429);
         assert_eq!(
             names(&reply.headers),
@@ -462,7 +412,7 @@ mod tests {
             plan: None,
         };
         let reply = refusal(
-            &response_policy(r#"{"preset": "problem_json", "status": 503}"#),
+            &response_format(r#"{"preset": "problem_json", "status": 503}"#),
             &outcome,
             "r",
             None,
@@ -499,7 +449,7 @@ mod tests {
             }],
             plan: Some("free"),
         };
-        let policy = response_policy(
+        let policy = response_format(
             r#"{"body": {"ok": false, "version": "2025-11-14-v1", "request_id": "{{request_id}}", "code": "{{code}}", "message": "{{message}}", "plan": "{{plan}}"}}"#,
         );
         let reply = refusal(&policy, &outcome, "r", Some("e5e9cfa0".into()));
@@ -521,7 +471,7 @@ mod tests {
             plan: None,
         };
         let h = rate_limit_headers(
-            &response_policy(r#"{"headers": {"style": "none"}}"#),
+            &response_format(r#"{"headers": {"style": "none"}}"#),
             &outcome,
             true,
         );

@@ -5,6 +5,10 @@
 //! one; ASCII letters are lower-cased. `/API//v1/./links/%2e%2e/keys/` becomes `/api/v1/keys`.
 //! Matching works on the segments; a path of any bytes (even not UTF-8) has a canonical form.
 
+use std::borrow::Cow;
+
+use crate::request::percent;
+
 /// Segments of the canonical path, lower-cased bytes.
 pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
     let end = raw
@@ -27,45 +31,19 @@ pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
 
 /// Decodes `%XX` escapes, repeatedly, until none is left (a double-encoded `%252F` must not
 /// hide a slash from us if some hop decodes twice). Malformed escapes stay as they are.
-fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !input.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(input);
-    }
-    let mut current = input.to_vec();
-    for _ in 0..4 {
+fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    let mut current = percent::decode(input, false);
+    for _ in 1..4 {
         if !current.contains(&b'%') {
             break;
         }
-        let mut out = Vec::with_capacity(current.len());
-        let mut i = 0;
-        let mut changed = false;
-        while i < current.len() {
-            if current[i] == b'%' && i + 2 < current.len() {
-                if let (Some(h), Some(l)) = (hex(current[i + 1]), hex(current[i + 2])) {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    changed = true;
-                    continue;
-                }
-            }
-            out.push(current[i]);
-            i += 1;
-        }
-        current = out;
-        if !changed {
-            break;
+        match percent::decode(&current, false) {
+            Cow::Borrowed(_) => break,
+            Cow::Owned(next) if next == *current => break,
+            Cow::Owned(next) => current = Cow::Owned(next),
         }
     }
-    std::borrow::Cow::Owned(current)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    current
 }
 
 #[cfg(test)]

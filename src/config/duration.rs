@@ -48,7 +48,7 @@ pub fn parse_window(text: &str) -> Result<WindowSpec, String> {
 /// Renders a window the way people write it: `60s` → `"1m"`, `90s` → `"90s"`.
 pub fn format_window(millis: u64) -> String {
     for (name, scale) in UNITS.iter().rev() {
-        if millis >= *scale && millis % scale == 0 {
+        if millis >= *scale && millis.is_multiple_of(*scale) {
             return format!("{}{}", millis / scale, name);
         }
     }

@@ -1,12 +1,12 @@
 //! The filter's JSON configuration, exactly as an operator writes it.
 //!
 //! These types are the product's public API. They only describe the shape of the JSON; every
-//! semantic check (ranges, names, templates) happens in [`crate::policy`], which compiles this
-//! model into the form the request path uses.
+//! semantic check (ranges, names, templates) happens where each part is compiled into the form
+//! the request path uses.
 
 use serde::Deserialize;
 
-use crate::duration::WindowSpec;
+use super::WindowSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
@@ -86,13 +86,13 @@ pub struct StoreConfig {
     pub slots_per_page: u32,
     /// What a request of a new client gets when every slot it may use holds an active window.
     #[serde(default)]
-    pub on_full: FailPolicy,
+    pub on_full: OnFailure,
     /// Compare-and-swap attempts before giving up on one request.
     #[serde(default = "default_cas_attempts")]
     pub cas_attempts: u32,
     /// What a request gets when all compare-and-swap attempts lost the race.
     #[serde(default = "allow")]
-    pub on_contention: FailPolicy,
+    pub on_contention: OnFailure,
 }
 
 impl Default for StoreConfig {
@@ -101,7 +101,7 @@ impl Default for StoreConfig {
             key_prefix: default_prefix(),
             max_clients: default_max_clients(),
             slots_per_page: default_slots_per_page(),
-            on_full: FailPolicy::default(),
+            on_full: OnFailure::default(),
             cas_attempts: default_cas_attempts(),
             on_contention: allow(),
         }
@@ -120,15 +120,15 @@ fn default_slots_per_page() -> u32 {
 fn default_cas_attempts() -> u32 {
     32
 }
-fn allow() -> FailPolicy {
-    FailPolicy::Allow
+fn allow() -> OnFailure {
+    OnFailure::Allow
 }
 
 /// `deny` refuses the request (fail closed), `allow` lets it through uncounted (fail open).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
-pub enum FailPolicy {
+pub enum OnFailure {
     #[default]
     Deny,
     Allow,
@@ -241,7 +241,7 @@ pub struct RuleConfig {
     #[serde(default)]
     pub key: Vec<KeySource>,
     #[serde(default)]
-    pub on_missing_key: MissingKeyPolicy,
+    pub on_missing_key: OnMissingKey,
     /// What one request costs against this rule's limits.
     #[serde(default)]
     pub cost: Option<CostConfig>,
@@ -337,7 +337,7 @@ pub struct ClientIpConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
-pub enum MissingKeyPolicy {
+pub enum OnMissingKey {
     /// All requests without a key share one counter.
     #[default]
     Shared,
@@ -412,17 +412,6 @@ number_or_object!(
     FromRequest,
     "a whole number, or {\"header\" or \"query\", \"default\", \"max\"}"
 );
-
-/// Parses the configuration; `Err` names the JSON path of every shape problem (see
-/// [`crate::config_reader`]).
-pub fn parse(bytes: &[u8]) -> Result<FilterConfig, Vec<crate::policy::ConfigError>> {
-    crate::config_reader::read(bytes)
-}
-
-/// The same with serde's derived deserializers (the reference the reader is tested against).
-pub fn parse_with_serde(bytes: &[u8]) -> Result<FilterConfig, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
 
 #[cfg(feature = "cli")]
 mod schema {

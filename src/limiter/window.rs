@@ -95,9 +95,7 @@ impl SlidingWindow {
             self.release_time(ring, now_ms, used_after - 1, if fits { cost } else { 0 })
                 .unwrap_or(now_ms)
         };
-        let retry_at_ms = if fits {
-            None
-        } else if cost > limit {
+        let retry_at_ms = if fits || cost > limit {
             None
         } else {
             self.release_time(ring, now_ms, limit - cost, 0)

@@ -1,0 +1,92 @@
+//! Charging one rule for a request: the limiter's pure page transform run inside the store's
+//! compare-and-swap loop, and the undo that gives back what a charge took when a later rule
+//! refuses the same request.
+
+use super::rule::LimitedRule;
+use crate::limiter::{LimitStatus, SlotUse, Verdict};
+use crate::store::{self, SharedStore};
+
+/// What one rule took for a request, and how to give it back.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    /// The rule's index in the config.
+    pub rule: usize,
+    client: u64,
+    cost: u64,
+    /// The clock the charge counted at.
+    pub at_ms: u64,
+    /// The rule's enforced limits after the charge.
+    pub statuses: Vec<LimitStatus>,
+}
+
+/// Why the store could not decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No slot free for a new client.
+    Full,
+    /// Every compare-and-swap attempt lost its race.
+    Contended,
+}
+
+/// How charging one rule came out.
+#[derive(Debug, Clone)]
+pub enum Charging {
+    Admitted(Charge),
+    /// Over a limit: nothing taken; every enforced limit's status at `now_ms`.
+    Refused {
+        statuses: Vec<LimitStatus>,
+        now_ms: u64,
+    },
+    Unavailable(Unavailable),
+}
+
+/// Charges `cost` to `client` in rule `rule`, at the given levels (see [`LimitedRule::levels`]);
+/// also says how the client's slot was found.
+pub fn charge(
+    store: &dyn SharedStore,
+    attempts: u32,
+    (rule, limited): (usize, &LimitedRule),
+    client: u64,
+    cost: u64,
+    levels: &[u64],
+    now_ms: u64,
+) -> (Charging, SlotUse) {
+    let key = limited.pages.page(limited.limiter.page_of(client));
+    let updated = store::update(store, &key, attempts, |page| {
+        limited.limiter.charge(page, client, cost, levels, now_ms)
+    });
+    let Ok(store::Updated { result, .. }) = updated else {
+        return (Charging::Unavailable(Unavailable::Contended), SlotUse::None);
+    };
+    let charging = match result.verdict {
+        Verdict::Admitted => Charging::Admitted(Charge {
+            rule,
+            client,
+            cost,
+            at_ms: result.now_ms,
+            statuses: result.statuses,
+        }),
+        Verdict::Refused => Charging::Refused {
+            statuses: result.statuses,
+            now_ms: result.now_ms,
+        },
+        Verdict::Full => Charging::Unavailable(Unavailable::Full),
+    };
+    (charging, result.slot)
+}
+
+impl Charge {
+    /// Gives back what this charge took (best effort within `attempts`); its statuses then
+    /// report the quota as it stands.
+    pub fn undo(&mut self, limited: &LimitedRule, store: &dyn SharedStore, attempts: u32) {
+        let key = limited.pages.page(limited.limiter.page_of(self.client));
+        let _ = store::update(store, &key, attempts, |page| {
+            limited
+                .limiter
+                .refund(page, self.client, self.cost, self.at_ms)
+        });
+        for status in &mut self.statuses {
+            status.remaining = (status.remaining + self.cost).min(status.requests);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A rule as the request path uses it: exempt, or limited with its key sources, cost, the other
+//! rules it also applies, its limits (what the limiter counts, what refusals say) and its pages.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::{
+    format_window, name_rule, valid_name, Errors, OnMissingKey, Report, RuleConfig,
+};
+use crate::limiter::{Limit, Limiter};
+use crate::request::{extract_key, Cost, KeyKind, KeySource, Plans, Request};
+use crate::response::LimitText;
+use crate::route::RouteMatcher;
+use crate::store::{PageKeys, StoreSettings};
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleAction {
+    /// Pass untouched.
+    Exempt,
+    Limit(Box<LimitedRule>),
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitedRule {
+    pub key: Vec<KeySource>,
+    pub on_missing_key: OnMissingKey,
+    pub cost: Cost,
+    /// Indices of the other rules whose limits apply too.
+    pub also: Vec<usize>,
+    pub limits: Vec<Limit>,
+    /// Each limit as refusals name it, in the same order.
+    pub texts: Vec<LimitText>,
+    /// `levels_by_plan[plan][limit]`, computed at load.
+    levels_by_plan: Vec<Vec<u64>>,
+    pub limiter: Limiter,
+    pub pages: PageKeys,
+}
+
+impl LimitedRule {
+    /// The client key: the first of the rule's sources that yields one.
+    pub fn key_of(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
+        extract_key(&self.key, request)
+    }
+
+    /// The level of every limit for `plan` (0: not enforced).
+    pub fn levels(&self, plan: usize) -> &[u64] {
+        &self.levels_by_plan[plan]
+    }
+}
+
+/// What compiling a rule needs to know of the rest of the configuration.
+pub struct Context<'a> {
+    pub rules: &'a [RuleConfig],
+    pub plans: &'a Plans,
+    pub store: &'a StoreSettings,
+}
+
+impl Rule {
+    /// Rule `index` of the configuration, and its route matcher.
+    pub fn compile(index: usize, cx: &Context, errors: &mut Errors) -> (Rule, RouteMatcher) {
+        let rule = &cx.rules[index];
+        let at = format!("$.rules[{index}]");
+        let names = cx.rules[..index].iter().map(|r| r.name.as_str());
+        if !valid_name(&rule.name) {
+            errors.add(format!("{at}.name"), name_rule(&rule.name));
+        } else if names.clone().any(|n| n == rule.name) {
+            errors.add(
+                format!("{at}.name"),
+                format!("duplicate rule name {:?}", rule.name),
+            );
+        }
+        let matcher = RouteMatcher::compile(&rule.matcher, &format!("{at}.match"), errors);
+        let action = if rule.exempt {
+            check_exempt(rule, &at, errors);
+            RuleAction::Exempt
+        } else {
+            RuleAction::Limit(Box::new(LimitedRule::compile(index, cx, &at, errors)))
+        };
+        let compiled = Rule {
+            name: rule.name.clone(),
+            action,
+        };
+        (compiled, matcher)
+    }
+}
+
+fn check_exempt(rule: &RuleConfig, at: &str, errors: &mut Errors) {
+    let given = [
+        ("limits", !rule.limits.is_empty()),
+        ("key", !rule.key.is_empty()),
+        ("cost", rule.cost.is_some()),
+        ("also", !rule.also.is_empty()),
+    ];
+    for (field, _) in given.iter().filter(|(_, given)| *given) {
+        errors.add(
+            format!("{at}.{field}"),
+            format!("an exempt rule takes no {field}"),
+        );
+    }
+}
+
+impl LimitedRule {
+    fn compile(index: usize, cx: &Context, at: &str, errors: &mut Errors) -> Self {
+        let rule = &cx.rules[index];
+        if rule.limits.is_empty() {
+            let message = "needs at least one limit (or \"exempt\": true)";
+            errors.add(format!("{at}.limits"), message);
+        }
+        let (limits, texts) = compile_limits(rule, cx.plans, at, errors);
+        let levels_by_plan = (0..cx.plans.names.len())
+            .map(|p| limits.iter().map(|l| l.requests[p]).collect())
+            .collect();
+        LimitedRule {
+            key: KeySource::compile_chain(&rule.key, &format!("{at}.key"), errors),
+            on_missing_key: rule.on_missing_key,
+            cost: Cost::compile(rule.cost.as_ref(), &format!("{at}.cost"), errors),
+            also: compile_also(index, cx.rules, at, errors),
+            limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page),
+            pages: PageKeys::new(&cx.store.key_prefix, &rule.name),
+            limits,
+            texts,
+            levels_by_plan,
+        }
+    }
+}
+
+fn compile_limits(
+    rule: &RuleConfig,
+    plans: &Plans,
+    at: &str,
+    errors: &mut Errors,
+) -> (Vec<Limit>, Vec<LimitText>) {
+    let mut names = HashSet::new();
+    let mut limits = Vec::new();
+    let mut texts = Vec::new();
+    for (j, config) in rule.limits.iter().enumerate() {
+        let at = format!("{at}.limits[{j}]");
+        let limit = Limit::compile(config, plans, &at, errors);
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format_window(config.window.millis));
+        if !valid_name(&name) {
+            errors.add(format!("{at}.name"), name_rule(&name));
+        } else if !names.insert(name.clone()) {
+            let message = format!("duplicate limit name {name:?} in this rule");
+            errors.add(format!("{at}.name"), message);
+        }
+        texts.push(LimitText::compile(config, &name, &at, errors));
+        limits.push(limit);
+    }
+    (limits, texts)
+}
+
+/// The rules named in `also`: limited, not the rule itself, without an `also` of their own.
+fn compile_also(index: usize, rules: &[RuleConfig], at: &str, errors: &mut Errors) -> Vec<usize> {
+    let by_name: HashMap<&str, usize> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let mut also = Vec::new();
+    for (k, other) in rules[index].also.iter().enumerate() {
+        let at = format!("{at}.also[{k}]");
+        match by_name.get(other.as_str()) {
+            None => errors.add(at, format!("no rule is named {other:?}")),
+            Some(&j) if j == index => errors.add(at, "a rule cannot include itself"),
+            Some(&j) if rules[j].exempt => {
+                errors.add(at, format!("rule {other:?} is exempt: it has no limits"))
+            }
+            Some(&j) if !rules[j].also.is_empty() => errors.add(
+                at,
+                format!("rule {other:?} has its own \"also\"; chains are not followed, list every rule here"),
+            ),
+            Some(&j) => also.push(j),
+        }
+    }
+    also
+}

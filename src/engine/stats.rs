@@ -1,0 +1,134 @@
+//! The filter's Envoy stats, from one list: each stat's name, kind and the event that feeds it.
+//! Names follow Envoy's dotted convention, are fixed at load from the config (rule and limit
+//! names, never a client key), and appear as `wasmcustom.<name>` in Envoy (`<name>` with `_` for
+//! `.` in `/stats/prometheus`).
+
+use super::filter::Filter;
+use super::rule::RuleAction;
+
+/// Counter or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatKind {
+    Counter,
+    Gauge,
+}
+
+macro_rules! stats {
+    ($($(#[doc = $doc:literal])* $stat:ident => $name:literal, $kind:ident;)*) => {
+        /// What happened to a request in one rule: one per-rule stat each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Stat {
+            $($(#[doc = $doc])* $stat,)*
+        }
+
+        /// Every per-rule stat, in slot order.
+        const STATS: &[(Stat, &str, StatKind)] = &[$((Stat::$stat, $name, StatKind::$kind),)*];
+    };
+}
+
+stats! {
+    /// Admitted and counted.
+    Allowed => "allowed", Counter;
+    /// Refused (in enforce mode).
+    Refused => "refused", Counter;
+    /// Would have been refused; shadow mode let it through.
+    ShadowRefused => "shadow_refused", Counter;
+    /// No key source yielded a key.
+    MissingKey => "missing_key", Counter;
+    /// No slot free for a new client (`store.on_full` applied).
+    StoreFull => "store_full", Counter;
+    /// Compare-and-swap attempts exhausted (`store.on_contention` applied).
+    Contention => "store_contention", Counter;
+    /// A never-used slot was taken: one more client tracked.
+    ClientTracked => "clients_tracked", Gauge;
+    /// An idle client's slot (all windows empty) was reused.
+    ClientEvicted => "clients_evicted", Counter;
+}
+
+/// One thing that happened while deciding a request, for the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `stat` of rule `rule` (index in the config).
+    Rule { rule: usize, stat: Stat },
+    /// Limit `limit` of rule `rule` refused the request.
+    Limit { rule: usize, limit: usize },
+}
+
+impl Event {
+    /// The rule, and the slot of the event in that rule's stats (see [`stat_names`]).
+    pub fn slot(self) -> (usize, usize) {
+        match self {
+            Event::Rule { rule, stat } => (rule, stat as usize),
+            Event::Limit { rule, limit } => (rule, STATS.len() + limit),
+        }
+    }
+}
+
+/// For each rule (exempt rules: none), its stats' names and kinds, by slot:
+/// `<key_prefix>.<rule>.<stat>`, then `<key_prefix>.<rule>.<limit>.refused` per limit.
+pub fn stat_names(filter: &Filter) -> Vec<Vec<(String, StatKind)>> {
+    filter
+        .rules
+        .iter()
+        .map(|rule| match &rule.action {
+            RuleAction::Exempt => Vec::new(),
+            RuleAction::Limit(limited) => {
+                let base = format!("{}.{}", filter.store.key_prefix, rule.name);
+                let per_rule = STATS
+                    .iter()
+                    .map(|(_, stat, kind)| (format!("{base}.{stat}"), *kind));
+                let per_limit = limited
+                    .texts
+                    .iter()
+                    .map(|l| (format!("{base}.{}.refused", l.name), StatKind::Counter));
+                per_rule.chain(per_limit).collect()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_config_only() {
+        let filter = Filter::load(
+            br#"{"store": {"key_prefix": "edge"}, "rules": [
+                {"name": "health", "exempt": true},
+                {"name": "api", "limits": [{"name": "minute", "requests": 1, "window": "1m"}, {"requests": 9, "window": "1d"}]}
+            ]}"#,
+        )
+        .unwrap();
+        let names = stat_names(&filter);
+        assert!(names[0].is_empty());
+        let api: Vec<&str> = names[1].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            api,
+            vec![
+                "edge.api.allowed",
+                "edge.api.refused",
+                "edge.api.shadow_refused",
+                "edge.api.missing_key",
+                "edge.api.store_full",
+                "edge.api.store_contention",
+                "edge.api.clients_tracked",
+                "edge.api.clients_evicted",
+                "edge.api.minute.refused",
+                "edge.api.1d.refused",
+            ]
+        );
+        let tracked = Event::Rule {
+            rule: 1,
+            stat: Stat::ClientTracked,
+        }
+        .slot();
+        assert_eq!(tracked, (1, 6));
+        assert_eq!(names[1][tracked.1].1, StatKind::Gauge);
+        let by_day = Event::Limit { rule: 1, limit: 1 }.slot();
+        assert_eq!(names[1][by_day.1].0, "edge.api.1d.refused");
+        for (i, (stat, _, _)) in STATS.iter().enumerate() {
+            assert_eq!(*stat as usize, i, "the list is in slot order");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The shared key-value store the limiter counts in, behind a trait, and the one compare-and-swap
+//! loop every writer goes through.
+//!
+//! In Envoy it is proxy-wasm shared data (see `host.rs`); in tests, [`MemoryStore`], which
+//! reproduces the host's semantics exactly: every write stamps a fresh global cas, a write with a
+//! non-zero cas must match, and a write to a missing key succeeds whatever cas it carries. Every
+//! key name the filter writes is made in [`keys`].
+
+mod keys;
+mod memory;
+mod seed;
+mod settings;
+
+pub use keys::{seed_key, PageKeys};
+pub use memory::MemoryStore;
+pub use seed::shared_seed;
+pub use settings::StoreSettings;
+
+/// A write lost a compare-and-swap race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CasMismatch;
+
+pub trait SharedStore {
+    /// The value and its cas; `(None, None)` when the key does not exist.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value` if `cas` is `None`, the key is missing, or `cas` is the key's current cas.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
+}
+
+/// The cas a write of a missing key carries. No live value carries it in practice (the host hands
+/// out cas values in sequence from 1), so the first creator's write succeeds and a second
+/// creator's, racing it, fails: the nearest thing to create-if-absent the host offers.
+const CREATE_CAS: u32 = u32::MAX;
+
+/// What an update returned, and how many races it lost on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Updated<T> {
+    pub result: T,
+    pub lost_races: u32,
+}
+
+/// Every attempt of an update lost its race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contended {
+    pub lost_races: u32,
+}
+
+/// Reads `key`, lets `change` decide from the current value (`None`: missing or emptied) what to
+/// write (`None`: nothing) and what to return, and writes under the value's cas; a lost race
+/// starts again from a fresh read, up to `attempts` times. `change` is a pure function of the
+/// value it is given: it may run several times.
+pub fn update<T>(
+    store: &dyn SharedStore,
+    key: &str,
+    attempts: u32,
+    mut change: impl FnMut(Option<Vec<u8>>) -> (Option<Vec<u8>>, T),
+) -> Result<Updated<T>, Contended> {
+    let mut lost_races = 0;
+    for _ in 0..attempts.max(1) {
+        let (value, cas) = store.get(key);
+        let (write, result) = change(value);
+        let Some(new_value) = write else {
+            return Ok(Updated { result, lost_races });
+        };
+        match store.set(key, &new_value, Some(cas.unwrap_or(CREATE_CAS))) {
+            Ok(()) => return Ok(Updated { result, lost_races }),
+            Err(CasMismatch) => lost_races += 1,
+        }
+    }
+    Err(Contended { lost_races })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_retries_a_lost_race_from_a_fresh_read() {
+        struct Racing {
+            inner: MemoryStore,
+            raced: std::cell::Cell<bool>,
+        }
+        impl SharedStore for Racing {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                let read = self.inner.get(key);
+                if !self.raced.replace(true) {
+                    self.inner.force(key, b"theirs");
+                }
+                read
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+                self.inner.set(key, value, cas)
+            }
+        }
+        let store = Racing {
+            inner: MemoryStore::new(),
+            raced: std::cell::Cell::new(false),
+        };
+        store.inner.force("k", b"mine");
+        let seen = update(&store, "k", 3, |value| {
+            let seen = value.unwrap();
+            (Some([&seen[..], b"+1"].concat()), seen)
+        })
+        .unwrap();
+        assert_eq!(seen.result, b"theirs");
+        assert_eq!(seen.lost_races, 1);
+        assert_eq!(store.inner.get("k").0.unwrap(), b"theirs+1");
+    }
+
+    #[test]
+    fn no_write_returns_at_once_and_exhausted_attempts_are_contention() {
+        let store = MemoryStore::new();
+        let calls = std::cell::Cell::new(0);
+        let kept = update(&store, "k", 5, |value| {
+            calls.set(calls.get() + 1);
+            (None, value.is_none())
+        });
+        assert_eq!(
+            kept,
+            Ok(Updated {
+                result: true,
+                lost_races: 0
+            })
+        );
+        assert_eq!(calls.get(), 1);
+        assert!(store.keys().is_empty());
+
+        struct AlwaysLoses;
+        impl SharedStore for AlwaysLoses {
+            fn get(&self, _: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                (Some(b"v".to_vec()), Some(7))
+            }
+            fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), CasMismatch> {
+                Err(CasMismatch)
+            }
+        }
+        let lost = update(&AlwaysLoses, "k", 4, |_| (Some(b"w".to_vec()), ()));
+        assert_eq!(lost, Err(Contended { lost_races: 4 }));
+    }
+}
