@@ -9,7 +9,7 @@ CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all setup build run test unit e2e validate check explain schema clean
+.PHONY: all setup build run test unit e2e lint validate check explain schema clean
 
 all: build
 
@@ -63,7 +63,14 @@ run: setup build
 test: setup .wrk build bench-setup unit e2e
 
 unit:
-	cargo test --quiet --features cli
+	cargo test --quiet --features cli,internals
+
+## lint: formatting and clippy (native with every feature, and the wasm32 build), warnings as errors
+lint: .wasm-target
+	rustup component add clippy rustfmt 2>/dev/null || true
+	cargo fmt --all -- --check
+	cargo clippy --quiet --all-targets --all-features -- -D warnings
+	cargo clippy --quiet --release --target $(TARGET) -- -D warnings
 
 ## check: validate filter configs as the filter does at load, e.g. make check CONFIG=envoy/examples/000-codeqr.json
 check:
