@@ -5,7 +5,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,12 +37,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_make_run_console_shows_where_to_curl_then_a_line_per_request():
+def test_make_run_console_shows_where_to_curl_then_a_line_per_request(tmp_path):
     listen, admin, upstream = free_port(), free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="console-"))
-    config_path = workdir / "envoy.yaml"
+    config_path = tmp_path / "envoy.yaml"
     config_path.write_text(yaml.safe_dump(render_config(None, upstream, listen, admin)))
-    output = workdir / "console.txt"
+    output = tmp_path / "console.txt"
     with open(output, "wb") as out:
         run = subprocess.Popen(
             [sys.executable, str(RUN), "--envoy", envoy_binary(), "--config", str(config_path)],
