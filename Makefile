@@ -9,7 +9,7 @@ CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all setup build run test unit e2e lint validate check explain schema clean
+.PHONY: all setup build run test unit e2e lint validate check explain schema compose-config clean
 
 all: build
 
@@ -53,14 +53,10 @@ build: .wasm-target .binaryen
 
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080
 run: setup build
-	@echo "Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901), demo upstream on :8080. Ctrl-C stops both."
-	@echo "Try: curl -i -H 'x-api-key: demo' http://127.0.0.1:10000/api/links"
-	@$(PY) envoy/demo_upstream.py --port 8080 & up=$$!; \
-	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
-	$(ENVOY) -c envoy/envoy.yaml --concurrency $(CONCURRENCY) --disable-hot-restart --log-level info
+	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY)
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup .wrk build bench-setup unit e2e
+test: setup .wrk build bench-setup docker-images unit e2e
 
 unit:
 	cargo test --quiet --features cli,internals
@@ -87,12 +83,18 @@ schema:
 e2e: setup build
 	$(PY) -m pytest tests/e2e -q
 
+## compose-config: regenerate envoy/envoy.compose.yaml (docker-compose's Envoy config) from envoy/envoy.yaml
+compose-config: setup
+	$(PY) envoy/compose_config.py
+
 ## validate: check envoy/envoy.yaml with Envoy itself
 validate: setup build
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --disable-hot-restart
 
 # Benchmarks (make bench) live in bench/, with their own make fragment.
 -include bench/bench.mk
+# Stand-in container images for the compose tests (make docker-images).
+include tests/docker/docker.mk
 
 clean:
 	cargo clean

@@ -231,6 +231,17 @@ class Envoy:
         return [r for chunk in results for r in chunk]
 
 
+def http_get(port: int, path: str, headers: dict | None = None, host: str = "127.0.0.1") -> Response:
+    """One GET on its own connection."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+    finally:
+        conn.close()
+
+
 def admin_get(port: int, path: str) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:

@@ -1,11 +1,12 @@
-"""The deployment files users copy: docker-compose (no Docker engine here, so its structure is
-checked against what Envoy really runs), the Envoy placement variants (validated by Envoy and run
-for real), the Prometheus scrape config, and the OCI image of the filter (built and checked byte
-for byte)."""
+"""The deployment files users copy: docker-compose (its structure checked against what Envoy
+really runs; tests/e2e/test_compose.py runs it on a Docker engine), the Envoy placement variants
+(validated by Envoy and run for real), the Prometheus scrape config, and the OCI image of the
+filter (built and checked byte for byte)."""
 import base64
 import gzip
 import hashlib
 import hmac
+import importlib.util
 import http.client
 import io
 import json
@@ -41,61 +42,130 @@ from harness import (
 )
 
 
-def compose():
-    return yaml.safe_load((ROOT / "envoy" / "docker-compose.yml").read_text())
+# --- docker-compose: the file's structure (tests/e2e/test_compose.py runs it) -------------------
 
-
-def mounts(service):
-    out = {}
-    for volume in service["volumes"]:
-        host, container, *mode = volume.split(":")
-        assert mode == ["ro"], f"{volume} should be read-only"
-        out[container] = (ROOT / "envoy" / host).resolve()
-    return out
-
-
-def test_compose_runs_the_same_envoy_yaml_and_the_built_wasm():
-    services = compose()["services"]
-    envoy = services["envoy"]
-    assert envoy["image"].startswith("envoyproxy/envoy:v1.40")
-    assert envoy["network_mode"] == "host", "envoy.yaml addresses the upstream on 127.0.0.1"
-    files = mounts(envoy)
-    workdir = PurePosixPath(envoy["working_dir"])
-    config_arg = envoy["command"][envoy["command"].index("-c") + 1]
-    config_in_container = str(workdir / config_arg)
-    assert files[config_in_container] == ENVOY_YAML.resolve()
-    # The .wasm path written in envoy.yaml, resolved from the working directory, is the mount of
-    # the file `make build` produces.
-    config = yaml.safe_load(ENVOY_YAML.read_text())
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm_filter = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-    filename = wasm_filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
-    assert files[str(workdir / filename)] == BUILT_WASM.resolve()
-
-
-def test_compose_upstream_serves_the_port_envoy_yaml_expects():
-    services = compose()["services"]
-    upstream = services["upstream"]
-    assert upstream["network_mode"] == "host"
-    files = mounts(upstream)
-    script = upstream["command"][1]
-    assert files[script] == (ROOT / "envoy" / "demo_upstream.py").resolve()
-    port = int(upstream["command"][upstream["command"].index("--port") + 1])
-    config = yaml.safe_load(ENVOY_YAML.read_text())
-    endpoint = config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == port
-    assert "upstream" in services["envoy"]["depends_on"]
-
-
-# --- docker-compose: the optional Prometheus (profile "metrics") --------------------------------
-
+COMPOSE_FILE = ROOT / "envoy" / "docker-compose.yml"
+COMPOSE_CONFIG = ROOT / "envoy" / "envoy.compose.yaml"
+DEMO_UPSTREAM_YAML = ROOT / "envoy" / "demo-upstream.yaml"
 PROMETHEUS_YML = ROOT / "envoy" / "prometheus.yml"
 
 
-def admin_address(config):
-    socket = config["admin"]["address"]["socket_address"]
-    return f"{socket['address']}:{socket['port_value']}"
+def compose():
+    return yaml.safe_load(COMPOSE_FILE.read_text())
 
+
+def mounts(service):
+    """container path -> host file of a service's bind mounts, each read-only (long syntax, so a
+    missing file is an error rather than an empty directory created in its place)."""
+    out = {}
+    for volume in service["volumes"]:
+        assert volume["type"] == "bind" and volume["read_only"] is True, volume
+        out[volume["target"]] = (COMPOSE_FILE.parent / volume["source"]).resolve()
+    return out
+
+
+PORT = re.compile(r"^(?:(?P<ip>[\d.]+):)?\$\{(?P<var>\w+):-(?P<default>\d+)\}:(?P<target>\d+)$")
+
+
+def published(service):
+    """container port -> (host ip or None, variable, default host port)."""
+    out = {}
+    for spec in service["ports"]:
+        m = PORT.match(spec)
+        assert m, f"{spec}: expected [ip:]${{VAR:-port}}:port"
+        out[int(m["target"])] = (m["ip"], m["var"], int(m["default"]))
+    return out
+
+
+def socket_of(config, *path):
+    node = config
+    for step in path:
+        node = node[step]
+    return node["socket_address"]["address"], node["socket_address"]["port_value"]
+
+
+def endpoint_of(config):
+    cluster = config["static_resources"]["clusters"][0]
+    return cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+
+
+def test_compose_envoy_config_is_generated_from_envoy_yaml():
+    # Committed, and exactly what envoy/compose_config.py makes of envoy.yaml today.
+    run = subprocess.run([sys.executable, str(ROOT / "envoy" / "compose_config.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    base, generated = yaml.safe_load(ENVOY_YAML.read_text()), yaml.safe_load(COMPOSE_CONFIG.read_text())
+    # The filter, its configuration and the routes are envoy.yaml's, byte for byte.
+    assert http_filter(generated, WASM_FILTER) == http_filter(base, WASM_FILTER)
+    assert hcm(generated) == hcm(base)
+    assert generated["overload_manager"] == base["overload_manager"]
+    # Only the addresses differ: listen on the container's addresses, reach the upstream by name.
+    assert socket_of(generated, "admin", "address") == ("0.0.0.0", socket_of(base, "admin", "address")[1])
+    listener, base_listener = generated["static_resources"]["listeners"][0], base["static_resources"]["listeners"][0]
+    assert socket_of(listener, "address") == ("0.0.0.0", socket_of(base_listener, "address")[1])
+    assert generated["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
+    assert socket_of(endpoint_of(generated)) == ("upstream", socket_of(endpoint_of(base))[1])
+
+
+def test_compose_envoy_runs_the_generated_config_and_the_built_wasm():
+    services = compose()["services"]
+    envoy = services["envoy"]
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+    assert envoy["entrypoint"] == ["/usr/local/bin/envoy"]
+    assert "network_mode" not in envoy, "on the project's bridge network, with published ports"
+    files = mounts(envoy)
+    workdir = PurePosixPath(envoy["working_dir"])
+    command = envoy["command"]
+    assert files[str(workdir / command[command.index("-c") + 1])] == COMPOSE_CONFIG.resolve()
+    # The .wasm path of the config, resolved from the working directory, is the file `make build` writes.
+    config = yaml.safe_load(COMPOSE_CONFIG.read_text())
+    filename = http_filter(config, WASM_FILTER)["config"]["vm_config"]["code"]["local"]["filename"]
+    assert files[str(workdir / filename)] == BUILT_WASM.resolve()
+
+
+def test_compose_envoy_logs_as_make_run_does():
+    # envoy/run.py: what `make run` starts Envoy with.
+    spec = importlib.util.spec_from_file_location("envoy_run", ROOT / "envoy" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    CONSOLE_FLAGS = run.CONSOLE_FLAGS
+    command = compose()["services"]["envoy"]["command"]
+    at = command.index(CONSOLE_FLAGS[0])
+    assert command[at:at + len(CONSOLE_FLAGS)] == CONSOLE_FLAGS
+
+
+def test_compose_publishes_envoy_ports_and_reaches_the_upstream_by_name():
+    services = compose()["services"]
+    config = yaml.safe_load(COMPOSE_CONFIG.read_text())
+    listen = socket_of(config["static_resources"]["listeners"][0], "address")[1]
+    admin = socket_of(config, "admin", "address")[1]
+    ports = published(services["envoy"])
+    assert ports == {
+        listen: (None, "ENVOY_HTTP_PORT", 10000),
+        admin: ("127.0.0.1", "ENVOY_ADMIN_PORT", 9901),  # the admin API can stop Envoy: loopback only
+    }
+    # The upstream service is the cluster's address, listening on the cluster's port.
+    host, port = socket_of(endpoint_of(config))
+    upstream = services[host]
+    assert host in services["envoy"]["depends_on"]
+    assert upstream["image"] == services["envoy"]["image"], "one image for the stack"
+    files = mounts(upstream)
+    config_arg = upstream["command"][upstream["command"].index("-c") + 1]
+    assert files[config_arg] == DEMO_UPSTREAM_YAML.resolve()
+    demo = yaml.safe_load(DEMO_UPSTREAM_YAML.read_text())
+    assert socket_of(demo["static_resources"]["listeners"][0], "address") == ("0.0.0.0", port)
+    assert "ports" not in upstream
+
+
+@pytest.mark.parametrize("path", [COMPOSE_CONFIG, DEMO_UPSTREAM_YAML], ids=lambda p: p.name)
+def test_compose_envoy_configs_validate(path):
+    result = envoy_validate(path.relative_to(ROOT))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+# --- docker-compose: the optional Prometheus (profile "metrics") --------------------------------
+# Its image cannot be built here (no Prometheus binary on the machine), so this profile is checked
+# by structure only; `docker compose config` reads it in test_compose.py.
 
 def test_compose_metrics_profile_scrapes_envoy_admin():
     services = compose()["services"]
@@ -103,18 +173,20 @@ def test_compose_metrics_profile_scrapes_envoy_admin():
         "Envoy and the upstream start without any profile"
     prometheus = services["prometheus"]
     assert prometheus["profiles"] == ["metrics"]
-    assert prometheus["network_mode"] == "host", "it scrapes Envoy's admin listener on 127.0.0.1"
     files = mounts(prometheus)
     config_arg = next(a for a in prometheus["command"] if a.startswith("--config.file="))
     assert files[config_arg.split("=", 1)[1]] == PROMETHEUS_YML.resolve()
+    storage = next(a for a in prometheus["command"] if a.startswith("--storage.tsdb.path="))
+    assert prometheus["tmpfs"] == [storage.split("=", 1)[1]], "no volume left behind by `down`"
+    assert published(prometheus) == {9090: ("127.0.0.1", "PROMETHEUS_PORT", 9090)}
     assert "envoy" in prometheus["depends_on"]
 
     scrape = yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"]
     envoy_job = next(job for job in scrape if job["job_name"] == "envoy")
     assert envoy_job["metrics_path"] == "/stats/prometheus"
     targets = [t for group in envoy_job["static_configs"] for t in group["targets"]]
-    assert targets == [admin_address(yaml.safe_load(ENVOY_YAML.read_text()))]
-
+    admin_port = socket_of(yaml.safe_load(COMPOSE_CONFIG.read_text()), "admin", "address")[1]
+    assert targets == [f"envoy:{admin_port}"]
 
 # --- Envoy placement variants -------------------------------------------------------------------
 

@@ -19,11 +19,12 @@ from harness import admin_get
 
 SPRAY_SECONDS = int(os.environ.get("SPRAY_SECONDS", "4"))
 LIMIT, WINDOW = 50, 10.0
-# Envoy answers directly (no upstream) so the spray measures Envoy and the filter, not the demo.
+# Envoy answers directly (no upstream) so the spray measures Envoy and the filter, not the demo,
+# and without envoy.yaml's access log (a line per request, for people watching `make run`).
 DIRECT = {"route_config": {"name": "direct", "virtual_hosts": [{
     "name": "all", "domains": ["*"],
     "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}],
-}]}}
+}]}, "access_log": []}
 LUA = """
 local counter = 0
 local id = 0

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""`make run`: the demo upstream and Envoy with the filter, and a console a newcomer can read.
+
+Starts envoy/demo_upstream.py and Envoy with envoy/envoy.yaml (ports, as in that file: Envoy on
+127.0.0.1:10000, admin on :9901, the upstream on :8080). Envoy logs warnings and errors, the
+filter's own lines (its configuration being loaded, refusals) and the access log of envoy.yaml, one
+line per request; once Envoy is ready, this prints where to send requests and what the rules are.
+Ctrl-C (or SIGTERM) stops both processes, by their process ids.
+
+    .venv/bin/python envoy/run.py [--envoy .venv/bin/envoy] [--config envoy/envoy.yaml] [--concurrency 2]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Envoy's console for people: no start-up chatter (info prints ~240 lines of extension lists), the
+# filter's log lines (component "wasm", info: configuration loaded, refusals), a short line prefix,
+# and the access log written out within a tenth of a second (the default is 10 s).
+# docker-compose.yml passes the same flags; a test checks it.
+CONSOLE_FLAGS = [
+    "--log-level", "warning",
+    "--component-log-level", "wasm:info",
+    "--log-format", "[%T.%e][%l][%n] %v",
+    "--file-flush-interval-msec", "100",
+]
+
+
+def addresses(config: dict) -> dict:
+    static = config["static_resources"]
+    listener = static["listeners"][0]["address"]["socket_address"]
+    admin = config["admin"]["address"]["socket_address"]
+    endpoint = static["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    upstream = endpoint["address"]["socket_address"]
+    return {
+        "listen": (listener["address"], listener["port_value"]),
+        "admin": (admin["address"], admin["port_value"]),
+        "upstream": (upstream["address"], upstream["port_value"]),
+    }
+
+
+def filter_rules(config: dict) -> list[dict]:
+    listener = config["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"]).get("rules", [])
+
+
+def key_source(source: dict) -> str:
+    kind, arg = next(iter(source.items()))
+    return f"{kind} {arg}" if isinstance(arg, str) else kind
+
+
+def describe(rule: dict) -> str:
+    path = rule.get("match", {}).get("path", {})
+    where = " ".join(f"{kind} {value}" for kind, value in path.items()) or "every path"
+    if rule.get("exempt"):
+        return f"{rule['name']}: {where}, exempt"
+    limits = ", ".join(f"{lim['requests']} per {lim['window']}" for lim in rule.get("limits", []))
+    keys = " else ".join(key_source(k) for k in rule.get("key", [{"client_ip": {}}]))
+    return f"{rule['name']}: {where}, {limits}, per {keys}"
+
+
+def banner(config: dict, config_path: Path) -> str:
+    a = addresses(config)
+    host, port = a["listen"]
+    url = f"http://{host}:{port}"
+    rules = "\n".join(f"    {describe(r)}" for r in filter_rules(config))
+    return (
+        f"\nEnvoy with the rate-limit filter is ready ({config_path.name}):\n"
+        f"  {url}  -> demo upstream on {a['upstream'][0]}:{a['upstream'][1]};"
+        f" admin http://{a['admin'][0]}:{a['admin'][1]}\n"
+        f"  rules:\n{rules}\n"
+        f"Try:\n"
+        f"  curl -i -H 'x-api-key: demo' {url}/api/links\n"
+        f"Below: one line per request (method, path, status, X-RateLimit-Remaining,"
+        f" Retry-After),\nand the filter's refusal lines (at most one per second per Envoy worker)."
+        f" Ctrl-C stops.\n"
+    )
+
+
+def wait_listening(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} (is {host}:{port} already in use?)")
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{what}: nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+def wait_ready(admin: tuple[str, int], listen: tuple[str, int], envoy: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if envoy.poll() is not None:
+            raise SystemExit(f"Envoy exited with {envoy.returncode}; its messages are above")
+        conn = http.client.HTTPConnection(*admin, timeout=2)
+        try:
+            conn.request("GET", "/ready")
+            if conn.getresponse().read().strip() == b"LIVE":
+                wait_listening(*listen, envoy, "Envoy", timeout)
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise SystemExit(f"Envoy not ready after {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envoy", default=str(ROOT / ".venv" / "bin" / "envoy"))
+    ap.add_argument("--config", type=Path, default=ROOT / "envoy" / "envoy.yaml")
+    ap.add_argument("--concurrency", type=int, default=2)
+    args = ap.parse_args(argv)
+    config = yaml.safe_load(args.config.read_text())
+    a = addresses(config)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    started: list[subprocess.Popen] = []
+    try:
+        upstream = subprocess.Popen(
+            [sys.executable, str(ROOT / "envoy" / "demo_upstream.py"),
+             "--host", a["upstream"][0], "--port", str(a["upstream"][1])],
+            stdout=subprocess.DEVNULL,
+        )
+        started.append(upstream)
+        wait_listening(*a["upstream"], upstream, "the demo upstream")
+        envoy = subprocess.Popen(
+            [args.envoy, "-c", str(args.config), "--concurrency", str(args.concurrency),
+             "--disable-hot-restart", *CONSOLE_FLAGS],
+            cwd=ROOT,  # the .wasm path in envoy.yaml is relative to the repository root
+        )
+        started.append(envoy)
+        wait_ready(a["admin"], a["listen"], envoy)
+        print(banner(config, args.config), flush=True)
+        return envoy.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(started):
+            stop(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
