@@ -206,7 +206,8 @@ pub enum HeaderStyle {
     #[default]
     XRateLimit,
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds from now), as in the
-    /// IETF draft up to version 06 and Envoy's `DRAFT_VERSION_03`.
+    /// IETF draft up to version 06. (Envoy's own `DRAFT_VERSION_03` sends these values under
+    /// `x-ratelimit-*` names: rename them with `headers.names` to match it.)
     Draft03,
     /// IETF draft-11 structured fields: `RateLimit-Policy: "name";q=100;w=60` and
     /// `RateLimit: "name";r=50;t=30`, one item per limit.
