@@ -6,10 +6,12 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel, MetricType};
 
 use crate::config::RefusalLog;
-use crate::engine::{decide, stat_names, Action, Event, Filter, StatKind};
+use crate::engine::{begin, stat_names, Action, Event, Filter, Progress, StatKind, Waiting};
+use crate::fleet::protocol::{METHOD, SERVICE};
+use crate::fleet::{FleetMemory, Verdict as FleetVerdict};
 use crate::request::RequestView;
 use crate::response::Headers;
 use crate::store::{CasMismatch, SharedStore};
@@ -27,6 +29,8 @@ struct RateLimitRoot {
 /// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
 struct Loaded {
     filter: Filter,
+    /// This worker's memory of the rate limit service's answers (leases, refusals).
+    memory: RefCell<FleetMemory>,
     stats: Vec<Vec<u32>>,
     pending: RefCell<Vec<Vec<i64>>>,
 }
@@ -101,6 +105,7 @@ impl RootContext for RateLimitRoot {
                 );
                 if let Some(previous) = self.config.replace(Rc::new(Loaded {
                     filter,
+                    memory: RefCell::new(FleetMemory::default()),
                     stats,
                     pending,
                 })) {
@@ -122,6 +127,7 @@ impl RootContext for RateLimitRoot {
         let config = self.config.clone()?;
         Some(Box::new(RateLimitHttp {
             config,
+            waiting: None,
             response_headers: None,
             replied_locally: false,
         }))
@@ -138,23 +144,30 @@ impl RootContext for RateLimitRoot {
     }
 }
 
-/// Per-request state only: the headers to add to the response, and whether the filter answered.
+/// Per-request state only: a decision waiting for the rate limit service, the headers to add
+/// to the response, and whether the filter answered.
 struct RateLimitHttp {
     config: Rc<Loaded>,
+    waiting: Option<(u32, Waiting)>,
     response_headers: Option<Headers>,
     replied_locally: bool,
 }
 
-impl Context for RateLimitHttp {}
-
-impl HttpContext for RateLimitHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let now_ms = self
-            .get_current_time()
+impl RateLimitHttp {
+    fn now_ms(&self) -> u64 {
+        self.get_current_time()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let decision = decide(&self.config.filter, &HostStore, &HostRequest(self), now_ms);
+            .unwrap_or(0)
+    }
+
+    /// Carries out a decision, or sends the call it waits for. `Pause` while waiting or after a
+    /// local reply.
+    fn carry_out(&mut self, progress: Progress) -> HostAction {
+        let decision = match progress {
+            Progress::Done(decision) => decision,
+            Progress::Waiting(waiting) => return self.call(waiting),
+        };
         self.config.record(&decision.events);
         match decision.action {
             Action::Pass => HostAction::Continue,
@@ -175,6 +188,87 @@ impl HttpContext for RateLimitHttp {
                 HostAction::Pause
             }
         }
+    }
+
+    /// Sends a call to the rate limit service; a call that cannot even be sent is a failure.
+    fn call(&mut self, waiting: Waiting) -> HostAction {
+        let Some(fleet) = self.config.filter.fleet_service() else {
+            return self.answer(waiting, FleetVerdict::Failed);
+        };
+        let message = waiting.call.encode();
+        let sent = self.dispatch_grpc_call(
+            &fleet.cluster,
+            SERVICE,
+            METHOD,
+            Vec::new(),
+            Some(&message),
+            Duration::from_millis(fleet.timeout_ms),
+        );
+        match sent {
+            Ok(token) => {
+                self.waiting = Some((token, waiting));
+                HostAction::Pause
+            }
+            Err(status) => {
+                log::warn!("ratelimit: cannot call the rate limit service: {status:?}");
+                self.answer(waiting, FleetVerdict::Failed)
+            }
+        }
+    }
+
+    fn answer(&mut self, waiting: Waiting, verdict: FleetVerdict) -> HostAction {
+        let now_ms = self.now_ms();
+        let config = self.config.clone();
+        let progress = {
+            let mut memory = config.memory.borrow_mut();
+            let request = HostRequest(self);
+            waiting.resume(
+                &config.filter,
+                &HostStore,
+                &mut memory,
+                &request,
+                verdict,
+                now_ms,
+            )
+        };
+        self.carry_out(progress)
+    }
+}
+
+impl Context for RateLimitHttp {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some((expected, waiting)) = self.waiting.take() else {
+            return;
+        };
+        if token != expected {
+            self.waiting = Some((expected, waiting));
+            return;
+        }
+        let body = proxy_wasm::hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten();
+        let verdict = FleetVerdict::of(status, body.as_deref());
+        if self.answer(waiting, verdict) == HostAction::Continue {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for RateLimitHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+        let now_ms = self.now_ms();
+        let config = self.config.clone();
+        let progress = {
+            let mut memory = config.memory.borrow_mut();
+            begin(
+                &config.filter,
+                &HostStore,
+                &mut memory,
+                &HostRequest(self),
+                now_ms,
+            )
+        };
+        self.carry_out(progress)
     }
 
     fn on_http_response_headers(

@@ -43,6 +43,14 @@ stats! {
     ClientTracked => "clients_tracked", Gauge;
     /// An idle client's slot (all windows empty) was reused.
     ClientEvicted => "clients_evicted", Counter;
+    /// The rate limit service admitted a call.
+    FleetAdmitted => "fleet_admitted", Counter;
+    /// The service refused (or a refusal it gave in this sub-window was remembered).
+    FleetRefused => "fleet_refused", Counter;
+    /// A call failed, timed out or got an unreadable answer (`fleet.on_error` applied).
+    FleetFailed => "fleet_failed", Counter;
+    /// A request covered by a lease: no call.
+    FleetLeased => "fleet_leased", Counter;
 }
 
 /// One thing that happened while deciding a request, for the stats.
@@ -114,6 +122,10 @@ mod tests {
                 "edge.api.store_contention",
                 "edge.api.clients_tracked",
                 "edge.api.clients_evicted",
+                "edge.api.fleet_admitted",
+                "edge.api.fleet_refused",
+                "edge.api.fleet_failed",
+                "edge.api.fleet_leased",
                 "edge.api.minute.refused",
                 "edge.api.1d.refused",
             ]
