@@ -22,8 +22,9 @@ def start_envoy(upstream):
     """Starts Envoys for one test and stops every one of them afterwards, pass or fail."""
     started: list[Envoy] = []
 
-    def start(filter_config, concurrency: int = 2, wait: bool = True, hcm_overrides=None) -> Envoy:
-        envoy = Envoy(filter_config, upstream, concurrency=concurrency, hcm_overrides=hcm_overrides)
+    def start(filter_config, concurrency: int = 2, wait: bool = True, hcm_overrides=None, clusters=None) -> Envoy:
+        envoy = Envoy(filter_config, upstream, concurrency=concurrency, hcm_overrides=hcm_overrides,
+                      clusters=clusters)
         started.append(envoy)
         return envoy.start(wait=wait)
 
