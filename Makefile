@@ -87,6 +87,9 @@ validate: setup build
 # Benchmarks (make bench) live in bench/, with their own make fragment.
 -include bench/bench.mk
 
+# The fleet tier's test engine (make fleet-engine) lives in fleet/, with its own make fragment.
+-include fleet/fleet.mk
+
 clean:
 	cargo clean
-	rm -rf $(VENV) .wasm-target .wrk .binaryen
+	rm -rf $(VENV) .wasm-target .wrk .binaryen .fleet-apt
