@@ -190,8 +190,8 @@ class Engine:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "Engine":
-        """Starts (or starts again on the same port) and waits until it accepts connections
-        (it listens only once the limits are loaded and Redis answered)."""
+        """Starts (or starts again on the same port) and waits for its start line, printed once
+        it listens (which it does only once the limits are loaded and Redis answered)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         limits = self.workdir / "limits.yaml"
         limits.write_text(self.limits_yaml)
@@ -201,14 +201,15 @@ class Engine:
             cmd += ["--rate-limit-headers", "DRAFT_VERSION_03"]
         if self.redis_max_reconnect_delay_ms is not None:
             cmd += ["--redis-max-reconnect-delay-ms", str(self.redis_max_reconnect_delay_ms)]
+        marker = f"ShouldRateLimit on {self.address} "
+        before = self.output().count(marker)  # a restart appends to the same log
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        def serving() -> bool:  # the start line is printed once the port is bound
+            return self.output().count(marker) > before
 
-        _wait_until(listening, self.proc, "fleet-engine", self.log)
+        _wait_until(serving, self.proc, "fleet-engine", self.log)
         return self
 
     def stop(self) -> None:
