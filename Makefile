@@ -96,6 +96,9 @@ validate: setup build
 # Stand-in container images for the compose tests (make docker-images).
 include tests/docker/docker.mk
 
+# The fleet tier's test engine (make fleet-engine) lives in fleet/, with its own make fragment.
+-include fleet/fleet.mk
+
 clean:
 	cargo clean
-	rm -rf $(VENV) .wasm-target .wrk .binaryen
+	rm -rf $(VENV) .wasm-target .wrk .binaryen .fleet-apt

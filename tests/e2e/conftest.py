@@ -31,3 +31,6 @@ def start_envoy(upstream):
     yield start
     for envoy in started:
         envoy.close()
+
+# Redis and the fleet engine (fleet/engine), for the fleet tier's tests.
+from fleet_harness import fleet_redis, start_fleet_engine  # noqa: E402,F401
