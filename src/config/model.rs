@@ -66,6 +66,11 @@ pub struct FleetConfig {
     /// the local tier admits asks the service.
     #[serde(default = "one")]
     pub lease: u64,
+    /// A secret every Envoy of the fleet shares, keying the hash the service knows clients by
+    /// (keys never leave Envoy in clear). Without it the hash is keyed by the domain: still not
+    /// the key, but a guessable key (an IP address) can be tried against it.
+    #[serde(default)]
+    pub key_secret: Option<String>,
 }
 
 fn default_fleet_timeout() -> WindowSpec {

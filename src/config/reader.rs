@@ -347,6 +347,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         "counting",
         "sub_windows",
         "lease",
+        "key_secret",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let cluster = f
@@ -372,6 +373,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         }),
         sub_windows: f.or("sub_windows", 4, errors, whole32),
         lease: f.or("lease", 1, errors, whole),
+        key_secret: f.optional("key_secret", errors, text),
         cluster: cluster?,
     })
 }

@@ -283,6 +283,7 @@ impl Evaluation {
         };
         let Some(fleet) = &limited.fleet else { return };
         let (rule, client) = (asking.rule, asking.client);
+        self.event(rule, Stat::FleetCalls);
         let until = fleet.valid_until(settings, now);
         match verdict {
             fleet::Verdict::Admitted => {
@@ -362,7 +363,12 @@ impl Evaluation {
         let admitted = matches!(charging, Charging::Admitted(_));
         self.record(filter, (rule, limited), client, charging, now);
         if admitted {
-            self.ask_fleet(filter, memory, (rule, limited), client, cost, now);
+            // The service knows a client by a hash every Envoy of the fleet computes alike.
+            let fleet_client = filter
+                .fleet
+                .as_ref()
+                .map_or(client, |f| client_hash(f.seed, kind, &key));
+            self.ask_fleet(filter, memory, (rule, limited), fleet_client, cost, now);
         }
     }
 

@@ -43,6 +43,8 @@ stats! {
     ClientTracked => "clients_tracked", Gauge;
     /// An idle client's slot (all windows empty) was reused.
     ClientEvicted => "clients_evicted", Counter;
+    /// A call to the rate limit service ended (answered, failed or timed out).
+    FleetCalls => "fleet_calls", Counter;
     /// The rate limit service admitted a call.
     FleetAdmitted => "fleet_admitted", Counter;
     /// The service refused (or a refusal it gave in this sub-window was remembered).
@@ -122,6 +124,7 @@ mod tests {
                 "edge.api.store_contention",
                 "edge.api.clients_tracked",
                 "edge.api.clients_evicted",
+                "edge.api.fleet_calls",
                 "edge.api.fleet_admitted",
                 "edge.api.fleet_refused",
                 "edge.api.fleet_failed",

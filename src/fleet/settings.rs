@@ -3,6 +3,7 @@
 use crate::config::{
     name_rule, valid_name, Errors, FleetConfig, FleetCounting, OnFleetError, Report, RuleConfig,
 };
+use crate::request::fnv1a;
 
 const MAX_TIMEOUT_MS: u64 = 60_000;
 const MAX_SUB_WINDOWS: u32 = 20;
@@ -18,6 +19,8 @@ pub struct FleetSettings {
     pub counting: FleetCounting,
     pub sub_windows: u32,
     pub lease: u64,
+    /// Seeds the hash the service knows clients by: the same in every Envoy of the fleet.
+    pub seed: u64,
 }
 
 impl FleetSettings {
@@ -57,12 +60,19 @@ impl FleetSettings {
         }
         FleetSettings {
             cluster: fleet.cluster.clone(),
-            domain,
+            domain: domain.clone(),
             timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS),
             on_error: fleet.on_error,
             counting: fleet.counting,
             sub_windows: fleet.sub_windows.clamp(1, MAX_SUB_WINDOWS),
             lease: fleet.lease.clamp(1, MAX_LEASE),
+            seed: fnv1a(
+                fleet
+                    .key_secret
+                    .as_deref()
+                    .map_or_else(|| format!("fleet:{domain}"), |s| format!("secret:{s}"))
+                    .bytes(),
+            ),
         }
     }
 }
