@@ -75,16 +75,16 @@ def concurrency(args) -> None:
                 admitted.append(sum(decode_response(f.result()).ok for f in futures))
             print(f"400 concurrent calls (one channel, grpcio futures), hits 1: admitted per round {admitted}")
 
-        for clients in (1, 3, 8):
+        for clients, hits in ((1, 1), (3, 1), (8, 1), (3, 5), (8, 5)):
             admitted = []
             for r in range(args.rounds):
-                key = f"seq-{clients}-{r}"
+                key = f"seq-{clients}-{hits}-{r}"
                 counts = [0] * clients
 
                 def run(i: int) -> None:
                     with engine.client() as own:  # one channel per "Envoy", one call in flight
                         for _ in range(400 // clients):
-                            counts[i] += own.call(DOMAIN, [[("limit", "a"), ("client", key)]], 1).ok
+                            counts[i] += hits * own.call(DOMAIN, [[("limit", "a"), ("client", key)]], hits).ok
 
                 threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
                 for t in threads:
@@ -92,7 +92,8 @@ def concurrency(args) -> None:
                 for t in threads:
                     t.join()
                 admitted.append(sum(counts))
-            print(f"{clients} clients x 1 call in flight, {400 // clients * clients} calls: admitted per round {admitted}")
+            print(f"{clients} clients x 1 call in flight, hits {hits}, {400 // clients * clients} calls: "
+                  f"hits admitted per round {admitted}")
 
 
 def latency(args) -> None:

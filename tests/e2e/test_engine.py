@@ -331,3 +331,101 @@ def test_span_counters_keep_a_sliding_bound(fleet_redis, start_fleet_engine):
     # request's sub-window has slid out (1 more); at 4.3 the 9 of t0+1.9 have too (9 more)
     assert span_counts == [1, 9, 0, 1, 9]
     assert max_in_any_window(span_times, window) == limit
+
+
+def test_envoys_own_ratelimit_filter_is_answered_by_the_engine(fleet_redis, start_fleet_engine, tmp_path):
+    """Envoy's built-in envoy.filters.http.ratelimit (Envoy's gRPC client, HTTP/2 cluster, as a
+    Wasm filter's dispatch_grpc_call uses it) against the engine: 3 per client, then 429."""
+    import http.client
+    import subprocess
+
+    import yaml
+    from harness import Upstream, envoy_binary, free_port, stop, wait_for_port
+
+    engine = start_fleet_engine(f"""
+- namespace: envoy-builtin
+  max_value: 3
+  seconds: 60
+  conditions: ["descriptors[0]['generic_key'] == 'api'"]
+  variables: ["descriptors[0]['client']"]
+""", fleet_redis.url)
+    upstream = Upstream()
+    listen, admin = free_port(), free_port()
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "t",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {
+                                "cluster": "upstream",
+                                "rate_limits": [{"actions": [
+                                    {"generic_key": {"descriptor_value": "api"}},
+                                    {"request_headers": {"header_name": "x-client", "descriptor_key": "client"}},
+                                ]}],
+                            }}],
+                        }]},
+                        "http_filters": [
+                            {"name": "envoy.filters.http.ratelimit", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                                "domain": "envoy-builtin",
+                                "failure_mode_deny": True,
+                                "timeout": "1s",
+                                "rate_limit_service": {
+                                    "transport_api_version": "V3",
+                                    "grpc_service": {"envoy_grpc": {"cluster_name": "engine"}},
+                                },
+                            }},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [
+                {"name": "upstream", "type": "STATIC", "load_assignment": {"cluster_name": "upstream", "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": upstream.port}}}}]}]}},
+                {"name": "engine", "type": "STATIC",
+                 "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                     "explicit_http_config": {"http2_protocol_options": {}}}},
+                 "load_assignment": {"cluster_name": "engine", "endpoints": [
+                     {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                         "address": "127.0.0.1", "port_value": engine.port}}}}]}]}},
+            ],
+        },
+    }
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    envoy = subprocess.Popen(
+        [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+         "--log-path", str(tmp_path / "envoy.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+
+    def get(client: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=5)
+        try:
+            conn.request("GET", "/x", headers={"x-client": client})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    try:
+        wait_for_port(listen, envoy)
+        assert [get("one") for _ in range(5)] == [200, 200, 200, 429, 429]
+        assert get("two") == 200
+        engine.stop()  # failure_mode_deny: the engine gone means 500
+        assert get("three") == 500
+    finally:
+        stop(envoy)
+        upstream.close()

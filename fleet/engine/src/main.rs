@@ -3,7 +3,8 @@
 //! Limitador limits file — the counting, the limits-file format and the request mapping of
 //! `limitador-server`, in a binary that builds from crates.io (limitador-server is not there).
 //!
-//! The mapping mirrors `limitador-server/src/envoy_rls/server.rs` (`should_rate_limit`):
+//! The mapping mirrors `limitador-server/src/envoy_rls/server.rs` (`should_rate_limit`, read at
+//! commit 0194f94, the newest version of that file available to us):
 //! - `domain` is the Limitador namespace; an empty domain answers `overall_code: UNKNOWN`;
 //! - descriptor i becomes the map `descriptors[i]` of the CEL context (entries as key → value;
 //!   a repeated key keeps its last value, as a HashMap insert does there);
