@@ -91,7 +91,7 @@ schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
 e2e: setup build
-	$(PY) -m pytest tests/e2e -q
+	FLEET_ENGINE_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
 ## compose-config: regenerate envoy/envoy.compose.yaml (docker-compose's Envoy config) from envoy/envoy.yaml
 compose-config: setup

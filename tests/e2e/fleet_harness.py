@@ -25,6 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Where `make fleet-engine` (fleet/fleet.mk) puts the binary; FLEET_ENGINE points elsewhere.
 ENGINE_BIN = Path(os.environ.get("FLEET_ENGINE", ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"))
+# `make e2e` sets FLEET_ENGINE_REQUIRED=1: there, a missing engine fails the fleet tests instead of
+# skipping them (make test builds it).
+REQUIRED = os.environ.get("FLEET_ENGINE_REQUIRED") == "1"
 RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 OK, OVER_LIMIT, UNKNOWN = 1, 2, 0
 
@@ -371,7 +374,10 @@ def start_fleet_engine():
     fields headers, redis_max_reconnect_delay_ms); every engine started is stopped after the
     test, pass or fail."""
     if not ENGINE_BIN.exists():
-        pytest.skip(f"fleet engine not built ({ENGINE_BIN} is missing): run `make fleet-engine`")
+        missing = f"fleet engine not built ({ENGINE_BIN} is missing): run `make fleet-engine`"
+        if REQUIRED:
+            pytest.fail(missing)
+        pytest.skip(missing)
     started: list[Engine] = []
 
     def start(limits_yaml: str, redis_url: str | None = None, **options) -> Engine:
