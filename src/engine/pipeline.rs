@@ -62,11 +62,12 @@ pub enum Progress {
     Waiting(Waiting),
 }
 
-/// An evaluation stopped at a fleet-wide limit: send `call`, then [`Waiting::resume`] with the
-/// answer (the request's attributes must still be readable).
+/// An evaluation stopped at a fleet-wide limit: send `call` (or, when `None`, wait for the call
+/// in flight for the same [`Waiting::client`]), then [`Waiting::resume`] with the answer (the
+/// request's attributes must still be readable).
 pub struct Waiting {
     evaluation: Box<Evaluation>,
-    pub call: FleetCall,
+    pub call: Option<FleetCall>,
 }
 
 /// Starts deciding one request: `memory` is this worker's memory of the service's answers.
@@ -88,7 +89,20 @@ pub fn begin(
 }
 
 impl Waiting {
-    /// Goes on with the service's verdict on [`Waiting::call`].
+    /// Whose call it is: (rule, client as the service knows it). One call in flight per client.
+    pub fn client(&self) -> (usize, u64) {
+        self.evaluation
+            .asking
+            .as_ref()
+            .map_or((0, 0), |a| (a.rule, a.client))
+    }
+
+    /// What this request costs the client's fleet-wide limits.
+    pub fn cost(&self) -> u64 {
+        self.evaluation.asking.as_ref().map_or(0, |a| a.cost)
+    }
+
+    /// Goes on with the service's verdict on [`Waiting::call`] (or on the call waited for).
     pub fn resume(
         mut self,
         filter: &Filter,
@@ -149,12 +163,13 @@ enum Stop {
     FleetFailed,
 }
 
-/// A call to the service in flight for the last charge.
+/// A call to the service for the last charge: this evaluation's own (`call`), or one in flight
+/// for the same client that it waits for (`None`).
 struct Asking {
     rule: usize,
     client: u64,
     cost: u64,
-    call: FleetCall,
+    call: Option<FleetCall>,
 }
 
 struct Evaluation {
@@ -248,6 +263,14 @@ impl Evaluation {
                 self.event(rule, Stat::FleetRefused);
                 self.fleet_refused(filter, (rule, limited), now);
             }
+            Recall::Join => {
+                self.asking = Some(Asking {
+                    rule,
+                    client,
+                    cost,
+                    call: None,
+                })
+            }
             Recall::Ask => {
                 let hits = settings.lease.max(cost);
                 let shown = filter.plans.shown(plan);
@@ -256,17 +279,18 @@ impl Evaluation {
                     descriptors: fleet.descriptors(settings, client, shown, now),
                     hits,
                 };
+                memory.asking(rule, client, now + settings.timeout_ms, now);
                 self.asking = Some(Asking {
                     rule,
                     client,
                     cost,
-                    call,
+                    call: Some(call),
                 });
             }
         }
     }
 
-    /// The service's verdict on the call in flight.
+    /// The service's verdict on this evaluation's call, or on the call it waited for.
     fn answered(
         &mut self,
         filter: &Filter,
@@ -282,20 +306,30 @@ impl Evaluation {
             return;
         };
         let Some(fleet) = &limited.fleet else { return };
-        let (rule, client) = (asking.rule, asking.client);
+        let (rule, client, cost) = (asking.rule, asking.client, asking.cost);
+        let Some(mut call) = asking.call else {
+            // Another request's call answered: its lease or refusal is in memory now.
+            match verdict {
+                fleet::Verdict::Failed => self.fleet_failed(filter, store, limited),
+                _ => self.ask_fleet(filter, memory, (rule, limited), client, cost, now),
+            }
+            return;
+        };
         self.event(rule, Stat::FleetCalls);
         let until = fleet.valid_until(settings, now);
         match verdict {
             fleet::Verdict::Admitted => {
                 self.event(rule, Stat::FleetAdmitted);
-                let spare = asking.call.hits - asking.cost;
-                memory.leased(rule, client, spare, until, now);
+                memory.leased(rule, client, call.hits - cost, until, now);
             }
-            fleet::Verdict::OverLimit if asking.call.hits > asking.cost => {
+            fleet::Verdict::OverLimit if call.hits > cost => {
                 // A lease did not fit: ask again for this request alone.
-                let mut call = asking.call;
-                call.hits = asking.cost;
-                self.asking = Some(Asking { call, ..asking });
+                call.hits = cost;
+                memory.asking(rule, client, now + settings.timeout_ms, now);
+                self.asking = Some(Asking {
+                    call: Some(call),
+                    ..asking
+                });
             }
             fleet::Verdict::OverLimit => {
                 self.event(rule, Stat::FleetRefused);
@@ -303,18 +337,29 @@ impl Evaluation {
                 self.fleet_refused(filter, (rule, limited), now);
             }
             fleet::Verdict::Failed => {
-                self.event(rule, Stat::FleetFailed);
-                match settings.on_error {
-                    OnFleetError::Local => {}
-                    OnFleetError::Allow => {
-                        // Let it through counted nowhere: give back the local count.
-                        if let Some(charge) = self.charges.last_mut() {
-                            charge.undo(limited, store, filter.store.cas_attempts);
-                        }
-                    }
-                    OnFleetError::Deny => self.stop = Some(Stop::FleetFailed),
+                memory.failed(rule, client);
+                self.fleet_failed(filter, store, limited);
+            }
+        }
+    }
+
+    /// No usable answer from the service: `on_error` decides.
+    fn fleet_failed(&mut self, filter: &Filter, store: &dyn SharedStore, limited: &LimitedRule) {
+        let Some(settings) = &filter.fleet else {
+            return;
+        };
+        if let Some(rule) = self.charges.last().map(|c| c.rule) {
+            self.event(rule, Stat::FleetFailed);
+        }
+        match settings.on_error {
+            OnFleetError::Local => {}
+            OnFleetError::Allow => {
+                // Let it through counted nowhere: give back the local count.
+                if let Some(charge) = self.charges.last_mut() {
+                    charge.undo(limited, store, filter.store.cas_attempts);
                 }
             }
+            OnFleetError::Deny => self.stop = Some(Stop::FleetFailed),
         }
     }
 
@@ -1110,8 +1155,9 @@ mod tests {
             match progress {
                 Progress::Done(decision) => return (decision, calls),
                 Progress::Waiting(waiting) => {
-                    let verdict = service(&waiting.call);
-                    calls.push(waiting.call.clone());
+                    let call = waiting.call.clone().expect("nothing else in flight");
+                    let verdict = service(&call);
+                    calls.push(call);
                     progress = waiting.resume(filter, store, memory, request, verdict, now);
                 }
             }
@@ -1258,5 +1304,71 @@ mod tests {
             panic!()
         };
         assert_eq!(errors.0[0].path, "$.fleet.lease");
+    }
+
+    #[test]
+    fn requests_of_a_client_whose_call_is_in_flight_wait_for_it() {
+        let filter = load(FLEET.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let mut memory = FleetMemory::default();
+        let request = get("/api/x", &[("x-api-key", "k")]);
+        let Progress::Waiting(first) = begin(&filter, &store, &mut memory, &request, T0) else {
+            panic!("the first request calls")
+        };
+        assert!(first.call.is_some());
+        let mut joiners = Vec::new();
+        for _ in 0..3 {
+            let Progress::Waiting(w) = begin(&filter, &store, &mut memory, &request, T0) else {
+                panic!()
+            };
+            assert!(w.call.is_none(), "one call in flight per client");
+            assert_eq!(w.client(), first.client());
+            joiners.push(w);
+        }
+        assert_eq!(first.call.as_ref().unwrap().hits, 3, "the lease");
+        let admitted = fleet::Verdict::Admitted;
+        let Progress::Done(d) = first.resume(&filter, &store, &mut memory, &request, admitted, T0)
+        else {
+            panic!()
+        };
+        assert!(matches!(d.action, Action::Allow(_)));
+        let mut joiners = joiners.into_iter();
+        for w in joiners.by_ref().take(2) {
+            let Progress::Done(d) = w.resume(&filter, &store, &mut memory, &request, admitted, T0)
+            else {
+                panic!("the lease's two spare hits cover two waiting requests")
+            };
+            assert!(matches!(d.action, Action::Allow(_)) && has(&d, Stat::FleetLeased));
+        }
+        let third = joiners.next().unwrap();
+        let Progress::Waiting(next) =
+            third.resume(&filter, &store, &mut memory, &request, admitted, T0)
+        else {
+            panic!("the lease is spent: the third calls in turn")
+        };
+        assert!(next.call.is_some());
+        // A refusal answers every waiting request too.
+        let other = get("/api/x", &[("x-api-key", "k2")]);
+        let Progress::Waiting(lead) = begin(&filter, &store, &mut memory, &other, T0) else {
+            panic!()
+        };
+        let Progress::Waiting(join) = begin(&filter, &store, &mut memory, &other, T0) else {
+            panic!()
+        };
+        let over = fleet::Verdict::OverLimit;
+        let Progress::Waiting(retry) = lead.resume(&filter, &store, &mut memory, &other, over, T0)
+        else {
+            panic!("a lease that did not fit is asked again for the request alone")
+        };
+        assert_eq!(retry.call.as_ref().unwrap().hits, 1);
+        assert!(matches!(
+            retry.resume(&filter, &store, &mut memory, &other, over, T0),
+            Progress::Done(_)
+        ));
+
+        let Progress::Done(d) = join.resume(&filter, &store, &mut memory, &other, over, T0) else {
+            panic!()
+        };
+        assert!(matches!(d.action, Action::Refuse(_)));
     }
 }

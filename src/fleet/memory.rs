@@ -1,7 +1,8 @@
-//! What one worker remembers of the service's answers, per rule and client: a lease (hits
-//! reserved by one call) or a refusal, each until its sub-window ends. Bounded: when full, the
-//! expired entries go first, then any (losing a lease only under-admits; losing a refusal only
-//! costs one more call).
+//! What one worker remembers of the service's answers, per rule and client: a call in flight
+//! (later requests join it rather than call again), a lease (hits reserved by one call) or a
+//! refusal, each until its sub-window ends. Bounded: when full, the expired entries go first,
+//! then any (losing a lease only under-admits; losing a refusal or a call in flight only costs
+//! one more call).
 
 use std::collections::HashMap;
 
@@ -12,20 +13,33 @@ pub enum Recall {
     Leased,
     /// The service refused this client in the current sub-window.
     Refused,
+    /// A call for this client is in flight: wait for its answer.
+    Join,
     /// Nothing usable: ask the service.
     Ask,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Memo {
-    Lease { hits: u64, until_ms: u64 },
-    Refused { until_ms: u64 },
+    Lease {
+        hits: u64,
+        until_ms: u64,
+    },
+    Refused {
+        until_ms: u64,
+    },
+    /// Until its timeout.
+    Asking {
+        until_ms: u64,
+    },
 }
 
 impl Memo {
     fn until_ms(self) -> u64 {
         match self {
-            Memo::Lease { until_ms, .. } | Memo::Refused { until_ms } => until_ms,
+            Memo::Lease { until_ms, .. }
+            | Memo::Refused { until_ms }
+            | Memo::Asking { until_ms } => until_ms,
         }
     }
 }
@@ -59,6 +73,7 @@ impl FleetMemory {
                 Recall::Ask
             }
             Some(Memo::Refused { .. }) => Recall::Refused,
+            Some(Memo::Asking { .. }) => Recall::Join,
             Some(Memo::Lease { hits, .. }) if *hits >= cost => {
                 *hits -= cost;
                 Recall::Leased
@@ -67,18 +82,33 @@ impl FleetMemory {
         }
     }
 
-    /// The service admitted a call of `hits` for a request of `cost`: keep the rest as a lease.
+    /// A call for `client` of `rule` is in flight until `until_ms` (its timeout).
+    pub fn asking(&mut self, rule: usize, client: u64, until_ms: u64, now_ms: u64) {
+        self.insert((rule, client), Memo::Asking { until_ms }, now_ms);
+    }
+
+    /// The service admitted a call of `hits` for a request of `cost`: keep the rest as a lease
+    /// (added to one of the same sub-window, when calls overlapped).
     pub fn leased(&mut self, rule: usize, client: u64, spare: u64, until_ms: u64, now_ms: u64) {
-        if spare > 0 {
-            self.insert(
-                (rule, client),
-                Memo::Lease {
-                    hits: spare,
-                    until_ms,
-                },
-                now_ms,
-            );
+        let key = (rule, client);
+        let held = match self.entries.get(&key) {
+            Some(Memo::Lease { hits, until_ms: u }) if *u == until_ms => *hits,
+            _ => 0,
+        };
+        if spare + held > 0 {
+            let memo = Memo::Lease {
+                hits: spare + held,
+                until_ms,
+            };
+            self.insert(key, memo, now_ms);
         } else {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// A call failed: nothing is remembered of it.
+    pub fn failed(&mut self, rule: usize, client: u64) {
+        if let Some(Memo::Asking { .. }) = self.entries.get(&(rule, client)) {
             self.entries.remove(&(rule, client));
         }
     }

@@ -97,8 +97,8 @@ def test_exact_with_evenly_spread_traffic(start_envoy, fleet_redis, start_fleet_
 
 def test_concurrent_traffic_stays_within_the_engines_race_bound(start_envoy, fleet_redis, start_fleet_engine):
     """Limitador checks, then increments (two round trips): k calls in flight on one key can each
-    miss the others' increments. The bound is LIMIT + (k - 1); k here is at most the 12
-    connections' worth of requests in flight at once."""
+    miss the others' increments. The bound is LIMIT + (k - 1) x hits; with one call in flight per
+    client and worker, k is at most the 3 Envoys x 2 workers, and hits is the lease (1)."""
     config = filter_config()
     engine = start_fleet_engine(limits_yaml(config), redis_url=fleet_redis.url)
     envoys = fleet_of(start_envoy, engine, config, 3)
@@ -108,7 +108,7 @@ def test_concurrent_traffic_stays_within_the_engines_race_bound(start_envoy, fle
         results = list(pool.map(lambda e: e.burst("/api/x", KEY, 40, 4), envoys))
     admitted = sum(r.status == 200 for rs in results for r in rs)
     print(f"\nconcurrent: {admitted} admitted of 120 (limit {LIMIT}, 12 connections)")
-    assert LIMIT <= admitted <= LIMIT + 11
+    assert LIMIT <= admitted <= LIMIT + 5
 
 
 def test_leases_save_calls_and_never_exceed_the_limit(start_envoy, fleet_redis, start_fleet_engine):
