@@ -749,9 +749,9 @@ def main(argv: list[str] | None = None) -> int:
         f"under callgrind; Ir/req corrected for requests sent late (see late, raw Ir/req). Ir = instructions executed by the Envoy process (all threads, user space; the "
         f"kernel's share of a request is not counted).",
         fmt_table(results),
-        "Ratios A/B = Ir(B) / Ir(A): the throughput ratio of a core that only executed these "
-        "instructions (no kernel time).",
-        fmt_ratios(ratios),
+        ("Ratios A/B = Ir(B) / Ir(A): the throughput ratio of a core that only executed these "
+         "instructions (no kernel time).") if ratios else "",
+        fmt_ratios(ratios) if ratios else "",
         "Where the instructions go, per request (self Ir by where the code lives; VM entries: Envoy "
         "calling into Wasm, their Ir inclusive of the host functions the Wasm calls; calls out of V8 "
         "code: host functions and V8 runtime/C helpers called from Wasm code):",
