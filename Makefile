@@ -66,7 +66,7 @@ tool:
 	cargo build --quiet --features cli --bin ratelimit-config
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup .wrk build bench-setup docker-images fleet-engine fleet-engine-unit unit e2e
+test: setup .wrk build bench-setup fleet-engine docker-images fleet-engine-unit unit e2e
 
 unit:
 	cargo test --quiet --features cli,internals
