@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from fleet_harness import ENGINE_BIN, OK, OVER_LIMIT, REQUIRED, UNKNOWN, RlsClient
+from fleet_harness import ENGINE_BIN, OK, OVER_LIMIT, REQUIRED, ROOT, UNKNOWN, RlsClient
 
 pytestmark = pytest.mark.skipif(
     not ENGINE_BIN.exists() and not REQUIRED, reason=f"fleet engine not built ({ENGINE_BIN} is missing): run `make fleet-engine`"
@@ -454,3 +454,11 @@ def test_limitador_servers_options_it_cannot_honour_stop_it_by_name(tmp_path):
         assert f"fleet-engine: {named}: " in run.stderr and "not supported by fleet-engine" in run.stderr
     run = subprocess.run([program, limits, "disk", "/tmp/x"], capture_output=True, text=True, timeout=10)
     assert run.returncode == 2 and "the disk storage is not supported" in run.stderr, run
+
+
+def test_the_fleet_compose_stacks_limits_file_loads(start_fleet_engine):
+    # envoy/limitador-limits.yaml (generated from envoy.yaml), as docker-compose.fleet.yml's
+    # Limitador loads it: limitador-server's command line, here with in-memory counters.
+    limits = (ROOT / "envoy" / "limitador-limits.yaml").read_text()
+    engine = start_fleet_engine(limits, cli="limitador-server")
+    assert '15 limits in namespaces ["ratelimit.api", "ratelimit.bulk"]' in engine.output()
