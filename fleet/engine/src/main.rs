@@ -22,6 +22,9 @@
 //! - no HTTP API, Prometheus metrics, tracing, limits-file watching, gRPC reflection, the
 //!   Kuadrant `RateLimitService` (check/report) or the `redis_cached`/disk storages;
 //! - no request logging; each storage error is printed as one line on stderr;
+//! - run as `limitador-server` (or `fleet-engine limitador-server ...`) it takes limitador-server's
+//!   own command line, for the subset it can honour (limitador_cli.rs), so that the official
+//!   image's command line runs unchanged on a stand-in image;
 //! - `--redis-max-reconnect-delay-ms` (opt-in) caps the Redis client's reconnection backoff,
 //!   which by default (redis 0.27.6 as limitador 0.14 locks it) can keep every call waiting for
 //!   minutes after a Redis outage of more than about a second (see README.md).
