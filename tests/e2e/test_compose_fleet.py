@@ -198,6 +198,7 @@ def test_an_envoy_cut_off_from_the_service_falls_back_to_its_own_count(fleet):
         assert [r.status for r, _ in answers] == [200] * (LIMIT - 1) + [429] * 2
         slowest = max(elapsed for _, elapsed in answers)
         assert slowest < WITHIN_S, [round(e, 3) for _, e in answers]
+        print(f"\nenvoy3 cut off: slowest answer {slowest * 1000:.0f} ms")
         after = fleet.settled_stats("envoy3")
         assert after["fleet_failed"] - before["fleet_failed"] >= LIMIT - 1, (before, after)
         assert after["fleet_admitted"] == before["fleet_admitted"], (before, after)
@@ -272,7 +273,9 @@ def test_redis_stopped_local_fallback_within_the_timeout_and_no_count_lost(fleet
         failed = fleet.settled_stats("envoy1")["fleet_failed"]
         answers = [fleet.timed("envoy1", during) for _ in range(LIMIT + 2)]
         assert [r.status for r, _ in answers] == [200] * LIMIT + [429] * 2
-        assert max(e for _, e in answers) < WITHIN_S, [round(e, 3) for _, e in answers]
+        slowest = max(e for _, e in answers)
+        assert slowest < WITHIN_S, [round(e, 3) for _, e in answers]
+        print(f"\nRedis stopped: slowest answer {slowest * 1000:.0f} ms")
         # The 10 it admitted asked the service and got no answer; the 2 it refused did not ask.
         assert fleet.settled_stats("envoy1")["fleet_failed"] - failed == LIMIT
     finally:
