@@ -66,7 +66,7 @@ tool:
 	cargo build --quiet --features cli --bin ratelimit-config
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup .wrk build bench-setup docker-images fleet-engine unit e2e
+test: setup .wrk build bench-setup fleet-engine docker-images fleet-engine-unit unit e2e
 
 unit:
 	cargo test --quiet --features cli,internals
@@ -93,9 +93,12 @@ schema:
 e2e: setup build
 	FLEET_ENGINE_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
-## compose-config: regenerate envoy/envoy.compose.yaml (docker-compose's Envoy config) from envoy/envoy.yaml
-compose-config: setup
+## compose-config: regenerate the compose stacks' generated files from envoy/envoy.yaml:
+## envoy/envoy.compose.yaml (docker-compose.yml), envoy/envoy.fleet.compose.yaml and
+## envoy/limitador-limits.yaml (docker-compose.fleet.yml)
+compose-config: setup tool
 	$(PY) envoy/compose_config.py
+	$(PY) envoy/fleet_config.py compose
 
 ## validate: check envoy/envoy.yaml with Envoy itself
 validate: setup build

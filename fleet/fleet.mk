@@ -1,6 +1,7 @@
 # The fleet tier's test engine (fleet/engine), included by the root Makefile.
-#   make fleet-engine   Debian packages it needs (when missing), then the engine binary at
-#                       $(FLEET_ENGINE); quick when done. Cold: see fleet/engine/README.md.
+#   make fleet-engine        Debian packages it needs (when missing), then the engine binary at
+#                            $(FLEET_ENGINE); quick when done. Cold: see fleet/engine/README.md.
+#   make fleet-engine-unit   its unit tests (the RLS encoding, both command lines), run by make test
 #
 # Debian packages:
 #   redis-server            the counters' store the tests start (tests/e2e/fleet_harness.py)
@@ -20,9 +21,13 @@ FLEET_LIBDIR := /usr/lib/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-lin
 FLEET_CARGO_ENV := ROCKSDB_LIB_DIR=$(FLEET_LIBDIR) SNAPPY_LIB_DIR=$(FLEET_LIBDIR) ZSTD_SYS_USE_PKG_CONFIG=1
 FLEET_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: fleet-engine
+.PHONY: fleet-engine fleet-engine-unit
 
 fleet-engine: $(FLEET_ENGINE)
+
+# Release profile, as the binary: only the engine crate is compiled again (in test mode).
+fleet-engine-unit: .fleet-apt
+	$(FLEET_CARGO_ENV) nice cargo test --quiet --release --locked --manifest-path fleet/engine/Cargo.toml
 
 .fleet-apt:
 	@missing=; for p in $(FLEET_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

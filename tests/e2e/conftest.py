@@ -34,3 +34,6 @@ def start_envoy(upstream):
 
 # Redis and the fleet engine (fleet/engine), for the fleet tier's tests.
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: E402,F401
+
+# Compose stacks on a Docker engine: the stand-in images, built once per session.
+from compose_harness import docker_images  # noqa: E402,F401

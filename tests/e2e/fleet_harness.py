@@ -180,6 +180,9 @@ class Engine:
     headers: bool = False
     # --redis-max-reconnect-delay-ms: None keeps the crate's (and limitador-server's) backoff
     redis_max_reconnect_delay_ms: int | None = None
+    # "own": the engine's flags; "limitador-server": limitador-server's own command line, the
+    # binary run under that name (a symlink), as the stand-in image runs it
+    cli: str = "own"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fleet-engine-")))
@@ -198,12 +201,21 @@ class Engine:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         limits = self.workdir / "limits.yaml"
         limits.write_text(self.limits_yaml)
-        cmd = [str(ENGINE_BIN), "--limits", str(limits), "--listen", self.address]
-        cmd += ["--redis", self.redis_url] if self.redis_url else ["--memory"]
-        if self.headers:
-            cmd += ["--rate-limit-headers", "DRAFT_VERSION_03"]
-        if self.redis_max_reconnect_delay_ms is not None:
-            cmd += ["--redis-max-reconnect-delay-ms", str(self.redis_max_reconnect_delay_ms)]
+        if self.cli == "limitador-server":
+            assert self.redis_max_reconnect_delay_ms is None, "not an option of limitador-server"
+            program = self.workdir / "limitador-server"
+            if not program.exists():
+                program.symlink_to(ENGINE_BIN.resolve())
+            cmd = [str(program), "--rls-ip", "127.0.0.1", "--rls-port", str(self.port),
+                   "--rate-limit-headers", "DRAFT_VERSION_03" if self.headers else "NONE", str(limits)]
+            cmd += ["redis", self.redis_url] if self.redis_url else ["memory"]
+        else:
+            cmd = [str(ENGINE_BIN), "--limits", str(limits), "--listen", self.address]
+            cmd += ["--redis", self.redis_url] if self.redis_url else ["--memory"]
+            if self.headers:
+                cmd += ["--rate-limit-headers", "DRAFT_VERSION_03"]
+            if self.redis_max_reconnect_delay_ms is not None:
+                cmd += ["--redis-max-reconnect-delay-ms", str(self.redis_max_reconnect_delay_ms)]
         marker = f"ShouldRateLimit on {self.address} "
         before = self.output().count(marker)  # a restart appends to the same log
         with open(self.log, "ab") as log:
@@ -371,7 +383,7 @@ def fleet_redis():
 @pytest.fixture
 def start_fleet_engine():
     """start(limits_yaml, redis_url=None, **options) -> a running Engine (options: the Engine
-    fields headers, redis_max_reconnect_delay_ms); every engine started is stopped after the
+    fields headers, redis_max_reconnect_delay_ms, cli); every engine started is stopped after the
     test, pass or fail."""
     if not ENGINE_BIN.exists():
         missing = f"fleet engine not built ({ENGINE_BIN} is missing): run `make fleet-engine`"

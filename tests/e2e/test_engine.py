@@ -3,12 +3,13 @@ limit service, with Redis. Every Redis and engine is started on a free port and 
 (fixtures in fleet_harness.py). Skipped only when the engine binary is absent (`make fleet-engine`).
 """
 import math
+import subprocess
 import time
 
 import grpc
 import pytest
 
-from fleet_harness import ENGINE_BIN, OK, OVER_LIMIT, REQUIRED, UNKNOWN, RlsClient
+from fleet_harness import ENGINE_BIN, OK, OVER_LIMIT, REQUIRED, ROOT, UNKNOWN, RlsClient
 
 pytestmark = pytest.mark.skipif(
     not ENGINE_BIN.exists() and not REQUIRED, reason=f"fleet engine not built ({ENGINE_BIN} is missing): run `make fleet-engine`"
@@ -39,9 +40,16 @@ def codes(client: RlsClient, descriptors, n: int, hits=None) -> list[int]:
     return [client.call(DOMAIN, descriptors, hits).code for _ in range(n)]
 
 
-def test_a_limit_is_enforced_over_redis(fleet_redis, start_fleet_engine):
-    engine = start_fleet_engine(per_client_limit(5, 60), fleet_redis.url)
+# The engine's own flags, and limitador-server's command line (the stand-in image runs the
+# official image's command line: fleet/engine/src/limitador_cli.rs).
+CLIS = ["own", "limitador-server"]
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_limit_is_enforced_over_redis(fleet_redis, start_fleet_engine, cli):
+    engine = start_fleet_engine(per_client_limit(5, 60), fleet_redis.url, cli=cli)
     assert "serving envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" in engine.output()
+    assert ("(as limitador-server)" in engine.output()) == (cli == "limitador-server")
     with engine.client() as rls:
         assert codes(rls, desc("alice"), 8) == [OK] * 5 + [OVER_LIMIT] * 3
         # another client has its own counter; a request no limit applies to is always OK
@@ -219,12 +227,13 @@ def test_a_condition_on_a_missing_descriptor_resets_the_call(fleet_redis, start_
     assert "IndexOutOfBounds" in engine.output()
 
 
-def test_draft_headers_when_asked(fleet_redis, start_fleet_engine):
-    plain = start_fleet_engine(per_client_limit(3, 60), fleet_redis.url)
+@pytest.mark.parametrize("cli", CLIS)
+def test_draft_headers_when_asked(fleet_redis, start_fleet_engine, cli):
+    plain = start_fleet_engine(per_client_limit(3, 60), fleet_redis.url, cli=cli)
     with plain.client() as rls:
         answer = rls.call(DOMAIN, desc("h"))
         assert answer.headers == {} and answer.statuses == 0  # as limitador-server by default
-    engine = start_fleet_engine(per_client_limit(3, 60), fleet_redis.url, headers=True)
+    engine = start_fleet_engine(per_client_limit(3, 60), fleet_redis.url, headers=True, cli=cli)
     with engine.client() as rls:
         answer = rls.call(DOMAIN, desc("h"))  # the 2nd hit of this counter
         assert answer.code == OK and answer.statuses == 0
@@ -233,8 +242,9 @@ def test_draft_headers_when_asked(fleet_redis, start_fleet_engine):
         assert 58 <= int(answer.headers["X-RateLimit-Reset"]) <= 60
 
 
-def test_in_memory_storage(start_fleet_engine):
-    engine = start_fleet_engine(per_client_limit(2, 60))
+@pytest.mark.parametrize("cli", CLIS)
+def test_in_memory_storage(start_fleet_engine, cli):
+    engine = start_fleet_engine(per_client_limit(2, 60), cli=cli)
     with engine.client() as rls:
         assert codes(rls, desc("m"), 3) == [OK, OK, OVER_LIMIT]
     engine.restart()
@@ -429,3 +439,26 @@ def test_envoys_own_ratelimit_filter_is_answered_by_the_engine(fleet_redis, star
     finally:
         stop(envoy)
         upstream.close()
+
+
+def test_limitador_servers_options_it_cannot_honour_stop_it_by_name(tmp_path):
+    if not ENGINE_BIN.exists():
+        pytest.skip(f"{ENGINE_BIN} is missing")
+    program = tmp_path / "limitador-server"
+    program.symlink_to(ENGINE_BIN.resolve())
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(per_client_limit(1, 60))
+    for args, named in [(["--http-port", "8080"], "--http-port"), (["-vvv", "--validate"], "--validate")]:
+        run = subprocess.run([program, *args, limits, "memory"], capture_output=True, text=True, timeout=10)
+        assert run.returncode == 2, run
+        assert f"fleet-engine: {named}: " in run.stderr and "not supported by fleet-engine" in run.stderr
+    run = subprocess.run([program, limits, "disk", "/tmp/x"], capture_output=True, text=True, timeout=10)
+    assert run.returncode == 2 and "the disk storage is not supported" in run.stderr, run
+
+
+def test_the_fleet_compose_stacks_limits_file_loads(start_fleet_engine):
+    # envoy/limitador-limits.yaml (generated from envoy.yaml), as docker-compose.fleet.yml's
+    # Limitador loads it: limitador-server's command line, here with in-memory counters.
+    limits = (ROOT / "envoy" / "limitador-limits.yaml").read_text()
+    engine = start_fleet_engine(limits, cli="limitador-server")
+    assert '15 limits in namespaces ["ratelimit.api", "ratelimit.bulk"]' in engine.output()

@@ -22,10 +22,14 @@
 //! - no HTTP API, Prometheus metrics, tracing, limits-file watching, gRPC reflection, the
 //!   Kuadrant `RateLimitService` (check/report) or the `redis_cached`/disk storages;
 //! - no request logging; each storage error is printed as one line on stderr;
+//! - run as `limitador-server` (or `fleet-engine limitador-server ...`) it takes limitador-server's
+//!   own command line, for the subset it can honour (limitador_cli.rs), so that the official
+//!   image's command line runs unchanged on a stand-in image;
 //! - `--redis-max-reconnect-delay-ms` (opt-in) caps the Redis client's reconnection backoff,
 //!   which by default (redis 0.27.6 as limitador 0.14 locks it) can keep every call waiting for
 //!   minutes after a Redis outage of more than about a second (see README.md).
 
+mod limitador_cli;
 mod rls;
 
 use std::collections::HashMap;
@@ -58,7 +62,7 @@ usage: fleet-engine --limits FILE [--listen ADDR] [--redis URL | --memory] \
                          (default NONE: no headers, like limitador-server)";
 
 #[derive(Debug, PartialEq)]
-enum Storage {
+pub(crate) enum Storage {
     Redis {
         url: String,
         max_reconnect_delay_ms: Option<u64>,
@@ -69,11 +73,13 @@ enum Storage {
 }
 
 #[derive(Debug)]
-struct Args {
+pub(crate) struct Args {
     limits: String,
     listen: SocketAddr,
     storage: Storage,
     headers: bool,
+    /// Given limitador-server's command line (limitador_cli.rs), not this engine's own.
+    as_limitador: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -130,6 +136,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         listen,
         storage,
         headers,
+        as_limitador: false,
     })
 }
 
@@ -257,7 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
         } => {
             let redis = connect_redis(url, *max_reconnect_delay_ms)
                 .await
-                .map_err(|e| format!("couldn't connect to Redis at {url}: {e}"))?;
+                .map_err(|e| format!("couldn't connect to Redis at {}: {e}", redacted(url)))?;
             let limiter =
                 AsyncRateLimiterBuilder::new(AsyncStorage::with_counter_storage(Box::new(redis)))
                     .build();
@@ -269,7 +276,10 @@ async fn run(args: Args) -> Result<(), String> {
                 Some(ms) => format!(", reconnect delay at most {ms} ms"),
                 None => String::new(),
             };
-            (Limiter::Async(limiter), format!("redis {url}{reconnect}"))
+            (
+                Limiter::Async(limiter),
+                format!("redis {}{reconnect}", redacted(url)),
+            )
         }
         Storage::Memory { cache_size } => {
             let limiter = RateLimiter::new(*cache_size);
@@ -289,9 +299,14 @@ async fn run(args: Args) -> Result<(), String> {
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| format!("couldn't listen on {}: {e}", args.listen))?;
     eprintln!(
-        "fleet-engine: serving envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit on {} \
+        "fleet-engine{}: serving envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit on {} \
          (limitador 0.14, storage {storage}, {count} limits in namespaces {namespaces:?} from {}, \
          rate-limit headers {})",
+        if args.as_limitador {
+            " (as limitador-server)"
+        } else {
+            ""
+        },
         args.listen,
         args.limits,
         if args.headers {
@@ -300,6 +315,15 @@ async fn run(args: Args) -> Result<(), String> {
             "NONE"
         },
     );
+    // SIGTERM (`docker stop`, where the engine is PID 1 and the default action does not apply):
+    // exit at once, as the default action would elsewhere; calls in flight are cut.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("couldn't handle SIGTERM: {e}"))?;
+    tokio::spawn(async move {
+        terminate.recv().await;
+        eprintln!("fleet-engine: SIGTERM, exiting");
+        std::process::exit(143);
+    });
     let engine = Engine {
         limiter,
         headers: args.headers,
@@ -313,14 +337,45 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))
 }
 
+/// The engine's own command line, or limitador-server's (limitador_cli.rs) when run under that
+/// name (a stand-in image holds it as `limitador-server`) or as `fleet-engine limitador-server ...`.
+fn command_line(mut argv: impl Iterator<Item = String>) -> Result<Args, (String, &'static str)> {
+    let program = argv.next().unwrap_or_default();
+    let mut rest: Vec<String> = argv.collect();
+    let named = std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|name| name == limitador_cli::NAME);
+    if named || rest.first().is_some_and(|a| a == limitador_cli::NAME) {
+        if !named {
+            rest.remove(0);
+        }
+        limitador_cli::parse(rest, |name| std::env::var(name).ok())
+            .map_err(|e| (e, limitador_cli::USAGE))
+    } else {
+        parse_args(rest.into_iter()).map_err(|e| (e, USAGE))
+    }
+}
+
+/// A Redis URL with its password, if any, replaced by `***` (for logs).
+fn redacted(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match command_line(std::env::args()) {
         Ok(args) => args,
-        Err(msg) => {
+        Err((msg, usage)) => {
             if !msg.is_empty() {
                 eprintln!("fleet-engine: {msg}");
             }
-            eprintln!("{USAGE}");
+            eprintln!("{usage}");
             return ExitCode::from(2);
         }
     };
@@ -366,6 +421,59 @@ mod tests {
         assert!(parse(&["--limits", "l", "--rate-limit-headers", "draft"]).is_err());
         assert!(parse(&["--limits", "l", "--listen", "nowhere"]).is_err());
         assert!(parse(&["--limits"]).is_err());
+    }
+
+    fn argv(args: &[&str]) -> impl Iterator<Item = String> {
+        args.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn takes_limitador_servers_command_line_under_its_name_or_subcommand() {
+        let own = command_line(argv(&["/x/fleet-engine", "--limits", "l.yaml"])).unwrap();
+        assert!(!own.as_limitador);
+        let line = ["l.yaml", "redis", "redis://redis:6379"];
+        let named = command_line(argv(&[
+            "/home/limitador/bin/limitador-server",
+            line[0],
+            line[1],
+            line[2],
+        ]))
+        .unwrap();
+        let sub = command_line(argv(&[
+            "fleet-engine",
+            "limitador-server",
+            line[0],
+            line[1],
+            line[2],
+        ]))
+        .unwrap();
+        for args in [named, sub] {
+            assert!(args.as_limitador);
+            assert_eq!(args.limits, "l.yaml");
+            assert_eq!(
+                args.storage,
+                Storage::Redis {
+                    url: "redis://redis:6379".into(),
+                    max_reconnect_delay_ms: None
+                }
+            );
+        }
+        // Each command line is its own: the engine's flags are not limitador-server's.
+        assert!(command_line(argv(&["limitador-server", "--limits", "l.yaml"])).is_err());
+        assert!(command_line(argv(&["fleet-engine", "l.yaml", "redis", "redis://r"])).is_err());
+    }
+
+    #[test]
+    fn a_redis_password_never_reaches_the_logs() {
+        assert_eq!(
+            redacted("redis://user:s3cret@r:6379/0"),
+            "redis://user:***@r:6379/0"
+        );
+        assert_eq!(redacted("redis://:s3cret@r:6379"), "redis://:***@r:6379");
+        assert_eq!(redacted("redis://r:6379"), "redis://r:6379");
     }
 
     #[test]
