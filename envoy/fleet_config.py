@@ -4,7 +4,7 @@ limits file of `make run-fleet` (and of the fleet compose stack), generated, nev
 
 What changes from envoy.yaml, and nothing else:
 - the filter configuration gains a top-level "fleet" (the service's cluster, a short timeout,
-  on_error "local") and every limited rule "fleet": true;
+  on_error "local") and, in every limited rule, its shortest limit "fleet": true;
 - a cluster "ratelimit_service" (HTTP/2) to the service is added;
 - each Envoy gets its own listener and admin port (or address).
 The service's limits file comes from the filter configuration through
@@ -55,13 +55,24 @@ def wasm_plugin(config: dict) -> dict:
     return wasm["typed_config"]["config"]
 
 
+def window_ms(window) -> int:
+    if isinstance(window, int):
+        return window * 1000
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    number = window.rstrip("msdh")
+    return int(number) * units[window[len(number):]]
+
+
 def fleetwide(filter_config: dict, **fleet) -> dict:
-    """`filter_config` with the service added and every limited rule fleet-wide."""
+    """`filter_config` with the service added and, in every limited rule, the limit with the
+    shortest window fleet-wide (the others stay per Envoy). The service does not say which of a
+    call's limits refused, so a rule with several fleet-wide limits must answer a refusal with
+    the longest one's Retry-After: one fleet-wide limit per rule keeps it precise."""
     out = copy.deepcopy(filter_config)
     out["fleet"] = {**FLEET, **fleet}
     for rule in out["rules"]:
-        if not rule.get("exempt"):
-            rule["fleet"] = True
+        if not rule.get("exempt") and rule.get("limits"):
+            min(rule["limits"], key=lambda limit: window_ms(limit["window"]))["fleet"] = True
     return out
 
 

@@ -214,8 +214,13 @@ def test_fleet_compose_files_are_generated_from_envoy_yaml():
     base_filter = json.loads(http_filter(base, WASM_FILTER)["config"]["configuration"]["value"])
     fleet_filter = json.loads(http_filter(generated, WASM_FILTER)["config"]["configuration"]["value"])
     assert fleet_filter["fleet"] == {"cluster": "ratelimit_service", "timeout": "100ms", "on_error": "local"}
-    assert [{k: v for k, v in r.items() if k != "fleet"} for r in fleet_filter["rules"]] == base_filter["rules"]
-    assert [r.get("fleet") for r in fleet_filter["rules"]] == [None if r.get("exempt") else True for r in base_filter["rules"]]
+    def without_fleet(rule):
+        limits = [{k: v for k, v in lim.items() if k != "fleet"} for lim in rule.get("limits", [])]
+        return {**rule, "limits": limits} if "limits" in rule else rule
+    assert [without_fleet(r) for r in fleet_filter["rules"]] == base_filter["rules"]
+    # Each limited rule's shortest limit is fleet-wide, the others stay per Envoy.
+    marked = [[lim["window"] for lim in r.get("limits", []) if lim.get("fleet")] for r in fleet_filter["rules"]]
+    assert marked == [[] if r.get("exempt") else ["1m"] for r in base_filter["rules"]]
     assert [c["name"] for c in generated["static_resources"]["clusters"]] == ["demo_upstream", "ratelimit_service"]
     assert generated["static_resources"]["clusters"][0] == base["static_resources"]["clusters"][0]
     assert generated["admin"] == base["admin"]
