@@ -196,16 +196,44 @@ pub fn refusal(
     }
 }
 
-/// The reply when the store could not decide (full or contended) and the policy is to deny:
-/// nothing is known of the client's quota, so the body speaks of `limit` as if just exhausted
-/// and `Retry-After` is its window.
-pub fn unavailable(format: &ResponseFormat, limit: Checked, rule: &str, now_ms: u64) -> Reply {
-    let outcome = Outcome {
-        now_ms,
-        checked: vec![limit],
-        plan: None,
-    };
-    refusal(format, &outcome, rule, None)
+/// The reply to a capacity refusal: the request is over quota only through counts the store
+/// inherited for lack of room (an estimate that includes other clients' requests), so nothing is
+/// said of the client's limits; `Retry-After` is when the request is admitted again if nothing
+/// else changes. The configured status (429 by default): the client is to slow down.
+pub fn capacity(format: &ResponseFormat, now_ms: u64, retry_at_ms: u64) -> Reply {
+    let retry_after = seconds_until(now_ms, retry_at_ms).max(1);
+    let body = serde_json::json!({
+        "error": "rate_limit_capacity",
+        "message": format!(
+            "The rate limiter is tracking more clients than it has room for and cannot tell this \
+             client's recent requests from others'. Retry in {retry_after} seconds."
+        ),
+        "retry_after": retry_after,
+    });
+    json_reply(format.status, retry_after, body)
+}
+
+/// The reply when the store could not decide (every compare-and-swap attempt lost its race)
+/// and `store.on_contention` says deny: 503, nothing said of the client's quota, and a short
+/// `Retry-After` (the contention lasts as long as the burst that caused it).
+pub fn unavailable() -> Reply {
+    let body = serde_json::json!({
+        "error": "rate_limit_unavailable",
+        "message": "The rate limiter could not decide on this request. Retry in 1 second.",
+        "retry_after": 1,
+    });
+    json_reply(503, 1, body)
+}
+
+fn json_reply(status: u32, retry_after: u64, body: serde_json::Value) -> Reply {
+    Reply {
+        status,
+        headers: vec![
+            (HeaderName::from("retry-after"), retry_after.to_string()),
+            (HeaderName::from("content-type"), "application/json".into()),
+        ],
+        body: body.to_string(),
+    }
 }
 
 /// The reply to a request without a client key under `on_missing_key: deny`.
