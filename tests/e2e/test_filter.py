@@ -294,9 +294,27 @@ def test_stats_in_prometheus_never_name_a_client(start_envoy):
     assert stats["ratelimit_api_daily_refused"] == 0
     assert stats["ratelimit_api_missing_key"] == 1
     assert stats["ratelimit_api_clients_tracked"] == 2
-    assert stats["ratelimit_api_store_full"] == 0
+    assert stats["ratelimit_api_capacity_refused"] == 0
+    assert stats["ratelimit_api_door_admitted"] == 0 and stats["ratelimit_api_clients_evicted"] == 0
     assert not any(name.startswith("ratelimit_health") for name in stats), "exempt rules have no stats"
     everything = admin_get(envoy.admin_port, "/stats/prometheus") + admin_get(envoy.admin_port, "/stats")
     time.sleep(0.2)
     assert "secret-key" not in everything + envoy.log()
     assert "refused rule=api limit=burst" in envoy.log()
+
+
+def test_client_ip_keys_by_network_prefix(start_envoy):
+    """A client rotating addresses inside its IPv6 /64 (or an IPv4 /24) is one client."""
+    # envoy.yaml's Envoy appends the address it sees (use_remote_address): the address this test
+    # writes is the second from the right.
+    by_prefix = {"client_ip": {"trusted_hops": 2, "ipv4_prefix": 24, "ipv6_prefix": 64}}
+    envoy = start_envoy({"rules": [rule(key=[by_prefix], limits=[{"requests": 3, "window": "30s"}])]})
+
+    def via(address):
+        return envoy.request("/x", {"x-forwarded-for": address}).status
+
+    assert [via(f"2001:db8:1:2::{i:x}") for i in range(1, 6)] == [200, 200, 200, 429, 429]
+    assert via("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+    assert via("2001:db8:1:3::1") == 200, "the next /64 is another client"
+    assert [via(f"198.51.100.{i}") for i in range(1, 5)] == [200, 200, 200, 429]
+    assert via("198.51.101.1") == 200, "the next /24 is another client"
