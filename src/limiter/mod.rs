@@ -341,9 +341,14 @@ impl Limiter {
         let counts: Vec<Counts> = (0..self.windows.len())
             .map(|i| {
                 let inherited = layout.inherited(&page, slot, i);
+                let parts = if inherited == [0, 0] && door == [false, false] {
+                    [Part::default(); MAX_PARTS] // nothing inherited: the common case
+                } else {
+                    self.inherited_parts(inherited, door, i, seeded)
+                };
                 Counts {
                     ring: self.own_ring(&page, slot, i, last, now),
-                    parts: self.inherited_parts(inherited, door, i, seeded),
+                    parts,
                 }
             })
             .collect();
@@ -430,50 +435,40 @@ impl Limiter {
 
     /// Every enforced limit's status for the request, and what they make of it.
     fn judge(&self, counts: &[Counts], request: &Request) -> Judged {
-        let evaluations: Vec<(LimitStatus, bool)> = request
-            .levels
-            .iter()
-            .enumerate()
-            .filter(|(_, &level)| level > 0)
-            .map(|(i, &level)| self.status(&counts[i], i, level, request.now, request.cost))
-            .collect();
-        let over_own = evaluations.iter().any(|(s, own_fits)| !s.fits && !own_fits);
-        let over = evaluations.iter().any(|(s, _)| !s.fits);
-        let over_capacity = over && !over_own;
+        let (mut over, mut over_own) = (false, false);
+        let mut statuses: Vec<LimitStatus> = Vec::with_capacity(request.levels.len());
+        for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
+            let (status, own_fits) = self.status(&counts[i], i, level, request.now, request.cost);
+            over |= !status.fits;
+            over_own |= !status.fits && !own_fits;
+            statuses.push(status);
+        }
         let verdict = match (over, over_own) {
             (false, _) => Verdict::Admitted,
             (true, true) => Verdict::Refused,
             (true, false) if self.admit_over_capacity => Verdict::Admitted,
             (true, false) => Verdict::Capacity,
         };
-        let statuses = evaluations
-            .into_iter()
-            .map(|(status, _)| match verdict {
+        for status in statuses.iter_mut() {
+            match verdict {
                 // A refusal counts nothing: every limit reports its quota as it stands.
                 Verdict::Refused | Verdict::Capacity if status.fits => {
-                    self.status(
-                        &counts[status.limit],
-                        status.limit,
-                        status.requests,
-                        request.now,
-                        0,
-                    )
-                    .0
+                    let (limit, level) = (status.limit, status.requests);
+                    *status = self.status(&counts[limit], limit, level, request.now, 0).0;
                 }
                 // Admitted over capacity: counted, nothing left.
-                Verdict::Admitted if !status.fits => LimitStatus {
-                    fits: true,
-                    remaining: 0,
-                    retry_at_ms: None,
-                    ..status
-                },
-                _ => status,
-            })
-            .collect();
+                Verdict::Admitted if !status.fits => {
+                    status.fits = true;
+                    status.remaining = 0;
+                    status.retry_at_ms = None;
+                }
+                _ => {}
+            }
+        }
         Judged {
             verdict,
             statuses,
-            over_capacity,
+            over_capacity: over && !over_own,
         }
     }
 

@@ -189,9 +189,22 @@ impl PageLayout {
     pub fn read_ring(&self, page: &[u8], slot: usize, limit: usize) -> Ring {
         let start = self.ring_start(slot, limit);
         let width = self.widths[limit];
+        let bytes = &page[start..start + RING * width];
         let mut ring = [0u32; RING];
-        for (i, count) in ring.iter_mut().enumerate() {
-            *count = read_counter(page, start + i * width, width);
+        // One loop per width, so that each is a plain load.
+        match width {
+            2 => ring
+                .iter_mut()
+                .zip(bytes.chunks_exact(2))
+                .for_each(|(count, b)| {
+                    *count = u16::from_le_bytes([b[0], b[1]]) as u32;
+                }),
+            _ => ring
+                .iter_mut()
+                .zip(bytes.chunks_exact(4))
+                .for_each(|(count, b)| {
+                    *count = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }),
         }
         ring
     }
@@ -201,8 +214,20 @@ impl PageLayout {
     pub fn write_ring(&self, page: &mut [u8], slot: usize, limit: usize, ring: &Ring) {
         let start = self.ring_start(slot, limit);
         let width = self.widths[limit];
-        for (i, &count) in ring.iter().enumerate() {
-            write_counter(page, start + i * width, width, count as u64);
+        let bytes = &mut page[start..start + RING * width];
+        match width {
+            2 => ring
+                .iter()
+                .zip(bytes.chunks_exact_mut(2))
+                .for_each(|(&count, b)| {
+                    b.copy_from_slice(&(count.min(u16::MAX as u32) as u16).to_le_bytes());
+                }),
+            _ => ring
+                .iter()
+                .zip(bytes.chunks_exact_mut(4))
+                .for_each(|(&count, b)| {
+                    b.copy_from_slice(&count.to_le_bytes());
+                }),
         }
     }
 

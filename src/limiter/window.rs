@@ -64,13 +64,22 @@ impl SlidingWindow {
 
     /// The sub-window holding the millisecond `t`.
     pub fn sub_window(&self, t_ms: u64) -> u64 {
-        ((t_ms as u128 * SUB_WINDOWS as u128) / self.window_ms as u128) as u64
+        // 64-bit arithmetic whenever it cannot overflow (any clock of this era), else 128-bit.
+        match t_ms.checked_mul(SUB_WINDOWS) {
+            Some(scaled) => scaled / self.window_ms,
+            None => ((t_ms as u128 * SUB_WINDOWS as u128) / self.window_ms as u128) as u64,
+        }
     }
 
     /// The first millisecond of sub-window `b`.
     pub fn sub_window_start(&self, b: u64) -> u64 {
-        let scaled = b as u128 * self.window_ms as u128;
-        scaled.div_ceil(SUB_WINDOWS as u128).min(u64::MAX as u128) as u64
+        match b.checked_mul(self.window_ms) {
+            Some(scaled) => scaled.div_ceil(SUB_WINDOWS),
+            None => {
+                let scaled = b as u128 * self.window_ms as u128;
+                scaled.div_ceil(SUB_WINDOWS as u128).min(u64::MAX as u128) as u64
+            }
+        }
     }
 
     /// Moves a ring last written at `last_ms` forward to `now_ms`, clearing the sub-windows that
@@ -177,12 +186,15 @@ impl SlidingWindow {
         for b in oldest..=now {
             // Sub-window `b` leaves when sub-window `b + RING` begins; parts expiring no later
             // leave first.
-            let leaves = self.sub_window_start(b + RING as u64);
-            while let Some(part) = parts.get(next_part).filter(|p| p.expires_ms <= leaves) {
-                total -= part.count;
-                next_part += 1;
-                if total <= target {
-                    return Some(part.expires_ms);
+            let leaves = || self.sub_window_start(b + RING as u64);
+            if next_part < parts.len() {
+                let leaves = leaves();
+                while let Some(part) = parts.get(next_part).filter(|p| p.expires_ms <= leaves) {
+                    total -= part.count;
+                    next_part += 1;
+                    if total <= target {
+                        return Some(part.expires_ms);
+                    }
                 }
             }
             total -= ring[(b % RING as u64) as usize] as u64;
@@ -190,7 +202,7 @@ impl SlidingWindow {
                 total -= pending;
             }
             if total <= target {
-                return Some(leaves);
+                return Some(leaves());
             }
         }
         parts[next_part..].iter().find_map(|part| {
@@ -248,6 +260,31 @@ mod tests {
             *last = now;
         }
         e.fits
+    }
+
+    #[test]
+    fn the_fast_arithmetic_agrees_with_the_wide_one() {
+        for window_ms in [100, 1_000, 1_234, 60_000, 86_400_000, 366 * 86_400_000] {
+            let w = SlidingWindow::new(window_ms);
+            for t in [
+                0,
+                1,
+                49,
+                1_700_000_000_123,
+                u64::MAX / 40,
+                u64::MAX / 20,
+                u64::MAX / 19,
+                u64::MAX,
+            ] {
+                let wide = ((t as u128 * SUB_WINDOWS as u128) / window_ms as u128) as u64;
+                assert_eq!(w.sub_window(t), wide, "{window_ms} {t}");
+                let b = wide;
+                let start = (b as u128 * window_ms as u128)
+                    .div_ceil(SUB_WINDOWS as u128)
+                    .min(u64::MAX as u128) as u64;
+                assert_eq!(w.sub_window_start(b), start, "{window_ms} {b}");
+            }
+        }
     }
 
     #[test]
