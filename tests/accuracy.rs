@@ -363,34 +363,61 @@ proptest! {
 fn key_sprays_lock_nobody_out_and_lose_no_count() {
     use store_sim::*;
     let cap = 1_000;
-    let mut table = format!("\nkey sprays, capacity {cap} clients (16 per page), demo rule 10/min + 1000/day, all of the spray within 10 s\n");
-    table += &format!(
-        "{:<24} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8}",
+    let columns = [
         "spray",
         "requests",
         "over",
         "lost",
-        "1st durng",
+        "1st during",
         "1st after",
         "1x 1W",
         "1x 5W",
         "2x 5W",
         "victims",
         "capacity",
+        "own, not own",
         "bg false",
         "door",
-        "evicted"
+        "evicted",
+        "new key inherits",
+    ];
+    let mut table = format!(
+        "\nkey sprays, capacity {cap} clients (16 per page), demo rule 10/min + 1000/day, all of the spray within 10 s\n| {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
     );
     for x in [1.0, 10.0, 20.0, 100.0] {
         let trace = spray_trace(cap, x, 10, 42);
         let r = run(&trace, cap, 16, None);
-        table += &format!(
-            "{:<24} {:>9} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8}",
-            trace.name, r.requests, r.over_keys, r.under_counts, r.first_during.to_string(),
-            r.first_after.to_string(), r.share_1w_1x.to_string(), r.share_5w_1x.to_string(),
-            r.share_5w_2x.to_string(), if r.victims_held == Some(true) { "held" } else { "LOST" },
-            r.capacity, r.background_false.to_string(), r.door, r.evicted
-        );
+        let inherits: Vec<String> = r
+            .inherited
+            .iter()
+            .map(|(mean, max)| format!("{mean:.2}/{max}"))
+            .collect();
+        let row = [
+            trace.name.clone(),
+            r.requests.to_string(),
+            r.over_keys.to_string(),
+            r.under_counts.to_string(),
+            r.first_during.to_string(),
+            r.first_after.to_string(),
+            r.share_1w_1x.to_string(),
+            r.share_5w_1x.to_string(),
+            r.share_5w_2x.to_string(),
+            if r.victims_held == Some(true) {
+                "held"
+            } else {
+                "LOST"
+            }
+            .to_string(),
+            r.capacity.to_string(),
+            r.false_own.to_string(),
+            r.background_false.to_string(),
+            r.door.to_string(),
+            r.evicted.to_string(),
+            inherits.join(", "),
+        ];
+        table += &format!("| {} |\n", row.join(" | "));
         assert_eq!(
             r.over_keys, 0,
             "{}: a key admitted over a limit",
@@ -420,6 +447,7 @@ fn key_sprays_lock_nobody_out_and_lose_no_count() {
         }
     }
     print!("{table}");
+    println!("(over: keys admitted over a limit in some window; lost: admissions the same window with unbounded memory refuses; 1st: new clients' first requests admitted; 1x/2x 1W/5W: new clients at 1x/2x their limit, admissions as a share of the exact log's in their first 1 or 5 windows; victims: at their day and minute limits when the spray starts, never admitted during it; capacity: capacity refusals; own, not own: refusals told as the client's own that the same window with unbounded memory would not make; bg false: existing clients' requests refused that the exact log admits; door: first requests admitted without a slot; evicted: clients moved into the summary; new key inherits: per limit, mean/max over 1,000 new keys at the end of the spray)");
 }
 
 /// Capacity sized by what is active: as many clients active at once as `max_clients`, each every

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use envoy_ratelimit_wasm::internals::{
     update, Limit, Limiter, Mutant, PageKeys, SlotUse, Verdict, RING,
 };
-use envoy_ratelimit_wasm::MemoryStore;
+use envoy_ratelimit_wasm::{MemoryStore, SharedStore};
 
 pub const T0: u64 = 1_700_000_000_000;
 pub const MIN: u64 = 60_000;
@@ -398,6 +398,9 @@ pub struct Report {
     pub churn_false: Share,
     pub door: u64,
     pub evicted: u64,
+    /// What a brand-new key would inherit per limit at the end of the spray: mean and max over
+    /// 1,000 probe keys.
+    pub inherited: Vec<(f64, u64)>,
 }
 
 /// The same sliding window as the filter's, with unbounded memory: one ring per key and limit.
@@ -466,7 +469,12 @@ pub fn run(trace: &Trace, cap: u64, slots: usize, mutant: Option<Mutant>) -> Rep
     };
     let mut report = Report::default();
     let mut admitted = vec![false; trace.evs.len()];
+    let mut probe_at = trace.spray.map(|(_, end)| end);
     for (ix, e) in trace.evs.iter().enumerate() {
+        if let Some(end) = probe_at.filter(|&end| e.t >= end) {
+            report.inherited = probe(&store, &limiter, &pages, rule, end);
+            probe_at = None;
+        }
         let key = pages.page(limiter.page_of(e.key));
         let d = update(&store, &key, 8, |page| {
             limiter.charge(page, e.key, 1, &rule.limits, e.t)
@@ -495,6 +503,34 @@ pub fn run(trace: &Trace, cap: u64, slots: usize, mutant: Option<Mutant>) -> Rep
     }
     measure(trace, &admitted, &mut report);
     report
+}
+
+/// What new keys would inherit at `t`: each probe's charge is run on its page as stored and
+/// thrown away (the limiter is a pure function of the page), so nothing is written.
+fn probe(
+    store: &MemoryStore,
+    limiter: &Limiter,
+    pages: &PageKeys,
+    rule: &Rule,
+    t: u64,
+) -> Vec<(f64, u64)> {
+    let mut r = Rng(0xdead_beef);
+    let n = 1_000;
+    let mut sums = vec![(0u64, 0u64); rule.limits.len()];
+    for _ in 0..n {
+        let key = r.key();
+        let page = store.get(&pages.page(limiter.page_of(key))).0;
+        let (_, d) = limiter.charge(page, key, 1, &rule.limits, t);
+        for (status, sum) in d.statuses.iter().zip(&mut sums) {
+            // remaining = level - inherited - 1 when admitted, level - inherited when refused.
+            let used = status.requests - status.remaining - status.fits as u64;
+            sum.0 += used;
+            sum.1 = sum.1.max(used);
+        }
+    }
+    sums.into_iter()
+        .map(|(total, max)| (total as f64 / n as f64, max))
+        .collect()
 }
 
 fn measure(trace: &Trace, admitted: &[bool], report: &mut Report) {
