@@ -429,7 +429,7 @@ impl Limiter {
                 best = Some((slot, (share, last)));
             }
         }
-        let (slot, (share, _)) = best.expect("a page has at least one slot");
+        let (slot, (share, _)) = best.unwrap_or_default(); // a page has at least one slot
         (slot, (share == 0).then_some(SlotUse::Reused))
     }
 
