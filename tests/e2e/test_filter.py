@@ -318,3 +318,31 @@ def test_client_ip_keys_by_network_prefix(start_envoy):
     assert via("2001:db8:1:3::1") == 200, "the next /64 is another client"
     assert [via(f"198.51.100.{i}") for i in range(1, 5)] == [200, 200, 200, 429]
     assert via("198.51.101.1") == 200, "the next /24 is another client"
+
+
+def test_a_capacity_refusal_says_so_and_its_retry_after_is_true(start_envoy):
+    """A client whose slot another client took stays refused, through the page summary, and is
+    told so: its own error code, no limit headers, a Retry-After after which it is admitted."""
+    config = {"store": {"max_clients": 1, "slots_per_page": 1},
+              "rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "1s"}])]}
+    envoy = start_envoy(config)
+    a, b = {"x-api-key": "client-a"}, {"x-api-key": "client-b"}
+    assert statuses([envoy.request("/x", a) for _ in range(2)]) == [200, 200]
+    # b's first request goes into the doorkeeper, its second takes the only slot: a's counts move
+    # into the summary.
+    assert statuses([envoy.request("/x", b) for _ in range(2)]) == [200, 200]
+    refused = envoy.request("/x", a)
+    t0 = time.monotonic()
+    assert refused.status == 429
+    assert refused.json()["error"] == "rate_limit_capacity", refused.body
+    assert refused.header("x-ratelimit-limit") is None and refused.header("x-ratelimit-remaining") is None
+    retry_after = int(refused.header("retry-after"))
+    assert refused.json()["retry_after"] == retry_after and 1 <= retry_after <= 3
+    sleep_until(t0 + retry_after)
+    assert envoy.request("/x", a).status == 200, "admitted once Retry-After has passed"
+    stats = prometheus(envoy)
+    assert stats["ratelimit_api_capacity_refused"] == 1
+    assert stats["ratelimit_api_door_admitted"] == 1 and stats["ratelimit_api_clients_evicted"] >= 1
+    assert stats["ratelimit_api_1s_refused"] == 0, "not a refusal by the limit"
+    time.sleep(0.2)  # the log file is flushed every 100 ms
+    assert "ratelimit: capacity rule=api limit=- " in envoy.log()
