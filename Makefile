@@ -9,7 +9,7 @@ CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all setup build run test unit e2e lint validate check explain schema compose-config clean
+.PHONY: all setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config clean
 
 all: build
 
@@ -55,8 +55,18 @@ build: .wasm-target .binaryen
 run: setup build
 	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY)
 
+## run-fleet: make run's demo fleet-wide: three Envoys (10000-10002, admin 9901-9903), the rate limit
+## service (Limitador's counting) and Redis, in the foreground
+run-fleet: setup build fleet-engine tool
+	@$(PY) envoy/run_fleet.py --envoy $(ENVOY) --concurrency $(CONCURRENCY)
+
+# The command-line tool (target/debug/ratelimit-config): run-fleet and the fleet tests generate the
+# service's limits file with it.
+tool:
+	cargo build --quiet --features cli --bin ratelimit-config
+
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup .wrk build bench-setup docker-images unit e2e
+test: setup .wrk build bench-setup fleet-engine docker-images fleet-engine-unit unit e2e
 
 unit:
 	cargo test --quiet --features cli,internals
@@ -81,11 +91,14 @@ schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
 e2e: setup build
-	$(PY) -m pytest tests/e2e -q
+	FLEET_ENGINE_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
-## compose-config: regenerate envoy/envoy.compose.yaml (docker-compose's Envoy config) from envoy/envoy.yaml
-compose-config: setup
+## compose-config: regenerate the compose stacks' generated files from envoy/envoy.yaml:
+## envoy/envoy.compose.yaml (docker-compose.yml), envoy/envoy.fleet.compose.yaml and
+## envoy/limitador-limits.yaml (docker-compose.fleet.yml)
+compose-config: setup tool
 	$(PY) envoy/compose_config.py
+	$(PY) envoy/fleet_config.py compose
 
 ## validate: check envoy/envoy.yaml with Envoy itself
 validate: setup build
@@ -96,6 +109,9 @@ validate: setup build
 # Stand-in container images for the compose tests (make docker-images).
 include tests/docker/docker.mk
 
+# The fleet tier's test engine (make fleet-engine) lives in fleet/, with its own make fragment.
+-include fleet/fleet.mk
+
 clean:
 	cargo clean
-	rm -rf $(VENV) .wasm-target .wrk .binaryen
+	rm -rf $(VENV) .wasm-target .wrk .binaryen .fleet-apt

@@ -6,8 +6,13 @@
 #                       MICRO_ARGS="--warm-up-time 1 --measurement-time 3"
 #   make bench-profile  where the time goes: perf split of Envoy's CPU per request (needs perf),
 #                       filter variants, and the price of each kind of host call (~6 minutes)
+#   make bench-instructions  instructions per request of every configuration, Envoy under
+#                       valgrind's callgrind (~3-5 minutes; repeatable on a busy machine, for
+#                       judging a change: INSTR_ARGS="--alt-wasm /tmp/prev.wasm");
+#                       writes bench/results/instructions/latest.{md,json}
 NOOP_WASM := bench/noop/target/$(TARGET)/release/noop_filter.wasm
 BENCH_ARGS ?=
+INSTR_ARGS ?=
 
 PROBE_WASM := bench/probe/target/$(TARGET)/release/hostcall_probe.wasm
 # Filter variants and host-call probes (bench/probe: 20 calls of one kind per request), each
@@ -16,7 +21,7 @@ VARIANT_CONFIGS ?= 2,p1,p2,p7,p3,4,p4,p5,5,p6
 PROBE_CONFIGS ?= h-none,h-time,h-header,h-header_absent,h-header_pairs,h-property,h-shared_get,$\
 h-shared_get_small,h-shared_set,h-metric,h-log,h-resp_header
 
-.PHONY: bench bench-smoke bench-setup bench-micro bench-profile
+.PHONY: bench bench-smoke bench-setup bench-micro bench-profile bench-instructions
 
 bench-setup: .wasm-target $(NOOP_WASM)
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -46,3 +51,10 @@ bench-profile: setup build bench-setup $(PROBE_WASM)
 	  --configs $(VARIANT_CONFIGS) --out bench/results/variants
 	$(PY) bench/envoy_bench.py --envoy $(ENVOY) --rounds 6 --duration 2 --warmup 1 \
 	  --configs $(PROBE_CONFIGS) --out bench/results/probes
+
+bench-instructions: setup build $(NOOP_WASM)
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  echo "installing valgrind with apt-get"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq valgrind >/dev/null; }
+	nice $(PY) bench/instructions.py --envoy $(ENVOY) $(INSTR_ARGS)

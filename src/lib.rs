@@ -10,6 +10,7 @@
 
 mod config;
 mod engine;
+mod fleet;
 mod limiter;
 mod request;
 mod response;
@@ -26,7 +27,10 @@ pub mod tool;
 #[cfg(feature = "cli")]
 pub use config::{parse as parse_config, parse_with_serde, FilterConfig};
 pub use config::{ConfigError, ConfigErrors};
-pub use engine::{decide, stat_names, Action, Decision, Event, Filter, StatKind};
+pub use engine::{
+    begin, decide, stat_names, Action, Decision, Event, Filter, Progress, StatKind, Waiting,
+};
+pub use fleet::{FleetMemory, FleetSettings, Verdict as FleetVerdict};
 pub use request::RequestView;
 pub use response::{HeaderName, Headers, Reply};
 pub use store::{CasMismatch, MemoryStore, SharedStore};

@@ -1,5 +1,6 @@
-//! `ratelimit-config`: check a filter configuration, explain what it does to a request, or print
-//! its JSON Schema. The same code the filter runs at load and per request.
+//! `ratelimit-config`: check a filter configuration, explain what it does to a request, print the
+//! rate limit service's configuration for its fleet-wide limits, or print its JSON Schema. The
+//! same code the filter runs at load and per request.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ const USAGE: &str = "usage:
   ratelimit-config check CONFIG.json [CONFIG.json ...]
   ratelimit-config explain CONFIG.json [--method GET] --path /api/x [--host h] [--ip 1.2.3.4]
                            [--route NAME] [--header 'name: value' ...]
+  ratelimit-config engine-config CONFIG.json [--engine limitador|envoy-ratelimit]
   ratelimit-config schema";
 
 fn main() -> ExitCode {
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("explain") if args.len() > 1 => explain(&args[1], &args[2..]),
+        Some("engine-config") if args.len() > 1 => engine_config(&args[1], &args[2..]),
         Some("schema") => {
             print!("{}", config_tool::schema());
             ExitCode::SUCCESS
@@ -114,4 +117,40 @@ fn explain(path: &str, args: &[String]) -> ExitCode {
         .unwrap_or(0);
     print!("{}", config_tool::explain(&config, &request, now));
     ExitCode::SUCCESS
+}
+
+/// The rate limit service's configuration for the fleet-wide limits (Limitador by default).
+fn engine_config(path: &str, args: &[String]) -> ExitCode {
+    let engine = match args {
+        [] => Some(config_tool::Engine::Limitador),
+        [flag, name] if flag == "--engine" => config_tool::Engine::parse(name),
+        _ => None,
+    };
+    let Some(engine) = engine else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let filter = match read(path).map(|bytes| Filter::load(&bytes)) {
+        Ok(Ok(filter)) => filter,
+        Ok(Err(errors)) => {
+            for error in errors.0 {
+                println!("{path}: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match config_tool::engine_config(&filter, engine) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -28,7 +28,76 @@ pub struct FilterConfig {
     /// Client tiers; limits can differ per plan.
     #[serde(default)]
     pub plans: Option<PlansConfig>,
+    /// The rate limit service that counts the fleet-wide limits (those marked `"fleet": true`).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     pub rules: Vec<RuleConfig>,
+}
+
+/// A rate limit service speaking Envoy's protocol (Limitador, envoyproxy/ratelimit), for limits
+/// counted across every Envoy of a fleet. The local tier still decides first.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The Envoy cluster of the service (it must speak HTTP/2).
+    pub cluster: String,
+    /// The service's domain; each rule's calls use `<domain>.<rule>`. Default: `store.key_prefix`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// How long a request may wait for the service before `on_error` applies.
+    #[serde(default = "default_fleet_timeout")]
+    pub timeout: WindowSpec,
+    /// When the service fails, is slow or answers oddly: `local` (the local tier's decision
+    /// stands: each Envoy enforces the limit on its own), `allow` (let the request through and
+    /// count it nowhere), `deny` (refuse it, saying why).
+    #[serde(default)]
+    pub on_error: OnFleetError,
+    /// `sliding`: span counters that keep "at most N in any window" on an engine whose windows
+    /// start at a counter's first hit (Limitador); `fixed`: one counter per limit and client, for
+    /// any engine (clock-aligned windows, as envoyproxy/ratelimit's, allow up to 2x across a
+    /// window's end).
+    #[serde(default)]
+    pub counting: FleetCounting,
+    /// Sub-windows of the sliding counting: each call carries one more counter than this.
+    #[serde(default = "default_fleet_sub_windows")]
+    pub sub_windows: u32,
+    /// Requests reserved per call (a lease, used until its sub-window ends); 1: every request
+    /// the local tier admits asks the service.
+    #[serde(default = "one")]
+    pub lease: u64,
+    /// A secret every Envoy of the fleet shares, keying the hash the service knows clients by
+    /// (keys never leave Envoy in clear). Without it the hash is keyed by the domain: still not
+    /// the key, but a guessable key (an IP address) can be tried against it.
+    #[serde(default)]
+    pub key_secret: Option<String>,
+}
+
+fn default_fleet_timeout() -> WindowSpec {
+    WindowSpec { millis: 20 }
+}
+
+fn default_fleet_sub_windows() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnFleetError {
+    #[default]
+    Local,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FleetCounting {
+    #[default]
+    Sliding,
+    Fixed,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -256,6 +325,9 @@ pub struct RuleConfig {
     pub also: Vec<String>,
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
+    /// Every limit of this rule is fleet-wide (see the top-level `fleet`).
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 /// A fixed cost, or one read from the request (bulk and batch endpoints).
@@ -394,6 +466,9 @@ pub struct LimitConfig {
     /// Message for bodies (`{{message}}`); may itself contain placeholders.
     #[serde(default)]
     pub message: Option<String>,
+    /// Counted across the fleet by the rate limit service, as well as locally.
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

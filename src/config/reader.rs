@@ -301,6 +301,7 @@ fn filter_config(value: &Value, path: &str, errors: &mut Errors) -> Option<Filte
         "store",
         "response",
         "plans",
+        "fleet",
         "rules",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
@@ -332,7 +333,48 @@ fn filter_config(value: &Value, path: &str, errors: &mut Errors) -> Option<Filte
         store: f.or("store", StoreConfig::default(), errors, store),
         response: f.or("response", ResponseConfig::default(), errors, response),
         plans: f.optional("plans", errors, plans),
+        fleet: f.optional("fleet", errors, fleet),
         rules: rules?,
+    })
+}
+
+fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> {
+    const KNOWN: &[&str] = &[
+        "cluster",
+        "domain",
+        "timeout",
+        "on_error",
+        "counting",
+        "sub_windows",
+        "lease",
+        "key_secret",
+    ];
+    let f = Fields::open(value, path, KNOWN, errors)?;
+    let cluster = f
+        .required("cluster", errors)
+        .and_then(|v| text(v, &f.path("cluster"), errors));
+    let on_error = [
+        ("local", OnFleetError::Local),
+        ("allow", OnFleetError::Allow),
+        ("deny", OnFleetError::Deny),
+    ];
+    let counting = [
+        ("sliding", FleetCounting::Sliding),
+        ("fixed", FleetCounting::Fixed),
+    ];
+    Some(FleetConfig {
+        domain: f.optional("domain", errors, text),
+        timeout: f.or("timeout", WindowSpec { millis: 20 }, errors, window),
+        on_error: f.or("on_error", OnFleetError::Local, errors, |v, p, e| {
+            variant(v, p, e, &on_error)
+        }),
+        counting: f.or("counting", FleetCounting::Sliding, errors, |v, p, e| {
+            variant(v, p, e, &counting)
+        }),
+        sub_windows: f.or("sub_windows", 4, errors, whole32),
+        lease: f.or("lease", 1, errors, whole),
+        key_secret: f.optional("key_secret", errors, text),
+        cluster: cluster?,
     })
 }
 
@@ -453,6 +495,7 @@ fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig> {
         "cost",
         "also",
         "limits",
+        "fleet",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let name = f
@@ -479,6 +522,7 @@ fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig> {
         cost: f.optional("cost", errors, cost),
         also: f.or("also", Vec::new(), errors, texts),
         limits: f.or("limits", Vec::new(), errors, |v, p, e| list(v, p, e, limit)),
+        fleet: f.or("fleet", false, errors, boolean),
         name: name?,
     })
 }
@@ -555,7 +599,7 @@ fn cost(value: &Value, path: &str, errors: &mut Errors) -> Option<CostConfig> {
 }
 
 fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> {
-    const KNOWN: &[&str] = &["name", "requests", "window", "code", "message"];
+    const KNOWN: &[&str] = &["name", "requests", "window", "code", "message", "fleet"];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let requests = f.required("requests", errors).and_then(|v| {
         let p = f.path("requests");
@@ -582,6 +626,7 @@ fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> 
         name: f.optional("name", errors, text),
         code: f.optional("code", errors, text),
         message: f.optional("message", errors, text),
+        fleet: f.or("fleet", false, errors, boolean),
         requests: requests?,
         window: window?,
     })

@@ -18,6 +18,8 @@ pub struct Charge {
     pub at_ms: u64,
     /// The rule's enforced limits after the charge.
     pub statuses: Vec<LimitStatus>,
+    /// Whether the count was given back already.
+    undone: bool,
 }
 
 /// How charging one rule came out.
@@ -75,6 +77,7 @@ pub fn charge(
             cost,
             at_ms: result.now_ms,
             statuses: result.statuses,
+            undone: false,
         }),
         Verdict::Refused => Charging::Refused {
             statuses: result.statuses,
@@ -95,9 +98,12 @@ pub fn charge(
 }
 
 impl Charge {
-    /// Gives back what this charge took (best effort within `attempts`); its statuses then
+    /// Gives back what this charge took (best effort within `attempts`; once); its statuses then
     /// report the quota as it stands.
     pub fn undo(&mut self, limited: &LimitedRule, store: &dyn SharedStore, attempts: u32) {
+        if std::mem::replace(&mut self.undone, true) {
+            return;
+        }
         let key = limited.pages.page(limited.limiter.page_of(self.client));
         let _ = store::update(store, &key, attempts, |page| {
             limited

@@ -2,6 +2,7 @@
 //! path. Each part compiles itself next to its definition; this only puts them together.
 
 use crate::config::{self, ConfigErrors, Errors, FilterConfig, Mode, RefusalLog, Report};
+use crate::fleet::FleetSettings;
 use crate::request::{fnv1a, Plans};
 use crate::response::ResponseFormat;
 use crate::route::RouteTable;
@@ -20,6 +21,8 @@ pub struct Filter {
     pub(crate) routes: RouteTable,
     pub(crate) response: ResponseFormat,
     pub(crate) store: StoreSettings,
+    /// The rate limit service, when some limit is fleet-wide.
+    pub(crate) fleet: Option<FleetSettings>,
     /// Seeds the client-key hash. The host replaces it with a random per-process seed; this one,
     /// derived from the key prefix, serves the native tools.
     pub(crate) hash_seed: u64,
@@ -35,6 +38,10 @@ impl Filter {
         let mut errors = Errors::new();
         let store = StoreSettings::compile(&config.store, &mut errors);
         let plans = Plans::compile(config.plans.as_ref(), &mut errors);
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(|f| FleetSettings::compile(f, &store.key_prefix, &mut errors));
         let response = ResponseFormat::compile(&config.response, &mut errors);
         if config.rules.is_empty() {
             errors.add("$.rules", "needs at least one rule");
@@ -43,6 +50,7 @@ impl Filter {
             rules: &config.rules,
             plans: &plans,
             store: &store,
+            fleet: fleet.as_ref(),
         };
         let (rules, matchers) = (0..config.rules.len())
             .map(|i| Rule::compile(i, &cx, &mut errors))
@@ -58,6 +66,7 @@ impl Filter {
                 routes: RouteTable::new(matchers),
                 response,
                 store,
+                fleet,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -70,6 +79,11 @@ impl Filter {
         if let Some(seed) = shared_seed(store, &seed_key(&self.store.key_prefix), candidate) {
             self.hash_seed = seed;
         }
+    }
+
+    /// The rate limit service of the fleet-wide limits, if any.
+    pub fn fleet_service(&self) -> Option<&FleetSettings> {
+        self.fleet.as_ref()
     }
 
     /// Rule `rule`, if it limits (not exempt).

@@ -11,7 +11,7 @@ mod stats;
 pub use filter::Filter;
 #[cfg(feature = "cli")]
 pub use pipeline::Selection;
-pub use pipeline::{decide, Action, Decision};
+pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};
 #[cfg(feature = "cli")]
 pub use rule::{LimitedRule, RuleAction};
 pub use stats::{stat_names, Event, StatKind};

@@ -10,7 +10,8 @@ use super::log::{log_refusal, Refusal};
 use super::rule::LimitedRule;
 use super::stats::{Event, Stat};
 use super::Filter;
-use crate::config::{OnFailure, OnMissingKey};
+use crate::config::{OnFailure, OnFleetError, OnMissingKey};
+use crate::fleet::{self, FleetCall, FleetMemory, Recall};
 use crate::limiter::{headline_index, LimitStatus};
 use crate::request::{client_hash, KeyKind, Request, RequestView};
 use crate::response::{self, Checked, Headers, Outcome, Reply};
@@ -34,23 +35,87 @@ pub struct Decision {
     pub events: Vec<Event>,
 }
 
-/// Decides one request.
+/// Decides one request with the local tier alone: fleet-wide limits are counted locally and the
+/// service is taken to agree (the native tools; the host uses [`begin`]).
 pub fn decide(
     filter: &Filter,
     store: &dyn SharedStore,
     view: &dyn RequestView,
     now_ms: u64,
 ) -> Decision {
+    let mut memory = FleetMemory::with_capacity(1);
+    let mut progress = begin(filter, store, &mut memory, view, now_ms);
+    loop {
+        match progress {
+            Progress::Done(decision) => return decision,
+            Progress::Waiting(waiting) => {
+                let verdict = fleet::Verdict::Admitted;
+                progress = waiting.resume(filter, store, &mut memory, view, verdict, now_ms);
+            }
+        }
+    }
+}
+
+/// A decision, or a call to the rate limit service the decision waits for.
+pub enum Progress {
+    Done(Decision),
+    Waiting(Waiting),
+}
+
+/// An evaluation stopped at a fleet-wide limit: send `call` (or, when `None`, wait for the call
+/// in flight for the same [`Waiting::client`]), then [`Waiting::resume`] with the answer (the
+/// request's attributes must still be readable).
+pub struct Waiting {
+    evaluation: Box<Evaluation>,
+    pub call: Option<FleetCall>,
+}
+
+/// Starts deciding one request: `memory` is this worker's memory of the service's answers.
+pub fn begin(
+    filter: &Filter,
+    store: &dyn SharedStore,
+    memory: &mut FleetMemory,
+    view: &dyn RequestView,
+    now_ms: u64,
+) -> Progress {
     let request = Request::new(view);
     match Evaluation::start(filter, &request) {
-        None => Decision {
+        None => Progress::Done(Decision {
             action: Action::Pass,
             events: Vec::new(),
-        },
-        Some(mut evaluation) => {
-            evaluation.charge_all(filter, store, &request, now_ms);
-            evaluation.finish(filter, store, &request)
-        }
+        }),
+        Some(evaluation) => evaluation.run(filter, store, memory, &request, now_ms),
+    }
+}
+
+impl Waiting {
+    /// Whose call it is: (rule, client as the service knows it). One call in flight per client.
+    pub fn client(&self) -> (usize, u64) {
+        self.evaluation
+            .asking
+            .as_ref()
+            .map_or((0, 0), |a| (a.rule, a.client))
+    }
+
+    /// What this request costs the client's fleet-wide limits.
+    pub fn cost(&self) -> u64 {
+        self.evaluation.asking.as_ref().map_or(0, |a| a.cost)
+    }
+
+    /// Goes on with the service's verdict on [`Waiting::call`] (or on the call waited for).
+    pub fn resume(
+        mut self,
+        filter: &Filter,
+        store: &dyn SharedStore,
+        memory: &mut FleetMemory,
+        view: &dyn RequestView,
+        verdict: fleet::Verdict,
+        now_ms: u64,
+    ) -> Progress {
+        let request = Request::new(view);
+        self.evaluation
+            .answered(filter, store, memory, verdict, now_ms);
+        (*self.evaluation).run(filter, store, memory, &request, now_ms)
     }
 }
 
@@ -94,6 +159,19 @@ enum Stop {
     Capacity { retry_at_ms: u64 },
     /// The store could not decide, and `store.on_contention` says deny.
     Unavailable,
+    /// The rate limit service refused for `rule`'s fleet-wide limits.
+    FleetRefused { rule: usize, retry_at_ms: u64 },
+    /// The service failed and `on_error` says deny.
+    FleetFailed,
+}
+
+/// A call to the service for the last charge: this evaluation's own (`call`), or one in flight
+/// for the same client that it waits for (`None`).
+struct Asking {
+    rule: usize,
+    client: u64,
+    cost: u64,
+    call: Option<FleetCall>,
 }
 
 struct Evaluation {
@@ -104,6 +182,7 @@ struct Evaluation {
     first_key: Option<Option<(KeyKind, Vec<u8>)>>,
     charges: Vec<Charge>,
     stop: Option<Stop>,
+    asking: Option<Asking>,
     /// The latest clock a charge used (never before a client's last admission).
     clock: u64,
     events: Vec<Event>,
@@ -123,6 +202,7 @@ impl Evaluation {
             queue,
             charges: Vec::new(),
             stop: None,
+            asking: None,
             clock: 0,
             events: Vec::new(),
         })
@@ -132,20 +212,171 @@ impl Evaluation {
         self.events.push(Event::Rule { rule, stat });
     }
 
-    fn charge_all(
+    /// Charges the rules still queued, until one stops the evaluation or waits for the service.
+    fn run(
+        mut self,
+        filter: &Filter,
+        store: &dyn SharedStore,
+        memory: &mut FleetMemory,
+        request: &Request,
+        now: u64,
+    ) -> Progress {
+        self.clock = self.clock.max(now);
+        while self.stop.is_none() && self.asking.is_none() {
+            let Some(rule) = self.queue.pop() else { break };
+            if let Some(limited) = filter.limited(rule) {
+                self.charge_rule(filter, store, memory, request, (rule, limited), now);
+            }
+        }
+        match self.asking.as_ref() {
+            Some(asking) => Progress::Waiting(Waiting {
+                call: asking.call.clone(),
+                evaluation: Box::new(self),
+            }),
+            None => Progress::Done(self.finish(filter, store, request)),
+        }
+    }
+
+    /// After the local tier admitted `cost` for `client` in a rule with fleet-wide limits: a
+    /// lease or a remembered refusal answers at once, else the service is asked.
+    fn ask_fleet(
+        &mut self,
+        filter: &Filter,
+        memory: &mut FleetMemory,
+        (rule, limited): (usize, &LimitedRule),
+        client: u64,
+        cost: u64,
+        now: u64,
+    ) {
+        let (Some(settings), Some(fleet)) = (&filter.fleet, &limited.fleet) else {
+            return;
+        };
+        let plan = self.selection.plan;
+        if fleet
+            .limits
+            .iter()
+            .all(|l| limited.levels(plan)[l.limit] == 0)
+        {
+            return; // no fleet-wide limit for this plan
+        }
+        match memory.recall(rule, client, cost, now) {
+            Recall::Leased => self.event(rule, Stat::FleetLeased),
+            Recall::Refused => {
+                self.event(rule, Stat::FleetRefused);
+                self.fleet_refused(filter, (rule, limited), now);
+            }
+            Recall::Join => {
+                self.asking = Some(Asking {
+                    rule,
+                    client,
+                    cost,
+                    call: None,
+                })
+            }
+            Recall::Ask => {
+                let hits = settings.lease.max(cost);
+                let shown = filter.plans.shown(plan);
+                let call = FleetCall {
+                    domain: fleet.domain.clone(),
+                    descriptors: fleet.descriptors(settings, client, shown, now),
+                    hits,
+                };
+                memory.asking(rule, client, now + settings.timeout_ms, now);
+                self.asking = Some(Asking {
+                    rule,
+                    client,
+                    cost,
+                    call: Some(call),
+                });
+            }
+        }
+    }
+
+    /// The service's verdict on this evaluation's call, or on the call it waited for.
+    fn answered(
         &mut self,
         filter: &Filter,
         store: &dyn SharedStore,
-        request: &Request,
+        memory: &mut FleetMemory,
+        verdict: fleet::Verdict,
         now: u64,
     ) {
-        self.clock = self.clock.max(now);
-        while self.stop.is_none() {
-            let Some(rule) = self.queue.pop() else { break };
-            if let Some(limited) = filter.limited(rule) {
-                self.charge_rule(filter, store, request, (rule, limited), now);
+        let Some(asking) = self.asking.take() else {
+            return;
+        };
+        let (Some(settings), Some(limited)) = (&filter.fleet, filter.limited(asking.rule)) else {
+            return;
+        };
+        let Some(fleet) = &limited.fleet else { return };
+        let (rule, client, cost) = (asking.rule, asking.client, asking.cost);
+        let Some(mut call) = asking.call else {
+            // Another request's call answered: its lease or refusal is in memory now.
+            match verdict {
+                fleet::Verdict::Failed => self.fleet_failed(filter, store, limited),
+                _ => self.ask_fleet(filter, memory, (rule, limited), client, cost, now),
+            }
+            return;
+        };
+        self.event(rule, Stat::FleetCalls);
+        let until = fleet.valid_until(settings, now);
+        match verdict {
+            fleet::Verdict::Admitted => {
+                self.event(rule, Stat::FleetAdmitted);
+                memory.leased(rule, client, call.hits - cost, until, now);
+            }
+            fleet::Verdict::OverLimit if call.hits > cost => {
+                // A lease did not fit: ask again for this request alone.
+                call.hits = cost;
+                memory.asking(rule, client, now + settings.timeout_ms, now);
+                self.asking = Some(Asking {
+                    call: Some(call),
+                    ..asking
+                });
+            }
+            fleet::Verdict::OverLimit => {
+                self.event(rule, Stat::FleetRefused);
+                memory.refused(rule, client, until, now);
+                self.fleet_refused(filter, (rule, limited), now);
+            }
+            fleet::Verdict::Failed => {
+                memory.failed(rule, client);
+                self.fleet_failed(filter, store, limited);
             }
         }
+    }
+
+    /// No usable answer from the service: `on_error` decides.
+    fn fleet_failed(&mut self, filter: &Filter, store: &dyn SharedStore, limited: &LimitedRule) {
+        let Some(settings) = &filter.fleet else {
+            return;
+        };
+        if let Some(rule) = self.charges.last().map(|c| c.rule) {
+            self.event(rule, Stat::FleetFailed);
+        }
+        match settings.on_error {
+            OnFleetError::Local => {}
+            OnFleetError::Allow => {
+                // Let it through counted nowhere: give back the local count.
+                if let Some(charge) = self.charges.last_mut() {
+                    charge.undo(limited, store, filter.store.cas_attempts);
+                }
+            }
+            OnFleetError::Deny => self.stop = Some(Stop::FleetFailed),
+        }
+    }
+
+    fn fleet_refused(&mut self, filter: &Filter, (rule, limited): (usize, &LimitedRule), now: u64) {
+        let (Some(settings), Some(fleet)) = (&filter.fleet, &limited.fleet) else {
+            return;
+        };
+        let retry_at_ms = fleet.retry_at(settings, now);
+        if let Some(limit) = fleet.limits.first() {
+            self.events.push(Event::Limit {
+                rule,
+                limit: limit.limit,
+            });
+        }
+        self.stop = Some(Stop::FleetRefused { rule, retry_at_ms });
     }
 
     /// Charges one rule: its key (or what its missing-key policy says), its levels for the
@@ -154,6 +385,7 @@ impl Evaluation {
         &mut self,
         filter: &Filter,
         store: &dyn SharedStore,
+        memory: &mut FleetMemory,
         request: &Request,
         (rule, limited): (usize, &LimitedRule),
         now: u64,
@@ -173,7 +405,16 @@ impl Evaluation {
         for stat in stats.into_iter().flatten() {
             self.event(rule, stat);
         }
+        let admitted = matches!(charging, Charging::Admitted(_));
         self.record(filter, (rule, limited), client, charging, now);
+        if admitted {
+            // The service knows a client by a hash every Envoy of the fleet computes alike.
+            let fleet_client = filter
+                .fleet
+                .as_ref()
+                .map_or(client, |f| client_hash(f.seed, kind, &key));
+            self.ask_fleet(filter, memory, (rule, limited), fleet_client, cost, now);
+        }
     }
 
     /// The rule's client key; without one, what `on_missing_key` says (`None`: skip the rule,
@@ -261,6 +502,11 @@ impl Evaluation {
                 }
             }
         }
+        if let Some(Stop::FleetRefused { rule, retry_at_ms }) = self.stop {
+            if let Some(refused) = self.fleet_refusal(filter, rule, retry_at_ms) {
+                self.stop = Some(refused);
+            }
+        }
         let (action, stat) = self.render(filter, request);
         if let Some(stat) = stat {
             self.event(self.selection.rule, stat);
@@ -269,6 +515,23 @@ impl Evaluation {
             action,
             events: self.events,
         }
+    }
+
+    /// A fleet refusal as the refusal of `rule`: its (given back) local statuses, with its
+    /// fleet-wide limits exhausted until `retry_at_ms`.
+    fn fleet_refusal(&mut self, filter: &Filter, rule: usize, retry_at_ms: u64) -> Option<Stop> {
+        let charge = self.charges.pop().filter(|c| c.rule == rule)?;
+        let fleet = filter.limited(rule)?.fleet.as_ref()?;
+        let mut statuses = charge.statuses;
+        for status in &mut statuses {
+            if fleet.limits.iter().any(|l| l.limit == status.limit) {
+                status.fits = false;
+                status.remaining = 0;
+                status.reset_at_ms = retry_at_ms;
+                status.retry_at_ms = Some(retry_at_ms);
+            }
+        }
+        Some(Stop::Refused { rule, statuses })
     }
 
     /// The one place the decision becomes what the client sees, and where shadow mode applies.
@@ -283,9 +546,12 @@ impl Evaluation {
                 let outcome = self.outcome(filter, Some((rule, &statuses)));
                 (allow(filter, &outcome), Some(Stat::ShadowRefused))
             }
-            Some(Stop::Unavailable | Stop::Capacity { .. }) if filter.shadow => {
-                (Action::Pass, Some(Stat::ShadowRefused))
-            }
+            Some(
+                Stop::Unavailable
+                | Stop::Capacity { .. }
+                | Stop::FleetFailed
+                | Stop::FleetRefused { .. },
+            ) if filter.shadow => (Action::Pass, Some(Stat::ShadowRefused)),
             Some(Stop::MissingKey) if filter.shadow => (Action::Pass, None),
             Some(Stop::Refused { rule, statuses }) => {
                 let outcome = self.outcome(filter, Some((rule, &statuses)));
@@ -306,6 +572,10 @@ impl Evaluation {
             Some(Stop::Unavailable) => {
                 (Action::Refuse(response::unavailable()), Some(Stat::Refused))
             }
+            Some(Stop::FleetFailed | Stop::FleetRefused { .. }) => (
+                Action::Refuse(response::service_unavailable()),
+                Some(Stat::Refused),
+            ),
         }
     }
 
@@ -874,5 +1144,247 @@ mod tests {
         let allowed = decide(&open, &store, &first, T0 + 2_000);
         assert!(has(&allowed, Stat::CapacityRefused) && has(&allowed, Stat::Allowed));
         assert!(matches!(allowed.action, Action::Allow(_)));
+    }
+
+    const FLEET: &str = r#"{
+        "fleet": {"cluster": "rls", "sub_windows": 4, "lease": 3},
+        "rules": [
+            {"name": "api", "match": {"path": {"prefix": "/api"}}, "key": [{"header": "x-api-key"}],
+             "limits": [{"name": "minute", "requests": 10, "window": "1m", "fleet": true},
+                        {"name": "second", "requests": 5, "window": "1s"}]}
+        ]
+    }"#;
+
+    /// Decides a request, answering its calls to the service with `service`; returns the
+    /// decision and the calls made.
+    fn serve(
+        filter: &Filter,
+        store: &MemoryStore,
+        memory: &mut FleetMemory,
+        request: &FakeRequest,
+        now: u64,
+        service: &mut dyn FnMut(&FleetCall) -> fleet::Verdict,
+    ) -> (Decision, Vec<FleetCall>) {
+        let mut calls = Vec::new();
+        let mut progress = begin(filter, store, memory, request, now);
+        loop {
+            match progress {
+                Progress::Done(decision) => return (decision, calls),
+                Progress::Waiting(waiting) => {
+                    let call = waiting.call.clone().expect("nothing else in flight");
+                    let verdict = service(&call);
+                    calls.push(call);
+                    progress = waiting.resume(filter, store, memory, request, verdict, now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fleet_is_asked_only_after_the_local_tier_admits_and_leases_save_calls() {
+        let filter = load(FLEET.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let mut memory = FleetMemory::default();
+        let request = get("/api/x", &[("x-api-key", "k")]);
+        let mut ok = |_: &FleetCall| fleet::Verdict::Admitted;
+        let (first, calls) = serve(&filter, &store, &mut memory, &request, T0, &mut ok);
+        assert!(matches!(first.action, Action::Allow(_)));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].hits, 3, "a lease of 3");
+        assert_eq!(calls[0].domain, "ratelimit.api");
+        assert_eq!(
+            calls[0].descriptors.len(),
+            5,
+            "N+1 spans of the one fleet limit"
+        );
+        assert!(has(&first, Stat::FleetAdmitted));
+        for _ in 0..2 {
+            let (d, calls) = serve(&filter, &store, &mut memory, &request, T0 + 1, &mut ok);
+            assert!(
+                calls.is_empty() && has(&d, Stat::FleetLeased),
+                "the lease covers it"
+            );
+        }
+        let (_, calls) = serve(&filter, &store, &mut memory, &request, T0 + 2, &mut ok);
+        assert_eq!(calls.len(), 1, "lease used up");
+        // The local per-second limit (5) refuses before the fleet is asked.
+        let (_, calls) = serve(&filter, &store, &mut memory, &request, T0 + 3, &mut ok);
+        assert!(calls.is_empty());
+        let (local, calls) = serve(&filter, &store, &mut memory, &request, T0 + 4, &mut ok);
+        assert!(calls.is_empty() && matches!(local.action, Action::Refuse(_)));
+    }
+
+    #[test]
+    fn a_fleet_refusal_is_a_refusal_with_the_same_contract_and_is_remembered() {
+        let filter = load(FLEET.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let mut memory = FleetMemory::default();
+        let request = get("/api/x", &[("x-api-key", "k")]);
+        let mut over = |_: &FleetCall| fleet::Verdict::OverLimit;
+        let (refused, calls) = serve(&filter, &store, &mut memory, &request, T0, &mut over);
+        assert_eq!(
+            calls.iter().map(|c| c.hits).collect::<Vec<_>>(),
+            [3, 1],
+            "a lease, then the request alone"
+        );
+        let Action::Refuse(reply) = &refused.action else {
+            panic!("{:?}", refused.action)
+        };
+        assert_eq!(reply.status, 429);
+        assert!(
+            reply.body.contains("\"policy\":\"minute\""),
+            "{}",
+            reply.body
+        );
+        let header = |name: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(k, _)| &**k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("x-ratelimit-remaining").as_deref(), Some("0"));
+        // Conservative: everything counted up to now has left every span (1m in 4: 15 s spans).
+        let retry: u64 = header("retry-after").unwrap().parse().unwrap();
+        assert!((60..=76).contains(&retry), "{retry}");
+        assert!(has(&refused, Stat::FleetRefused) && has(&refused, Stat::Refused));
+        // Nothing was taken locally: the local tier still has its whole quota.
+        let mut ok = |_: &FleetCall| fleet::Verdict::Admitted;
+        let other = get("/api/x", &[("x-api-key", "k")]);
+        // Remembered until the sub-window ends: no call.
+        let (again, calls) = serve(&filter, &store, &mut memory, &other, T0 + 10, &mut ok);
+        assert!(calls.is_empty() && matches!(again.action, Action::Refuse(_)));
+        // The next 15 s sub-window asks again; the local second-limit is untouched (5 left).
+        let later = T0 - T0 % 15_000 + 15_000;
+        let (d, calls) = serve(&filter, &store, &mut memory, &other, later, &mut ok);
+        assert_eq!(calls.len(), 1);
+        let Action::Allow(h) = d.action else { panic!() };
+        assert!(
+            h.iter()
+                .any(|(k, v)| &**k == "x-ratelimit-remaining" && v == "4"),
+            "{h:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_service_follows_on_error() {
+        let request = get("/api/x", &[("x-api-key", "k")]);
+        let mut fail = |_: &FleetCall| fleet::Verdict::Failed;
+        for (policy, expect_status, counts_locally) in [
+            ("local", None, true),
+            ("allow", None, false),
+            ("deny", Some(503), false),
+        ] {
+            let json = FLEET.replace(
+                r#""lease": 3"#,
+                &format!(r#""lease": 1, "on_error": "{policy}""#),
+            );
+            let filter = load(json.as_bytes()).unwrap();
+            let store = MemoryStore::new();
+            let mut memory = FleetMemory::default();
+            let (d, _) = serve(&filter, &store, &mut memory, &request, T0, &mut fail);
+            assert!(has(&d, Stat::FleetFailed));
+            match (&d.action, expect_status) {
+                (Action::Refuse(reply), Some(status)) => {
+                    assert_eq!(reply.status, status, "{policy}");
+                    assert!(reply.body.contains("rate_limit_unavailable"));
+                }
+                (Action::Allow(_), None) => {}
+                (other, _) => panic!("{policy}: {other:?}"),
+            }
+            // What the local tier counted: a second request sees 3 or 4 of 5 left per second.
+            let mut ok = |_: &FleetCall| fleet::Verdict::Admitted;
+            let (d, _) = serve(&filter, &store, &mut memory, &request, T0, &mut ok);
+            let Action::Allow(h) = d.action else { panic!() };
+            let left = if counts_locally { "3" } else { "4" };
+            assert!(
+                h.iter()
+                    .any(|(k, v)| &**k == "x-ratelimit-remaining" && v == left),
+                "{policy}: {h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fleet_limits_need_a_service() {
+        let json = FLEET.replace(
+            r#""fleet": {"cluster": "rls", "sub_windows": 4, "lease": 3},"#,
+            "",
+        );
+        let Err(errors) = load(json.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(errors.0[0].path, "$.rules[0].limits[0].fleet");
+        let fixed = FLEET.replace(r#""lease": 3"#, r#""lease": 3, "counting": "fixed""#);
+        let Err(errors) = load(fixed.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(errors.0[0].path, "$.fleet.lease");
+    }
+
+    #[test]
+    fn requests_of_a_client_whose_call_is_in_flight_wait_for_it() {
+        let filter = load(FLEET.as_bytes()).unwrap();
+        let store = MemoryStore::new();
+        let mut memory = FleetMemory::default();
+        let request = get("/api/x", &[("x-api-key", "k")]);
+        let Progress::Waiting(first) = begin(&filter, &store, &mut memory, &request, T0) else {
+            panic!("the first request calls")
+        };
+        assert!(first.call.is_some());
+        let mut joiners = Vec::new();
+        for _ in 0..3 {
+            let Progress::Waiting(w) = begin(&filter, &store, &mut memory, &request, T0) else {
+                panic!()
+            };
+            assert!(w.call.is_none(), "one call in flight per client");
+            assert_eq!(w.client(), first.client());
+            joiners.push(w);
+        }
+        assert_eq!(first.call.as_ref().unwrap().hits, 3, "the lease");
+        let admitted = fleet::Verdict::Admitted;
+        let Progress::Done(d) = first.resume(&filter, &store, &mut memory, &request, admitted, T0)
+        else {
+            panic!()
+        };
+        assert!(matches!(d.action, Action::Allow(_)));
+        let mut joiners = joiners.into_iter();
+        for w in joiners.by_ref().take(2) {
+            let Progress::Done(d) = w.resume(&filter, &store, &mut memory, &request, admitted, T0)
+            else {
+                panic!("the lease's two spare hits cover two waiting requests")
+            };
+            assert!(matches!(d.action, Action::Allow(_)) && has(&d, Stat::FleetLeased));
+        }
+        let third = joiners.next().unwrap();
+        let Progress::Waiting(next) =
+            third.resume(&filter, &store, &mut memory, &request, admitted, T0)
+        else {
+            panic!("the lease is spent: the third calls in turn")
+        };
+        assert!(next.call.is_some());
+        // A refusal answers every waiting request too.
+        let other = get("/api/x", &[("x-api-key", "k2")]);
+        let Progress::Waiting(lead) = begin(&filter, &store, &mut memory, &other, T0) else {
+            panic!()
+        };
+        let Progress::Waiting(join) = begin(&filter, &store, &mut memory, &other, T0) else {
+            panic!()
+        };
+        let over = fleet::Verdict::OverLimit;
+        let Progress::Waiting(retry) = lead.resume(&filter, &store, &mut memory, &other, over, T0)
+        else {
+            panic!("a lease that did not fit is asked again for the request alone")
+        };
+        assert_eq!(retry.call.as_ref().unwrap().hits, 1);
+        assert!(matches!(
+            retry.resume(&filter, &store, &mut memory, &other, over, T0),
+            Progress::Done(_)
+        ));
+
+        let Progress::Done(d) = join.resume(&filter, &store, &mut memory, &other, over, T0) else {
+            panic!()
+        };
+        assert!(matches!(d.action, Action::Refuse(_)));
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{
     format_window, name_rule, valid_name, Errors, OnFailure, OnMissingKey, Report, RuleConfig,
 };
+use crate::fleet::{FleetRule, FleetSettings};
 use crate::limiter::{Limit, Limiter};
 use crate::request::{extract_key, Cost, KeyKind, KeySource, Plans, Request};
 use crate::response::LimitText;
@@ -41,6 +42,8 @@ pub struct LimitedRule {
     levels_by_plan: Vec<Vec<u64>>,
     pub limiter: Limiter,
     pub pages: PageKeys,
+    /// The limits also counted by the rate limit service, if any.
+    pub fleet: Option<FleetRule>,
 }
 
 impl LimitedRule {
@@ -60,6 +63,7 @@ pub struct Context<'a> {
     pub rules: &'a [RuleConfig],
     pub plans: &'a Plans,
     pub store: &'a StoreSettings,
+    pub fleet: Option<&'a FleetSettings>,
 }
 
 impl Rule {
@@ -114,6 +118,8 @@ impl LimitedRule {
             errors.add(format!("{at}.limits"), message);
         }
         let (limits, texts) = compile_limits(rule, cx.plans, at, errors);
+        let names: Vec<String> = texts.iter().map(|t| t.name.clone()).collect();
+        let fleet = FleetRule::compile(rule, &names, cx.fleet, at, errors);
         let levels_by_plan = (0..cx.plans.names.len())
             .map(|p| limits.iter().map(|l| l.requests[p]).collect())
             .collect();
@@ -128,6 +134,7 @@ impl LimitedRule {
             limits,
             texts,
             levels_by_plan,
+            fleet,
         }
     }
 }

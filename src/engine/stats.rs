@@ -44,6 +44,16 @@ stats! {
     ClientTracked => "clients_tracked", Gauge;
     /// A client with counts lost its slot to another; its counts went into the page summary.
     ClientEvicted => "clients_evicted", Counter;
+    /// A call to the rate limit service ended (answered, failed or timed out).
+    FleetCalls => "fleet_calls", Counter;
+    /// The rate limit service admitted a call.
+    FleetAdmitted => "fleet_admitted", Counter;
+    /// The service refused (or a refusal it gave in this sub-window was remembered).
+    FleetRefused => "fleet_refused", Counter;
+    /// A call failed, timed out or got an unreadable answer (`fleet.on_error` applied).
+    FleetFailed => "fleet_failed", Counter;
+    /// A request covered by a lease: no call.
+    FleetLeased => "fleet_leased", Counter;
     /// A new client's first request admitted without a slot, recorded in the page summary.
     DoorAdmitted => "door_admitted", Counter;
 }
@@ -117,6 +127,11 @@ mod tests {
                 "edge.api.store_contention",
                 "edge.api.clients_tracked",
                 "edge.api.clients_evicted",
+                "edge.api.fleet_calls",
+                "edge.api.fleet_admitted",
+                "edge.api.fleet_refused",
+                "edge.api.fleet_failed",
+                "edge.api.fleet_leased",
                 "edge.api.door_admitted",
                 "edge.api.minute.refused",
                 "edge.api.1d.refused",

@@ -231,6 +231,23 @@ fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
     }
 }
 
+/// The reply when the rate limit service failed and `fleet.on_error` says deny: the service's
+/// fault, not the client's limit.
+pub fn service_unavailable() -> Reply {
+    let body = serde_json::json!({
+        "error": "rate_limit_unavailable",
+        "message": "The rate limit service did not answer in time. Retry shortly.",
+    });
+    Reply {
+        status: 503,
+        headers: vec![
+            (HeaderName::from("retry-after"), "1".into()),
+            (HeaderName::from("content-type"), "application/json".into()),
+        ],
+        body: body.to_string(),
+    }
+}
+
 /// The reply to a request without a client key under `on_missing_key: deny`.
 pub fn missing_key(rule: &str) -> Reply {
     let body = serde_json::json!({

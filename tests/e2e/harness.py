@@ -89,8 +89,10 @@ def render_config(
     listen_port: int,
     admin_port: int,
     hcm_overrides: dict | None = None,
+    clusters: list[dict] | None = None,
 ) -> dict:
-    """envoy/envoy.yaml with ports, .wasm path and (optionally) the filter configuration swapped."""
+    """envoy/envoy.yaml with ports, .wasm path and (optionally) the filter configuration swapped,
+    and `clusters` added (e.g. the rate limit service's)."""
     config = yaml.safe_load(ENVOY_YAML.read_text())
     config = copy.deepcopy(config)
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -107,7 +109,28 @@ def render_config(
     if filter_config is not None:
         text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
         plugin["configuration"]["value"] = text
+    config["static_resources"]["clusters"].extend(clusters or [])
     return config
+
+
+def grpc_cluster(name: str, port: int) -> dict:
+    """An HTTP/2 cluster on 127.0.0.1:`port`, as a rate limit service needs."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
 
 
 @dataclass
@@ -139,10 +162,12 @@ class Envoy:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     hcm_overrides: dict | None = None
+    clusters: list[dict] | None = None
 
     def start(self, wait: bool = True) -> "Envoy":
         config = render_config(
-            self.filter_config, self.upstream.port, self.listen_port, self.admin_port, self.hcm_overrides
+            self.filter_config, self.upstream.port, self.listen_port, self.admin_port,
+            self.hcm_overrides, self.clusters,
         )
         workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
         config_path = workdir / "envoy.yaml"

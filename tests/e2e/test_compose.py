@@ -6,114 +6,36 @@ when either is missing. The images are the ones the compose file names: on a mac
 registry, the stand-ins of tests/docker/standin_images.py (`make docker-images`, also run here),
 built from the Envoy binary `make setup` installs; elsewhere the official images, if present.
 Each stack runs under its own compose project name with free host ports, and is taken down with
-its volumes, also when a test fails; whatever `down` missed is removed by the project's label.
+its volumes, also when a test fails; whatever `down` missed is removed by the project's label
+(compose_harness.py).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import secrets
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import ROOT, http_get, admin_get, free_port
+from compose_harness import COMPOSE, NO_COMPOSE, Stack
+from harness import ROOT, http_get, admin_get
 
 ENVOY_DIR = ROOT / "envoy"
 COMPOSE_FILE = ENVOY_DIR / "docker-compose.yml"
 COMPOSE_CONFIG = ENVOY_DIR / "envoy.compose.yaml"
-STANDIN = ROOT / "tests" / "docker" / "standin_images.py"
-PROJECT_LABEL = "com.docker.compose.project"
 
 
-def compose_tool() -> list[str] | None:
-    """`docker compose` (v2) where installed, else `docker-compose` (1.x), else None."""
-    if shutil.which("docker"):
-        v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if v2.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
-
-
-def engine_problem() -> str | None:
-    """Why no Docker engine can be used here, or None when one answers."""
-    if not shutil.which("docker"):
-        return "the docker command is not installed"
-    try:
-        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                              capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "`docker info` did not answer within 30 s"
-    if info.returncode != 0 or not info.stdout.strip():
-        return f"no Docker engine answers (`docker info`: {(info.stderr or info.stdout).strip()[:300]})"
-    return None
-
-
-COMPOSE = compose_tool()
-NO_COMPOSE = "neither `docker compose` nor `docker-compose` is installed"
-
-
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    run = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
-    if check and run.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {run.stderr.strip()}")
-    return run
-
-
-class Stack:
-    """One compose project: its name, files and host ports."""
+class SingleStack(Stack):
+    """docker-compose.yml's stack: Envoy's proxy and admin ports."""
 
     def __init__(self, files: list[Path]) -> None:
-        self.name = f"rle2e{os.getpid()}{secrets.token_hex(3)}"
-        self.files = files
-        self.http_port = free_port()
-        self.admin_port = free_port()
-        self.env = dict(os.environ, ENVOY_HTTP_PORT=str(self.http_port), ENVOY_ADMIN_PORT=str(self.admin_port))
-        self.is_down = False
-
-    def compose(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-        command = [*COMPOSE, "--project-name", self.name]
-        for f in self.files:
-            command += ["--file", str(f)]
-        run = subprocess.run([*command, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
-        if check and run.returncode != 0:
-            raise RuntimeError(f"{' '.join(command + list(args))} failed ({run.returncode}):\n{run.stdout}{run.stderr}")
-        return run
-
-    def up(self) -> None:
-        self.compose("up", "--detach")
-
-    def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
-        self.is_down = True
-
-    def leftovers(self) -> dict[str, list[str]]:
-        label = f"label={PROJECT_LABEL}={self.name}"
-        return {
-            "containers": docker("ps", "--all", "--quiet", "--filter", label).stdout.split(),
-            "networks": docker("network", "ls", "--quiet", "--filter", label).stdout.split(),
-            "volumes": docker("volume", "ls", "--quiet", "--filter", label).stdout.split(),
-        }
-
-    def remove_leftovers(self) -> None:
-        left = self.leftovers()
-        if left["containers"]:
-            docker("rm", "--force", "--volumes", *left["containers"], check=False)
-        if left["networks"]:
-            docker("network", "rm", *left["networks"], check=False)
-        if left["volumes"]:
-            docker("volume", "rm", "--force", *left["volumes"], check=False)
-
-    def logs(self, service: str) -> str:
-        return self.compose("logs", "--no-color", service, check=False).stdout
+        super().__init__(files, ["ENVOY_HTTP_PORT", "ENVOY_ADMIN_PORT"])
+        self.http_port = self.ports["ENVOY_HTTP_PORT"]
+        self.admin_port = self.ports["ENVOY_ADMIN_PORT"]
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Envoy answers through the published port and reaches the upstream (by service name):
@@ -133,24 +55,13 @@ class Stack:
                            f"{self.compose('ps', check=False).stdout}\n{self.logs('envoy')[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def docker_images():
-    if COMPOSE is None:
-        pytest.skip(f"compose stack tests skipped: {NO_COMPOSE}")
-    problem = engine_problem()
-    if problem:
-        pytest.skip(f"compose stack tests skipped: {problem}")
-    build = subprocess.run([sys.executable, str(STANDIN), "build"], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stdout + build.stderr
-
-
 @pytest.fixture
 def stacks(docker_images):
     """Starts compose projects for one test; takes every one down afterwards, pass or fail."""
-    started: list[Stack] = []
+    started: list[SingleStack] = []
 
-    def start(files: list[Path]) -> Stack:
-        stack = Stack(files)
+    def start(files: list[Path]) -> SingleStack:
+        stack = SingleStack(files)
         started.append(stack)
         stack.up()
         stack.wait_ready()
@@ -158,12 +69,7 @@ def stacks(docker_images):
 
     yield start
     for stack in started:
-        if not stack.is_down:
-            try:
-                stack.down()
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                print(f"compose down of {stack.name} failed: {e}", file=sys.stderr)
-        stack.remove_leftovers()
+        stack.close()
 
 
 def readme_demo(port: int) -> list:

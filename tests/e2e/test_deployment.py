@@ -157,7 +157,12 @@ def test_compose_publishes_envoy_ports_and_reaches_the_upstream_by_name():
     assert "ports" not in upstream
 
 
-@pytest.mark.parametrize("path", [COMPOSE_CONFIG, DEMO_UPSTREAM_YAML], ids=lambda p: p.name)
+FLEET_COMPOSE_FILE = ROOT / "envoy" / "docker-compose.fleet.yml"
+FLEET_COMPOSE_CONFIG = ROOT / "envoy" / "envoy.fleet.compose.yaml"
+FLEET_LIMITS = ROOT / "envoy" / "limitador-limits.yaml"
+
+
+@pytest.mark.parametrize("path", [COMPOSE_CONFIG, DEMO_UPSTREAM_YAML, FLEET_COMPOSE_CONFIG], ids=lambda p: p.name)
 def test_compose_envoy_configs_validate(path):
     result = envoy_validate(path.relative_to(ROOT))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -187,6 +192,106 @@ def test_compose_metrics_profile_scrapes_envoy_admin():
     targets = [t for group in envoy_job["static_configs"] for t in group["targets"]]
     admin_port = socket_of(yaml.safe_load(COMPOSE_CONFIG.read_text()), "admin", "address")[1]
     assert targets == [f"envoy:{admin_port}"]
+
+# --- docker-compose.fleet.yml: the file's structure (tests/e2e/test_compose_fleet.py runs it) ----
+
+def fleet_compose():
+    return yaml.safe_load(FLEET_COMPOSE_FILE.read_text())
+
+
+def cluster_named(config, name):
+    return next(c for c in config["static_resources"]["clusters"] if c["name"] == name)
+
+
+def test_fleet_compose_files_are_generated_from_envoy_yaml():
+    # Committed, and exactly what envoy/fleet_config.py makes of envoy.yaml today (the limits
+    # file through `ratelimit-config engine-config`, built by `make unit`).
+    run = subprocess.run([sys.executable, str(ROOT / "envoy" / "fleet_config.py"), "compose", "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    base, generated = yaml.safe_load(COMPOSE_CONFIG.read_text()), yaml.safe_load(FLEET_COMPOSE_CONFIG.read_text())
+    # envoy.compose.yaml, with the filter configuration made fleet-wide and one cluster added.
+    base_filter = json.loads(http_filter(base, WASM_FILTER)["config"]["configuration"]["value"])
+    fleet_filter = json.loads(http_filter(generated, WASM_FILTER)["config"]["configuration"]["value"])
+    assert fleet_filter["fleet"] == {"cluster": "ratelimit_service", "timeout": "100ms", "on_error": "local"}
+    assert [{k: v for k, v in r.items() if k != "fleet"} for r in fleet_filter["rules"]] == base_filter["rules"]
+    assert [r.get("fleet") for r in fleet_filter["rules"]] == [None if r.get("exempt") else True for r in base_filter["rules"]]
+    assert [c["name"] for c in generated["static_resources"]["clusters"]] == ["demo_upstream", "ratelimit_service"]
+    assert generated["static_resources"]["clusters"][0] == base["static_resources"]["clusters"][0]
+    assert generated["admin"] == base["admin"]
+    assert generated["static_resources"]["listeners"][0]["address"] == base["static_resources"]["listeners"][0]["address"]
+    assert FLEET_LIMITS.read_text().startswith("# GENERATED from envoy/envoy.yaml")
+
+
+def test_fleet_compose_envoys_run_the_generated_config_on_both_networks():
+    spec = importlib.util.spec_from_file_location("envoy_run", ROOT / "envoy" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    fleet, single = fleet_compose(), compose()["services"]["envoy"]
+    config = yaml.safe_load(FLEET_COMPOSE_CONFIG.read_text())
+    filename = http_filter(config, WASM_FILTER)["config"]["vm_config"]["code"]["local"]["filename"]
+    listen = socket_of(config["static_resources"]["listeners"][0], "address")[1]
+    admin = socket_of(config, "admin", "address")[1]
+    for n in (1, 2, 3):
+        envoy = fleet["services"][f"envoy{n}"]
+        assert (envoy["image"], envoy["entrypoint"]) == (single["image"], single["entrypoint"])
+        command = envoy["command"]
+        at = command.index(run.CONSOLE_FLAGS[0])
+        assert command[at:at + len(run.CONSOLE_FLAGS)] == run.CONSOLE_FLAGS, "make run's console"
+        assert command[command.index("--concurrency") + 1] == "2"
+        workdir = PurePosixPath(envoy["working_dir"])
+        files = mounts(envoy)
+        assert files[str(workdir / command[command.index("-c") + 1])] == FLEET_COMPOSE_CONFIG.resolve()
+        assert files[str(workdir / filename)] == BUILT_WASM.resolve()
+        assert published(envoy) == {
+            listen: (None, f"ENVOY{n}_HTTP_PORT", 10000 + n - 1),
+            admin: ("127.0.0.1", f"ENVOY{n}_ADMIN_PORT", 9900 + n),
+        }
+        assert envoy["networks"] == ["default", "ratelimit"]
+        assert set(envoy["depends_on"]) == {"upstream", "limitador"}
+
+
+def test_fleet_compose_service_and_redis_are_reached_by_name_on_the_internal_network():
+    compose = fleet_compose()
+    services = compose["services"]
+    assert compose["networks"]["ratelimit"] == {"internal": True}
+    config = yaml.safe_load(FLEET_COMPOSE_CONFIG.read_text())
+    cluster = cluster_named(config, "ratelimit_service")
+    assert cluster["type"] == "STRICT_DNS"
+    host, port = socket_of(cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"])
+    limitador = services[host]
+    # limitador-server's own command line (the official image: no entrypoint, on its PATH).
+    command = limitador["command"]
+    assert command[0] == "limitador-server" and "entrypoint" not in limitador
+    assert command[command.index("--rls-port") + 1] == str(port)
+    assert command[command.index("--rls-ip") + 1] == "0.0.0.0"
+    limits_arg, storage, url = command[-3:]
+    assert mounts(limitador) == {limits_arg: FLEET_LIMITS.resolve()}
+    assert storage == "redis"
+    redis_host, redis_port = url.removeprefix("redis://").split(":")
+    redis = services[redis_host]
+    assert redis_port == "6379"
+    assert limitador["depends_on"] == {redis_host: {"condition": "service_healthy"}}
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # Persistence: the append-only file, in the volume the compose file declares.
+    assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
+    assert redis["volumes"] == ["redis-data:/data"] and "redis-data" in compose["volumes"]
+    for name in (host, redis_host):
+        assert services[name]["networks"] == ["ratelimit"] and "ports" not in services[name]
+    # The images are those the stand-ins are built as.
+    standins = {s.name for s in load_standins()}
+    images = {services[n]["image"] for n in services}
+    assert images == {"envoyproxy/envoy:v1.40.0", "${LIMITADOR_IMAGE:-quay.io/kuadrant/limitador:v2.6.0}", "redis:7.0.15"}
+    assert {i.removeprefix("${LIMITADOR_IMAGE:-").removesuffix("}") for i in images} == standins
+
+
+def load_standins():
+    spec = importlib.util.spec_from_file_location("standin_images", ROOT / "tests" / "docker" / "standin_images.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.STANDINS
+
 
 # --- Envoy placement variants -------------------------------------------------------------------
 

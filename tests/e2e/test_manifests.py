@@ -1,5 +1,5 @@
 """The Kubernetes manifests and other YAML of the deployment recipes (envoy/istio, envoy/gateway,
-envoy/placement, envoy/prometheus.yml, envoy/docker-compose.yml).
+envoy/placement, envoy/prometheus.yml, envoy/docker-compose.yml, envoy/docker-compose.fleet.yml).
 
 There is no cluster here, so the manifests are checked against the APIs they use: the fields of
 Istio's WasmPlugin (extensions.istio.io/v1alpha1), Envoy Gateway's EnvoyExtensionPolicy
@@ -24,6 +24,7 @@ K8S_FILES = sorted((ENVOY_DIR / "istio").glob("*.yaml")) + sorted((ENVOY_DIR / "
 YAML_FILES = K8S_FILES + sorted((ENVOY_DIR / "placement").glob("*.yaml")) + [
     ENVOY_DIR / "prometheus.yml",
     ENVOY_DIR / "docker-compose.yml",
+    ENVOY_DIR / "docker-compose.fleet.yml",
 ]
 
 

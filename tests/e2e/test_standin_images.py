@@ -32,7 +32,7 @@ def docker(*args, check=True, input=None):
 
 @pytest.fixture
 def image_name():
-    from test_compose import engine_problem
+    from compose_harness import engine_problem
 
     problem = engine_problem()
     if problem:

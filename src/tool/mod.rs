@@ -1,7 +1,11 @@
 //! The native configuration tool's logic (`ratelimit-config check | explain | schema`): the same
 //! validation and the same pipeline the filter runs, on a config file and a described request.
 
+mod engines;
+
 use std::collections::HashMap;
+
+pub use engines::{engine_config, Engine};
 
 use crate::config::{format_window, OnMissingKey};
 use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};

@@ -1,32 +1,57 @@
-//! The proxy-wasm glue: root and HTTP contexts, shared data, properties. Thin by design; the
-//! decisions are made in [`crate::engine`].
+//! The proxy-wasm glue: the root context (configuration, stats, this worker's calls to the rate
+//! limit service) and the HTTP context (one request). Thin by design; the decisions are made in
+//! [`crate::engine`].
+
+mod calls;
+mod http;
+mod io;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+
+use calls::Calls;
+use http::RateLimitHttp;
+use io::HostStore;
 
 use crate::config::RefusalLog;
-use crate::engine::{decide, stat_names, Action, Event, Filter, StatKind};
-use crate::request::RequestView;
-use crate::response::Headers;
-use crate::store::{CasMismatch, SharedStore};
+use crate::engine::{stat_names, Event, Filter, StatKind};
+use crate::fleet::{FleetMemory, Verdict as FleetVerdict};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot { config: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(RateLimitRoot { id, config: None, calls: Rc::new(RefCell::new(Calls::default())) })
+    });
 }}
 
 struct RateLimitRoot {
+    id: u32,
     config: Option<Rc<Loaded>>,
+    /// This worker's requests waiting for the rate limit service, and its calls in flight.
+    calls: Rc<RefCell<Calls>>,
+}
+
+/// The wall clock in milliseconds.
+fn now_ms(context: &dyn Context) -> u64 {
+    context
+        .get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The compiled config, this VM's stat ids (by rule, by slot; see `metrics`) and the counts not
 /// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
 struct Loaded {
     filter: Filter,
+    /// This worker's memory of the rate limit service's answers (leases, refusals).
+    memory: RefCell<FleetMemory>,
+    /// The queue that wakes this root to send calls, when some limit is fleet-wide.
+    queue: Option<u32>,
     stats: Vec<Vec<u32>>,
     pending: RefCell<Vec<Vec<i64>>>,
 }
@@ -58,7 +83,21 @@ impl Loaded {
     }
 }
 
-impl Context for RateLimitRoot {}
+impl Context for RateLimitRoot {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let body = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::GrpcReceiveBuffer,
+            0,
+            size,
+        )
+        .ok()
+        .flatten();
+        let verdict = FleetVerdict::of(status, body.as_deref());
+        let now = now_ms(self);
+        calls::answered(&self.calls, token, verdict, now);
+        calls::send(&self.calls, self, self.id, now);
+    }
+}
 
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -99,8 +138,19 @@ impl RootContext for RateLimitRoot {
                         .map(|ids: &Vec<u32>| vec![0; ids.len()])
                         .collect(),
                 );
+                // Requests that wait for the service wake this worker's root through its own queue:
+                // only the root sends calls, so their answers reach a context that outlives them.
+                let queue = filter.fleet_service().map(|_| {
+                    let id = std::hash::BuildHasher::hash_one(
+                        &std::collections::hash_map::RandomState::new(),
+                        self.get_current_time(),
+                    );
+                    self.register_shared_queue(&format!("ratelimit/fleet/{id:016x}"))
+                });
                 if let Some(previous) = self.config.replace(Rc::new(Loaded {
                     filter,
+                    memory: RefCell::new(FleetMemory::default()),
+                    queue,
                     stats,
                     pending,
                 })) {
@@ -118,13 +168,18 @@ impl RootContext for RateLimitRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(RateLimitHttp {
+        Some(Box::new(RateLimitHttp::new(
+            context_id,
             config,
-            response_headers: None,
-            replied_locally: false,
-        }))
+            self.calls.clone(),
+        )))
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Ok(Some(_)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {}
+        calls::send(&self.calls, self, self.id, now_ms(self));
     }
 
     fn on_tick(&mut self) {
@@ -135,90 +190,5 @@ impl RootContext for RateLimitRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-/// Per-request state only: the headers to add to the response, and whether the filter answered.
-struct RateLimitHttp {
-    config: Rc<Loaded>,
-    response_headers: Option<Headers>,
-    replied_locally: bool,
-}
-
-impl Context for RateLimitHttp {}
-
-impl HttpContext for RateLimitHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let now_ms = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let decision = decide(&self.config.filter, &HostStore, &HostRequest(self), now_ms);
-        self.config.record(&decision.events);
-        match decision.action {
-            Action::Pass => HostAction::Continue,
-            Action::Allow(headers) => {
-                if !headers.is_empty() {
-                    self.response_headers = Some(headers);
-                }
-                HostAction::Continue
-            }
-            Action::Refuse(reply) => {
-                self.replied_locally = true;
-                let headers: Vec<(&str, &str)> = reply
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (&**k, v.as_str()))
-                    .collect();
-                self.send_http_response(reply.status, headers, Some(reply.body.as_bytes()));
-                HostAction::Pause
-            }
-        }
-    }
-
-    fn on_http_response_headers(
-        &mut self,
-        _num_headers: usize,
-        _end_of_stream: bool,
-    ) -> HostAction {
-        // The filter's own local reply passes through here too: it already carries its headers.
-        if self.replied_locally {
-            return HostAction::Continue;
-        }
-        if let Some(headers) = self.response_headers.take() {
-            for (name, value) in &headers {
-                self.set_http_response_header(name, Some(value));
-            }
-        }
-        HostAction::Continue
-    }
-}
-
-/// Request attributes, read from the host on demand (the engine reads each at most once).
-struct HostRequest<'a>(&'a RateLimitHttp);
-
-impl RequestView for HostRequest<'_> {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.get_http_request_header_bytes(name)
-    }
-    fn source_address(&self) -> Option<Vec<u8>> {
-        self.0.get_property(vec!["source", "address"])
-    }
-    fn route_name(&self) -> Option<Vec<u8>> {
-        self.0.get_property(vec!["xds", "route_name"])
-    }
-}
-
-/// proxy-wasm shared data: one map per VM id, shared by every worker thread.
-struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
-        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
     }
 }

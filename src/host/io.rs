@@ -1,0 +1,43 @@
+//! What the host offers the engine: shared data as the store, and the request being decided.
+//! Both go through the host calls of the *effective* context, so the root can decide on behalf
+//! of a request it resumes.
+
+use proxy_wasm::types::MapType;
+
+use crate::request::RequestView;
+use crate::store::{CasMismatch, SharedStore};
+
+/// proxy-wasm shared data: one map per VM id, shared by every worker thread.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch> {
+        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+    }
+}
+
+/// The request of the effective context, read on demand (the engine reads each attribute at
+/// most once).
+pub struct HostRequest;
+
+impl RequestView for HostRequest {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+    fn source_address(&self) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+    }
+    fn route_name(&self) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_property(vec!["xds", "route_name"])
+            .ok()
+            .flatten()
+    }
+}
