@@ -40,7 +40,7 @@ pub use store::{CasMismatch, MemoryStore, SharedStore};
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::limiter::{
-        Charged, Limit, LimitStatus, Limiter, PageLayout, SlotUse, Verdict, RING,
+        Charged, Limit, LimitStatus, Limiter, Mutant, PageLayout, SlotUse, Verdict, RING,
     };
     pub use crate::request::{client_hash, KeyKind};
     pub use crate::store::{update, Contended, PageKeys, Updated};

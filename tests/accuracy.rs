@@ -3,11 +3,16 @@
 //! Every trace is replayed through the real core (the limiter in the store's update loop, on the in-memory store with
 //! Envoy's shared-data semantics) and through an exact sliding log (admit when fewer than L
 //! requests were admitted in the closed interval [t - W, t]). Printed with
-//! `cargo test --test accuracy -- --nocapture`; the README's Guarantees quote this table.
+//! `cargo test --features internals --test accuracy -- --nocapture`; the README's Guarantees quote
+//! these tables. The store under key sprays, churn and the hard-guarantee fuzz (with mutants that
+//! must fail it) is simulated in `store_sim`; the sizing table is
+//! `cargo test --release --features internals --test accuracy -- --ignored sizing --nocapture`.
+
+mod store_sim;
 
 use std::collections::{HashMap, VecDeque};
 
-use envoy_ratelimit_wasm::internals::{update, Limit, Limiter, PageKeys, Verdict};
+use envoy_ratelimit_wasm::internals::{update, Limit, Limiter, Mutant, PageKeys, Verdict};
 use envoy_ratelimit_wasm::MemoryStore;
 use proptest::prelude::*;
 
@@ -53,7 +58,7 @@ fn run_limiter(trace: &[Arrival], limit: u64, window_ms: u64, clients: u64) -> R
         .result;
         assert_ne!(
             d.verdict,
-            Verdict::Full,
+            Verdict::Capacity,
             "the simulator sizes the store for its clients"
         );
         if d.verdict == Verdict::Admitted {
@@ -348,6 +353,247 @@ proptest! {
                 times.iter().filter(|&&(t, _)| t + reach >= r.at_ms && t <= r.at_ms).map(|&(_, c)| c).sum()
             });
             prop_assert!(recent + r.cost > limit, "refused with {} used of {} in the last {} ms", recent, limit, reach);
+        }
+    }
+}
+
+/// Key sprays of 1x to 100x the store's capacity within 10 s (the harshest timing: everything in
+/// one generation of the doorkeeper), on the demo rule (10 per minute, 1,000 per day).
+#[test]
+fn key_sprays_lock_nobody_out_and_lose_no_count() {
+    use store_sim::*;
+    let cap = 1_000;
+    let columns = [
+        "spray",
+        "requests",
+        "over",
+        "lost",
+        "1st during",
+        "1st after",
+        "1x 1W",
+        "1x 5W",
+        "2x 5W",
+        "victims",
+        "capacity",
+        "own, not own",
+        "bg false",
+        "door",
+        "evicted",
+        "new key inherits",
+    ];
+    let mut table = format!(
+        "\nkey sprays, capacity {cap} clients (16 per page), demo rule 10/min + 1000/day, all of the spray within 10 s\n| {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len())
+    );
+    for x in [1.0, 10.0, 20.0, 100.0] {
+        let trace = spray_trace(cap, x, 10, 42);
+        let r = run(&trace, cap, 16, None);
+        let inherits: Vec<String> = r
+            .inherited
+            .iter()
+            .map(|(mean, max)| format!("{mean:.2}/{max}"))
+            .collect();
+        let row = [
+            trace.name.clone(),
+            r.requests.to_string(),
+            r.over_keys.to_string(),
+            r.under_counts.to_string(),
+            r.first_during.to_string(),
+            r.first_after.to_string(),
+            r.share_1w_1x.to_string(),
+            r.share_5w_1x.to_string(),
+            r.share_5w_2x.to_string(),
+            if r.victims_held == Some(true) {
+                "held"
+            } else {
+                "LOST"
+            }
+            .to_string(),
+            r.capacity.to_string(),
+            r.false_own.to_string(),
+            r.background_false.to_string(),
+            r.door.to_string(),
+            r.evicted.to_string(),
+            inherits.join(", "),
+        ];
+        table += &format!("| {} |\n", row.join(" | "));
+        assert_eq!(
+            r.over_keys, 0,
+            "{}: a key admitted over a limit",
+            trace.name
+        );
+        assert_eq!(r.under_counts, 0, "{}: a count was lost", trace.name);
+        assert_eq!(
+            r.victims_held,
+            Some(true),
+            "{}: a victim was reset",
+            trace.name
+        );
+        if x <= 20.0 {
+            for (what, share, goal) in [
+                ("first requests during", r.first_during, 0.99),
+                ("first requests after", r.first_after, 0.99),
+                ("1x clients' first window", r.share_1w_1x, 0.90),
+                ("1x clients' five windows", r.share_5w_1x, 0.90),
+                ("2x clients' five windows", r.share_5w_2x, 0.90),
+            ] {
+                assert!(
+                    share.ratio() >= goal,
+                    "{}: {what} {share}\n{table}",
+                    trace.name
+                );
+            }
+        }
+    }
+    print!("{table}");
+    println!("(over: keys admitted over a limit in some window; lost: admissions the same window with unbounded memory refuses; 1st: new clients' first requests admitted; 1x/2x 1W/5W: new clients at 1x/2x their limit, admissions as a share of the exact log's in their first 1 or 5 windows; victims: at their day and minute limits when the spray starts, never admitted during it; capacity: capacity refusals; own, not own: refusals told as the client's own that the same window with unbounded memory would not make; bg false: existing clients' requests refused that the exact log admits; door: first requests admitted without a slot; evicted: clients moved into the summary; new key inherits: per limit, mean/max over 1,000 new keys at the end of the spray)");
+}
+
+/// Capacity sized by what is active: as many clients active at once as `max_clients`, each every
+/// 20 s, pages filling unevenly: nobody is refused.
+#[test]
+fn clients_active_up_to_capacity_are_never_refused() {
+    use store_sim::*;
+    let n = 10_000;
+    let trace = rotating_trace(n, 4, 7);
+    let r = run(&trace, n, 16, None);
+    println!(
+        "\n{}, max_clients {n}: {} requests, {} refused ({} capacity), {} first requests without a slot, {} evictions",
+        trace.name, r.requests, r.requests - r.admitted, r.capacity, r.door, r.evicted
+    );
+    assert_eq!(r.admitted, r.requests, "nobody refused");
+    assert_eq!((r.over_keys, r.under_counts), (0, 0));
+}
+
+/// The hard guarantee through every path of the store (door, promotion, eviction, return,
+/// generations rolling), on skewed bursts of a few keys against a store of 8 slots in pages of
+/// 1, 2 and 4: no key is ever admitted over a limit, and no admission is one the same window with
+/// unbounded memory would refuse. The check is shown able to fail: deliberately broken stores
+/// (inheriting nothing, forgetting evicted counts, not recording first requests) must fail it.
+#[test]
+fn the_hard_guarantee_holds_on_every_path_and_mutants_break_it() {
+    use store_sim::*;
+    let traces: Vec<Trace> = (0..12).map(|seed| fuzz_trace(seed, 4_000)).collect();
+    let mut table = format!(
+        "\nfuzz: {} traces x pages of 1, 2, 4 slots (8 clients), 3/s and 12/10 s\n",
+        traces.len()
+    );
+    table += &format!(
+        "{:<20} {:>9} {:>9} {:>13} {:>12} {:>10} {:>9}\n",
+        "store", "requests", "admitted", "over (keys)", "lost counts", "capacity", "evicted"
+    );
+    for mutant in [
+        None,
+        Some(Mutant::InheritsNothing),
+        Some(Mutant::ForgetsEvicted),
+        Some(Mutant::UnrecordedDoor),
+    ] {
+        let mut total = Report::default();
+        for trace in &traces {
+            for slots in [1, 2, 4] {
+                let r = run(trace, 8, slots, mutant);
+                total.requests += r.requests;
+                total.admitted += r.admitted;
+                total.over_keys += r.over_keys;
+                total.under_counts += r.under_counts;
+                total.capacity += r.capacity;
+                total.evicted += r.evicted;
+            }
+        }
+        let name = mutant.map_or("the filter's".to_string(), |m| format!("{m:?}"));
+        table += &format!(
+            "{:<20} {:>9} {:>9} {:>13} {:>12} {:>10} {:>9}\n",
+            name,
+            total.requests,
+            total.admitted,
+            total.over_keys,
+            total.under_counts,
+            total.capacity,
+            total.evicted
+        );
+        match mutant {
+            None => {
+                assert_eq!(total.over_keys, 0, "over-admission");
+                assert_eq!(total.under_counts, 0, "a lost count");
+                assert!(
+                    total.evicted > 1_000,
+                    "the fuzz exercises eviction ({})",
+                    total.evicted
+                );
+            }
+            Some(m) => assert!(total.over_keys > 0, "the check cannot see {m:?}"),
+        }
+    }
+    print!("{table}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random traces of up to 12 keys with random costs, two limits, and a store of 2 slots: every
+    /// key stays within every limit in every window, however often it is evicted.
+    #[test]
+    fn the_guarantee_holds_under_eviction(
+        limits in (1u64..20, 1u64..60),
+        windows in (100u64..3_000, 1u64..10),
+        gaps in prop::collection::vec((0u64..300, 0u64..12, 1u64..4), 1..800),
+    ) {
+        let (short, long) = (windows.0, windows.0 * windows.1);
+        let rule = [Limit { window_ms: short, requests: vec![limits.0] }, Limit { window_ms: long, requests: vec![limits.1] }];
+        let levels = [limits.0, limits.1];
+        let limiter = Limiter::new(&rule, 2, 2);
+        let store = MemoryStore::new();
+        let pages = PageKeys::new("sim", "r");
+        let mut admitted: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        let mut at = T0;
+        for &(gap, key, cost) in &gaps {
+            at += gap;
+            let client = (key + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let d = update(&store, &pages.page(limiter.page_of(client)), 8, |page| {
+                limiter.charge(page, client, cost, &levels, at)
+            }).unwrap().result;
+            if d.verdict == Verdict::Admitted {
+                admitted.entry(key).or_default().push((d.now_ms, cost));
+            }
+        }
+        let run = Run { admitted, refused: 0, refusals: Vec::new() };
+        prop_assert!(max_in_any_window(&run, short) <= limits.0);
+        prop_assert!(max_in_any_window(&run, long) <= limits.1);
+    }
+}
+
+/// The sizing table of the README: false refusals against distinct keys per window / capacity.
+/// Slow in a debug build: `cargo test --release --features internals --test accuracy -- --ignored sizing --nocapture`.
+#[test]
+#[ignore]
+fn sizing() {
+    use store_sim::*;
+    let cap = 1_000;
+    let rhos = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0];
+    let single = Rule {
+        windows_ms: vec![60_000],
+        limits: vec![10],
+    };
+    for (what, rule) in [("10/min", single), ("10/min + 1000/day", demo_rule())] {
+        println!("\nsizing, rule {what}, capacity {cap}: keys arriving at rho x capacity per minute, 3 requests each (0, 20, 40 s), 10 min; 200 clients at their limit for 5 min");
+        println!(
+            "{:>6} {:>28} {:>26} {:>30}",
+            "rho",
+            "distinct keys / window / cap",
+            "requests falsely refused",
+            "clients at 1x, first window"
+        );
+        for &rho in &rhos {
+            let trace = sizing_trace(cap, rho, rule.clone(), 11);
+            let r = run(&trace, cap, 16, None);
+            assert_eq!((r.over_keys, r.under_counts), (0, 0));
+            println!(
+                "{rho:>6} {:>28.2} {:>26} {:>30}",
+                distinct_per_window(&trace, cap),
+                r.churn_false.to_string(),
+                r.share_1w_1x.to_string()
+            );
         }
     }
 }

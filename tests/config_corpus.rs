@@ -38,6 +38,10 @@ fn corpus() -> Vec<(Vec<u8>, &'static str)> {
         (json!({"store": {"cas_attempts": 0}, "rules": []}), "$.store.cas_attempts"),
         (json!({"response": {"status": 99999}, "rules": []}), "$.response.status"),
         (json!({"rules": [{"name": "r", "key": [{"client_ip": {"trusted_hops": 1000}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.trusted_hops"),
+        (json!({"rules": [{"name": "r", "key": [{"client_ip": {"ipv4_prefix": 0}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.ipv4_prefix"),
+        (json!({"rules": [{"name": "r", "key": [{"client_ip": {"ipv4_prefix": 33}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.ipv4_prefix"),
+        (json!({"rules": [{"name": "r", "key": [{"client_ip": {"ipv6_prefix": 129}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.ipv6_prefix"),
+        (json!({"rules": [{"name": "r", "key": [{"client_ip": {"ipv6_prefix": "64"}}], "limits": [{"requests": 1, "window": 1}]}]}), "$.rules[0].key[0].client_ip.ipv6_prefix"),
         // unknown fields and variants
         (json!({"rulez": []}), "$.rulez"),
         (json!({"rules": [], "store": {"prefix": "x"}}), "$.store.prefix"),

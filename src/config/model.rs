@@ -147,13 +147,17 @@ pub struct StoreConfig {
     /// which share one namespace) must use distinct prefixes.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
-    /// Clients tracked per rule. Memory is bounded by this number whatever the traffic.
+    /// Clients counted exactly per rule (others are kept in each page's fixed-size summary).
+    /// Memory is bounded by this number whatever the traffic.
     #[serde(default = "default_max_clients")]
     pub max_clients: u32,
     /// Clients stored together in one shared-data value (one read and one write per request).
     #[serde(default = "default_slots_per_page")]
     pub slots_per_page: u32,
-    /// What a request of a new client gets when every slot it may use holds an active window.
+    /// What a capacity refusal does: a request over its quota only through the counts a page's
+    /// summary holds for clients it had no room to count exactly (an over-estimate). `deny`
+    /// answers with the capacity reply; `allow` admits and counts it, which can let a client
+    /// through by up to that estimate beyond its limit.
     #[serde(default)]
     pub on_full: OnFailure,
     /// Compare-and-swap attempts before giving up on one request.
@@ -396,7 +400,7 @@ pub enum KeySource {
     ClientIp(ClientIpConfig),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpConfig {
@@ -405,6 +409,32 @@ pub struct ClientIpConfig {
     /// chain falls back to `source.address`.
     #[serde(default)]
     pub trusted_hops: u32,
+    /// Leading bits of an IPv4 address that make the key (1 to 32): 24 keys every address of a
+    /// /24 network as one client.
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u32,
+    /// Leading bits of an IPv6 address that make the key (1 to 128): 64 keys a /64 (a host's or a
+    /// subscriber's usual allocation) as one client, so that rotating addresses inside it neither
+    /// escapes the limit nor fills the store.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u32,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        ClientIpConfig {
+            trusted_hops: 0,
+            ipv4_prefix: default_ipv4_prefix(),
+            ipv6_prefix: default_ipv6_prefix(),
+        }
+    }
+}
+
+fn default_ipv4_prefix() -> u32 {
+    32
+}
+fn default_ipv6_prefix() -> u32 {
+    128
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -559,9 +559,13 @@ fn key_source(value: &Value, path: &str, errors: &mut Errors) -> Option<KeySourc
         "query" => text(inner, &at, errors).map(KeySource::Query),
         "bearer" => Fields::open(inner, &at, &[], errors).map(|_| KeySource::Bearer {}),
         _ => {
-            let f = Fields::open(inner, &at, &["trusted_hops"], errors)?;
+            let names = &["trusted_hops", "ipv4_prefix", "ipv6_prefix"];
+            let f = Fields::open(inner, &at, names, errors)?;
+            let d = ClientIpConfig::default();
             Some(KeySource::ClientIp(ClientIpConfig {
-                trusted_hops: f.or("trusted_hops", 0, errors, whole32),
+                trusted_hops: f.or("trusted_hops", d.trusted_hops, errors, whole32),
+                ipv4_prefix: f.or("ipv4_prefix", d.ipv4_prefix, errors, whole32),
+                ipv6_prefix: f.or("ipv6_prefix", d.ipv6_prefix, errors, whole32),
             }))
         }
     }

@@ -3,6 +3,7 @@
 //! refuses the same request.
 
 use super::rule::LimitedRule;
+use super::stats::Stat;
 use crate::limiter::{LimitStatus, SlotUse, Verdict};
 use crate::store::{self, SharedStore};
 
@@ -21,29 +22,28 @@ pub struct Charge {
     undone: bool,
 }
 
-/// Why the store could not decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
-    /// No slot free for a new client.
-    Full,
-    /// Every compare-and-swap attempt lost its race.
-    Contended,
-}
-
 /// How charging one rule came out.
 #[derive(Debug, Clone)]
 pub enum Charging {
     Admitted(Charge),
-    /// Over a limit: nothing taken; every enforced limit's status at `now_ms`.
+    /// Over a limit by the client's own counts: nothing taken; every enforced limit's status at
+    /// `now_ms`.
     Refused {
         statuses: Vec<LimitStatus>,
         now_ms: u64,
     },
-    Unavailable(Unavailable),
+    /// Over only through counts the store inherited for lack of room (a capacity refusal):
+    /// nothing taken; a request is admitted again from `retry_at_ms`.
+    Capacity {
+        retry_at_ms: u64,
+        now_ms: u64,
+    },
+    /// Every compare-and-swap attempt lost its race: the store could not decide.
+    Contended,
 }
 
 /// Charges `cost` to `client` in rule `rule`, at the given levels (see [`LimitedRule::levels`]);
-/// also says how the client's slot was found.
+/// also gives the rule's stats of how the store placed the client.
 pub fn charge(
     store: &dyn SharedStore,
     attempts: u32,
@@ -52,14 +52,24 @@ pub fn charge(
     cost: u64,
     levels: &[u64],
     now_ms: u64,
-) -> (Charging, SlotUse) {
+) -> (Charging, [Option<Stat>; 2]) {
     let key = limited.pages.page(limited.limiter.page_of(client));
     let updated = store::update(store, &key, attempts, |page| {
         limited.limiter.charge(page, client, cost, levels, now_ms)
     });
     let Ok(store::Updated { result, .. }) = updated else {
-        return (Charging::Unavailable(Unavailable::Contended), SlotUse::None);
+        return (Charging::Contended, [None, None]);
     };
+    let placed = match result.slot {
+        SlotUse::Claimed => Some(Stat::ClientTracked),
+        SlotUse::Evicted => Some(Stat::ClientEvicted),
+        SlotUse::Door => Some(Stat::DoorAdmitted),
+        SlotUse::Own | SlotUse::Reused | SlotUse::None => None,
+    };
+    let stats = [
+        placed,
+        result.over_capacity.then_some(Stat::CapacityRefused),
+    ];
     let charging = match result.verdict {
         Verdict::Admitted => Charging::Admitted(Charge {
             rule,
@@ -73,9 +83,18 @@ pub fn charge(
             statuses: result.statuses,
             now_ms: result.now_ms,
         },
-        Verdict::Full => Charging::Unavailable(Unavailable::Full),
+        Verdict::Capacity => Charging::Capacity {
+            retry_at_ms: result
+                .statuses
+                .iter()
+                .filter(|s| !s.fits)
+                .map(|s| s.retry_at_ms.unwrap_or(result.now_ms + s.window_ms))
+                .max()
+                .unwrap_or(result.now_ms),
+            now_ms: result.now_ms,
+        },
     };
-    (charging, result.slot)
+    (charging, stats)
 }
 
 impl Charge {

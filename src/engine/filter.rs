@@ -133,7 +133,7 @@ mod tests {
             api.key,
             vec![
                 KeySource::Header("x-api-key".into()),
-                KeySource::ClientIp { trusted_hops: 1 }
+                KeySource::client_ip(1)
             ]
         );
         assert_eq!(api.texts[0].name, "1m");
@@ -223,7 +223,7 @@ mod tests {
         let RuleAction::Limit(rule) = &c.rules[0].action else {
             panic!()
         };
-        assert_eq!(rule.key, vec![KeySource::ClientIp { trusted_hops: 0 }]);
+        assert_eq!(rule.key, vec![KeySource::client_ip(0)]);
         assert_eq!(rule.on_missing_key, OnMissingKey::Shared);
         assert_eq!(c.store.on_full, OnFailure::Deny);
         assert_eq!(c.store.on_contention, OnFailure::Allow);

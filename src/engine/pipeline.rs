@@ -5,14 +5,14 @@
 //! The evaluation owns its state (indices, not borrows), so a charge that must wait (a call to a
 //! rate limit service) can stop it and resume it later.
 
-use super::charge::{self, Charge, Charging, Unavailable};
+use super::charge::{self, Charge, Charging};
 use super::log::{log_refusal, Refusal};
 use super::rule::LimitedRule;
 use super::stats::{Event, Stat};
 use super::Filter;
 use crate::config::{OnFailure, OnFleetError, OnMissingKey};
 use crate::fleet::{self, FleetCall, FleetMemory, Recall};
-use crate::limiter::{headline_index, LimitStatus, SlotUse};
+use crate::limiter::{headline_index, LimitStatus};
 use crate::request::{client_hash, KeyKind, Request, RequestView};
 use crate::response::{self, Checked, Headers, Outcome, Reply};
 use crate::store::SharedStore;
@@ -155,8 +155,10 @@ enum Stop {
     },
     /// No key, and the rule says deny.
     MissingKey,
-    /// The store could not decide, and the policy says deny.
-    Unavailable { rule: usize, at_ms: u64 },
+    /// Over only through counts inherited for lack of room, and `store.on_full` says deny.
+    Capacity { retry_at_ms: u64 },
+    /// The store could not decide, and `store.on_contention` says deny.
+    Unavailable,
     /// The rate limit service refused for `rule`'s fleet-wide limits.
     FleetRefused { rule: usize, retry_at_ms: u64 },
     /// The service failed and `on_error` says deny.
@@ -398,12 +400,10 @@ impl Evaluation {
         let cost = limited.cost.of(request);
         let client = client_hash(filter.hash_seed, kind, &key);
         let attempts = filter.store.cas_attempts;
-        let (charging, slot) =
+        let (charging, stats) =
             charge::charge(store, attempts, (rule, limited), client, cost, levels, now);
-        match slot {
-            SlotUse::Claimed => self.event(rule, Stat::ClientTracked),
-            SlotUse::Evicted => self.event(rule, Stat::ClientEvicted),
-            SlotUse::Own | SlotUse::None => {}
+        for stat in stats.into_iter().flatten() {
+            self.event(rule, stat);
         }
         let admitted = matches!(charging, Charging::Admitted(_));
         self.record(filter, (rule, limited), client, charging, now);
@@ -474,17 +474,19 @@ impl Evaluation {
                 self.clock = self.clock.max(now_ms);
                 self.stop = Some(Stop::Refused { rule, statuses });
             }
-            Charging::Unavailable(why) => {
-                let (stat, on_failure, what) = match why {
-                    Unavailable::Full => (Stat::StoreFull, filter.store.on_full, "store_full"),
-                    Unavailable::Contended => {
-                        (Stat::Contention, filter.store.on_contention, "contention")
-                    }
-                };
-                self.event(rule, stat);
-                if on_failure == OnFailure::Deny {
-                    log_refusal(filter.refusal_log, &refusal(what, "-"), now);
-                    self.stop = Some(Stop::Unavailable { rule, at_ms: now });
+            Charging::Capacity {
+                retry_at_ms,
+                now_ms,
+            } => {
+                log_refusal(filter.refusal_log, &refusal("capacity", "-"), now);
+                self.clock = self.clock.max(now_ms);
+                self.stop = Some(Stop::Capacity { retry_at_ms });
+            }
+            Charging::Contended => {
+                self.event(rule, Stat::Contention);
+                if filter.store.on_contention == OnFailure::Deny {
+                    log_refusal(filter.refusal_log, &refusal("contention", "-"), now);
+                    self.stop = Some(Stop::Unavailable);
                 }
             }
         }
@@ -544,11 +546,12 @@ impl Evaluation {
                 let outcome = self.outcome(filter, Some((rule, &statuses)));
                 (allow(filter, &outcome), Some(Stat::ShadowRefused))
             }
-            Some(Stop::Unavailable { .. } | Stop::FleetFailed | Stop::FleetRefused { .. })
-                if filter.shadow =>
-            {
-                (Action::Pass, Some(Stat::ShadowRefused))
-            }
+            Some(
+                Stop::Unavailable
+                | Stop::Capacity { .. }
+                | Stop::FleetFailed
+                | Stop::FleetRefused { .. },
+            ) if filter.shadow => (Action::Pass, Some(Stat::ShadowRefused)),
             Some(Stop::MissingKey) if filter.shadow => (Action::Pass, None),
             Some(Stop::Refused { rule, statuses }) => {
                 let outcome = self.outcome(filter, Some((rule, &statuses)));
@@ -562,9 +565,12 @@ impl Evaluation {
                 (Action::Refuse(reply), Some(Stat::Refused))
             }
             Some(Stop::MissingKey) => (Action::Refuse(response::missing_key(rule_name)), None),
-            Some(Stop::Unavailable { rule, at_ms }) => {
-                let reply = unavailable(filter, rule, self.selection.plan, rule_name, at_ms);
+            Some(Stop::Capacity { retry_at_ms }) => {
+                let reply = response::capacity(&filter.response, self.clock, retry_at_ms);
                 (Action::Refuse(reply), Some(Stat::Refused))
+            }
+            Some(Stop::Unavailable) => {
+                (Action::Refuse(response::unavailable()), Some(Stat::Refused))
             }
             Some(Stop::FleetFailed | Stop::FleetRefused { .. }) => (
                 Action::Refuse(response::service_unavailable()),
@@ -612,28 +618,6 @@ fn allow(filter: &Filter, outcome: &Outcome) -> Action {
     ))
 }
 
-/// The reply when the store could not decide for `rule`: its first limit enforced for `plan`,
-/// as if just exhausted (nothing is known of the client's quota).
-fn unavailable(filter: &Filter, rule: usize, plan: usize, rule_name: &str, at_ms: u64) -> Reply {
-    let limited = filter.limited(rule).expect("a limited rule");
-    let levels = limited.levels(plan);
-    let limit = levels.iter().position(|&level| level > 0).unwrap_or(0);
-    let window_ms = limited.limits[limit].window_ms;
-    let status = LimitStatus {
-        limit,
-        requests: levels[limit],
-        window_ms,
-        fits: false,
-        remaining: 0,
-        reset_at_ms: at_ms + window_ms,
-        retry_at_ms: Some(at_ms + window_ms),
-    };
-    let checked = Checked {
-        limit: &limited.texts[limit],
-        status,
-    };
-    response::unavailable(&filter.response, checked, rule_name, at_ms)
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1097,37 +1081,69 @@ mod tests {
         let Action::Refuse(reply) = decision.action else {
             panic!("on_contention: deny refuses")
         };
-        assert_eq!(reply.status, 429);
+        // Honest: the store could not decide, so nothing is said of the client's limits.
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply.body.contains("\"error\":\"rate_limit_unavailable\""),
+            "{}",
+            reply.body
+        );
+        let names: Vec<&str> = reply.headers.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["retry-after", "content-type"]);
+        assert_eq!(reply.headers[0].1, "1");
     }
 
     #[test]
-    fn a_full_page_follows_the_full_policy() {
-        let tiny = |on_full: &str| {
+    fn a_capacity_refusal_says_so_and_follows_the_full_policy() {
+        let tiny = |extra: &str| {
             let json = CONFIG.replacen(
                 '{',
-                &format!(r#"{{"store": {{"max_clients": 1, "slots_per_page": 1, "on_full": "{on_full}"}},"#),
+                &format!(r#"{{"store": {{"max_clients": 1, "slots_per_page": 1{extra}}},"#),
                 1,
             );
             load(json.as_bytes()).unwrap()
         };
-        let (closed, open) = (tiny("deny"), tiny("allow"));
+        let (closed, open) = (tiny(""), tiny(r#", "on_full": "allow""#));
         let store = MemoryStore::new();
         let first = get("/api/x", &[("x-api-key", "first")]);
-        assert!(matches!(
-            decide(&closed, &store, &first, T0).action,
-            Action::Allow(_)
-        ));
+        for _ in 0..5 {
+            assert!(matches!(
+                decide(&closed, &store, &first, T0).action,
+                Action::Allow(_)
+            ));
+        }
+        // "second" takes the only slot on its second request; "first"'s counts go into the
+        // page's summary.
         let second = get("/api/x", &[("x-api-key", "second")]);
-        let denied = decide(&closed, &store, &second, T0);
-        assert!(has(&denied, Stat::StoreFull));
-        assert!(matches!(denied.action, Action::Refuse(_)), "on_full: deny");
-        let allowed = decide(&open, &store, &second, T0);
-        assert!(has(&allowed, Stat::StoreFull));
-        assert_eq!(
-            allowed.action,
-            Action::Pass,
-            "on_full: allow lets it through uncounted"
+        let placed: Vec<Decision> = (0..2)
+            .map(|_| decide(&closed, &store, &second, T0 + 1))
+            .collect();
+        assert!(has(&placed[0], Stat::DoorAdmitted));
+        assert!(has(&placed[1], Stat::ClientEvicted));
+        // "first" is still refused, through what the summary holds: a capacity refusal.
+        let denied = decide(&closed, &store, &first, T0 + 2_000);
+        assert!(has(&denied, Stat::CapacityRefused) && has(&denied, Stat::Refused));
+        assert!(!denied
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Limit { .. })));
+        let Action::Refuse(reply) = denied.action else {
+            panic!("on_full: deny refuses")
+        };
+        assert_eq!(reply.status, 429);
+        assert!(
+            reply.body.contains("\"error\":\"rate_limit_capacity\""),
+            "{}",
+            reply.body
         );
+        let names: Vec<&str> = reply.headers.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["retry-after", "content-type"], "no limit headers");
+        let retry_after: u64 = reply.headers[0].1.parse().unwrap();
+        assert!((58..=62).contains(&retry_after), "{retry_after}");
+        // on_full: allow lets it through, counted.
+        let allowed = decide(&open, &store, &first, T0 + 2_000);
+        assert!(has(&allowed, Stat::CapacityRefused) && has(&allowed, Stat::Allowed));
+        assert!(matches!(allowed.action, Action::Allow(_)));
     }
 
     const FLEET: &str = r#"{

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::{
-    format_window, name_rule, valid_name, Errors, OnMissingKey, Report, RuleConfig,
+    format_window, name_rule, valid_name, Errors, OnFailure, OnMissingKey, Report, RuleConfig,
 };
 use crate::fleet::{FleetRule, FleetSettings};
 use crate::limiter::{Limit, Limiter};
@@ -33,6 +33,8 @@ pub struct LimitedRule {
     pub cost: Cost,
     /// Indices of the other rules whose limits apply too.
     pub also: Vec<usize>,
+    /// As compiled (read by `explain`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub limits: Vec<Limit>,
     /// Each limit as refusals name it, in the same order.
     pub texts: Vec<LimitText>,
@@ -126,7 +128,8 @@ impl LimitedRule {
             on_missing_key: rule.on_missing_key,
             cost: Cost::compile(rule.cost.as_ref(), &format!("{at}.cost"), errors),
             also: compile_also(index, cx.rules, at, errors),
-            limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page),
+            limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)
+                .admitting_over_capacity(cx.store.on_full == OnFailure::Allow),
             pages: PageKeys::new(&cx.store.key_prefix, &rule.name),
             limits,
             texts,

@@ -35,13 +35,14 @@ stats! {
     ShadowRefused => "shadow_refused", Counter;
     /// No key source yielded a key.
     MissingKey => "missing_key", Counter;
-    /// No slot free for a new client (`store.on_full` applied).
-    StoreFull => "store_full", Counter;
+    /// Over quota only through counts inherited from the page summary, not the client's own
+    /// (`store.on_full` applied: refused with the capacity reply, or admitted).
+    CapacityRefused => "capacity_refused", Counter;
     /// Compare-and-swap attempts exhausted (`store.on_contention` applied).
     Contention => "store_contention", Counter;
-    /// A never-used slot was taken: one more client tracked.
+    /// A never-used slot was taken: one more client counted exactly.
     ClientTracked => "clients_tracked", Gauge;
-    /// An idle client's slot (all windows empty) was reused.
+    /// A client with counts lost its slot to another; its counts went into the page summary.
     ClientEvicted => "clients_evicted", Counter;
     /// A call to the rate limit service ended (answered, failed or timed out).
     FleetCalls => "fleet_calls", Counter;
@@ -53,6 +54,8 @@ stats! {
     FleetFailed => "fleet_failed", Counter;
     /// A request covered by a lease: no call.
     FleetLeased => "fleet_leased", Counter;
+    /// A new client's first request admitted without a slot, recorded in the page summary.
+    DoorAdmitted => "door_admitted", Counter;
 }
 
 /// One thing that happened while deciding a request, for the stats.
@@ -120,7 +123,7 @@ mod tests {
                 "edge.api.refused",
                 "edge.api.shadow_refused",
                 "edge.api.missing_key",
-                "edge.api.store_full",
+                "edge.api.capacity_refused",
                 "edge.api.store_contention",
                 "edge.api.clients_tracked",
                 "edge.api.clients_evicted",
@@ -129,6 +132,7 @@ mod tests {
                 "edge.api.fleet_refused",
                 "edge.api.fleet_failed",
                 "edge.api.fleet_leased",
+                "edge.api.door_admitted",
                 "edge.api.minute.refused",
                 "edge.api.1d.refused",
             ]

@@ -27,11 +27,25 @@ pub struct SlidingWindow {
     pub window_ms: u64,
 }
 
+/// Counts of a client kept outside its own ring, each counted whole until `expires_ms`: what it
+/// inherited from its page's summary, or (`own`) its first request recorded in the summary's
+/// doorkeeper.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Part {
+    pub count: u64,
+    pub expires_ms: u64,
+    /// The client's own request (it took no slot), not an estimate inherited from others.
+    pub own: bool,
+}
+
 /// What one limit says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evaluation {
     /// The request fits under the limit.
     pub fits: bool,
+    /// It would fit if only the client's own counts were counted (its ring and own parts): a
+    /// request that fits this way but not the other is refused only through inherited counts.
+    pub own_fits: bool,
     /// Units of quota left after this request (if it is admitted) or now (if it is refused).
     pub remaining: u64,
     /// Epoch ms at which the quota grows again (the oldest counted request leaves the window);
@@ -50,13 +64,22 @@ impl SlidingWindow {
 
     /// The sub-window holding the millisecond `t`.
     pub fn sub_window(&self, t_ms: u64) -> u64 {
-        ((t_ms as u128 * SUB_WINDOWS as u128) / self.window_ms as u128) as u64
+        // 64-bit arithmetic whenever it cannot overflow (any clock of this era), else 128-bit.
+        match t_ms.checked_mul(SUB_WINDOWS) {
+            Some(scaled) => scaled / self.window_ms,
+            None => ((t_ms as u128 * SUB_WINDOWS as u128) / self.window_ms as u128) as u64,
+        }
     }
 
     /// The first millisecond of sub-window `b`.
     pub fn sub_window_start(&self, b: u64) -> u64 {
-        let scaled = b as u128 * self.window_ms as u128;
-        scaled.div_ceil(SUB_WINDOWS as u128).min(u64::MAX as u128) as u64
+        match b.checked_mul(self.window_ms) {
+            Some(scaled) => scaled.div_ceil(SUB_WINDOWS),
+            None => {
+                let scaled = b as u128 * self.window_ms as u128;
+                scaled.div_ceil(SUB_WINDOWS as u128).min(u64::MAX as u128) as u64
+            }
+        }
     }
 
     /// Moves a ring last written at `last_ms` forward to `now_ms`, clearing the sub-windows that
@@ -82,26 +105,57 @@ impl SlidingWindow {
         *slot = slot.saturating_add(cost);
     }
 
-    /// Judges a request of `cost` against `limit` on an advanced ring.
-    pub fn evaluate(&self, ring: &Ring, now_ms: u64, limit: u64, cost: u64) -> Evaluation {
-        let used: u64 = ring.iter().map(|&c| c as u64).sum();
+    /// The generation of `t_ms`: blocks of RING sub-windows (a span of W(1 + 1/N)).
+    pub fn generation(&self, t_ms: u64) -> u64 {
+        self.sub_window(t_ms) / RING as u64
+    }
+
+    /// When whatever was recorded during generation `g` has left the window: a count in its
+    /// last sub-window leaves when the sub-window RING later begins, which is where generation
+    /// `g + 2` begins. A generation's summary is cleared then.
+    pub fn generation_end(&self, g: u64) -> u64 {
+        self.sub_window_start((g + 2) * RING as u64)
+    }
+
+    /// When a count recorded at `t_ms` leaves the window (and any recorded earlier has).
+    pub fn ring_end(&self, t_ms: u64) -> u64 {
+        self.sub_window_start(self.sub_window(t_ms) + RING as u64)
+    }
+
+    /// Judges a request of `cost` against `limit` on an advanced ring and the client's parts.
+    pub fn evaluate(
+        &self,
+        ring: &Ring,
+        parts: &[Part],
+        now_ms: u64,
+        limit: u64,
+        cost: u64,
+    ) -> Evaluation {
+        let alive = alive_parts(parts, now_ms);
+        let ring_used: u64 = ring.iter().map(|&c| c as u64).sum();
+        let parts_used: u64 = alive.iter().map(|p| p.count).sum();
+        let own_used: u64 =
+            ring_used + alive.iter().filter(|p| p.own).map(|p| p.count).sum::<u64>();
+        let used = ring_used + parts_used;
         let fits = used + cost <= limit;
         let used_after = if fits { used + cost } else { used };
+        let pending = if fits { cost } else { 0 };
         let reset_at_ms = if used_after == 0 {
             now_ms
         } else {
             // The quota grows as soon as the oldest counted unit leaves; the unit this request
             // adds sits in the newest sub-window, so it never comes first unless it is alone.
-            self.release_time(ring, now_ms, used_after - 1, if fits { cost } else { 0 })
+            self.release_time(ring, &alive, now_ms, used_after - 1, pending)
                 .unwrap_or(now_ms)
         };
         let retry_at_ms = if fits || cost > limit {
             None
         } else {
-            self.release_time(ring, now_ms, limit - cost, 0)
+            self.release_time(ring, &alive, now_ms, limit - cost, 0)
         };
         Evaluation {
             fits,
+            own_fits: own_used + cost <= limit,
             remaining: limit.saturating_sub(used_after),
             reset_at_ms,
             retry_at_ms,
@@ -109,27 +163,87 @@ impl SlidingWindow {
     }
 
     /// The first millisecond at which the counted total drops to `target` or below, as the
-    /// sub-windows leave the window oldest first. `pending` is added to the current sub-window
-    /// (a request being admitted). `None` if it never does.
-    fn release_time(&self, ring: &Ring, now_ms: u64, target: u64, pending: u64) -> Option<u64> {
+    /// sub-windows leave the window oldest first and the parts expire. `pending` is added to the
+    /// current sub-window (a request being admitted). `None` if it never does.
+    fn release_time(
+        &self,
+        ring: &Ring,
+        alive: &Alive,
+        now_ms: u64,
+        target: u64,
+        pending: u64,
+    ) -> Option<u64> {
         let now = self.sub_window(now_ms);
         let oldest = now.saturating_sub(SUB_WINDOWS);
-        let mut total: u64 = ring.iter().map(|&c| c as u64).sum::<u64>() + pending;
+        let parts = alive.as_slice();
+        let mut total: u64 = ring.iter().map(|&c| c as u64).sum::<u64>()
+            + pending
+            + parts.iter().map(|p| p.count).sum::<u64>();
         if total <= target {
             return Some(now_ms);
         }
+        let mut next_part = 0;
         for b in oldest..=now {
+            // Sub-window `b` leaves when sub-window `b + RING` begins; parts expiring no later
+            // leave first.
+            let leaves = || self.sub_window_start(b + RING as u64);
+            if next_part < parts.len() {
+                let leaves = leaves();
+                while let Some(part) = parts.get(next_part).filter(|p| p.expires_ms <= leaves) {
+                    total -= part.count;
+                    next_part += 1;
+                    if total <= target {
+                        return Some(part.expires_ms);
+                    }
+                }
+            }
             total -= ring[(b % RING as u64) as usize] as u64;
             if b == now {
                 total -= pending;
             }
             if total <= target {
-                // Sub-window `b` leaves when sub-window `b + RING` begins.
-                return Some(self.sub_window_start(b + RING as u64));
+                return Some(leaves());
             }
         }
-        None
+        parts[next_part..].iter().find_map(|part| {
+            total -= part.count;
+            (total <= target).then_some(part.expires_ms)
+        })
     }
+}
+
+/// The parts still counted at `now_ms`, soonest to expire first.
+struct Alive {
+    parts: [Part; MAX_PARTS],
+    len: usize,
+}
+
+/// At most this many parts per limit (two inherited generations, two own doorkeeper units).
+pub const MAX_PARTS: usize = 4;
+
+impl Alive {
+    fn as_slice(&self) -> &[Part] {
+        &self.parts[..self.len]
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Part> {
+        self.as_slice().iter()
+    }
+}
+
+fn alive_parts(parts: &[Part], now_ms: u64) -> Alive {
+    let mut alive = Alive {
+        parts: [Part::default(); MAX_PARTS],
+        len: 0,
+    };
+    for part in parts
+        .iter()
+        .filter(|p| p.count > 0 && p.expires_ms > now_ms)
+    {
+        alive.parts[alive.len] = *part;
+        alive.len += 1;
+    }
+    alive.parts[..alive.len].sort_unstable_by_key(|p| p.expires_ms);
+    alive
 }
 
 #[cfg(test)]
@@ -140,12 +254,37 @@ mod tests {
 
     fn admit(w: &SlidingWindow, ring: &mut Ring, last: &mut u64, now: u64, limit: u64) -> bool {
         w.advance(ring, *last, now);
-        let e = w.evaluate(ring, now, limit, 1);
+        let e = w.evaluate(ring, &[], now, limit, 1);
         if e.fits {
             w.record(ring, now, 1);
             *last = now;
         }
         e.fits
+    }
+
+    #[test]
+    fn the_fast_arithmetic_agrees_with_the_wide_one() {
+        for window_ms in [100, 1_000, 1_234, 60_000, 86_400_000, 366 * 86_400_000] {
+            let w = SlidingWindow::new(window_ms);
+            for t in [
+                0,
+                1,
+                49,
+                1_700_000_000_123,
+                u64::MAX / 40,
+                u64::MAX / 20,
+                u64::MAX / 19,
+                u64::MAX,
+            ] {
+                let wide = ((t as u128 * SUB_WINDOWS as u128) / window_ms as u128) as u64;
+                assert_eq!(w.sub_window(t), wide, "{window_ms} {t}");
+                let b = wide;
+                let start = (b as u128 * window_ms as u128)
+                    .div_ceil(SUB_WINDOWS as u128)
+                    .min(u64::MAX as u128) as u64;
+                assert_eq!(w.sub_window_start(b), start, "{window_ms} {b}");
+            }
+        }
     }
 
     #[test]
@@ -210,7 +349,7 @@ mod tests {
             assert!(admit(&w, &mut ring, &mut last, t0, 3));
         }
         w.advance(&mut ring, last, t0 + 1_000);
-        let e = w.evaluate(&ring, t0 + 1_000, 3, 1);
+        let e = w.evaluate(&ring, &[], t0 + 1_000, 3, 1);
         assert!(!e.fits);
         let retry = e.retry_at_ms.unwrap();
         assert!(
@@ -224,10 +363,10 @@ mod tests {
         // One millisecond earlier is refused, at the retry time it is admitted.
         let mut probe = ring;
         w.advance(&mut probe, t0 + 1_000, retry - 1);
-        assert!(!w.evaluate(&probe, retry - 1, 3, 1).fits);
+        assert!(!w.evaluate(&probe, &[], retry - 1, 3, 1).fits);
         let mut probe = ring;
         w.advance(&mut probe, t0 + 1_000, retry);
-        assert!(w.evaluate(&probe, retry, 3, 1).fits);
+        assert!(w.evaluate(&probe, &[], retry, 3, 1).fits);
         assert_eq!(
             e.reset_at_ms, retry,
             "with one unit missing, reset and retry agree"
@@ -240,14 +379,14 @@ mod tests {
         let mut ring = [0; RING];
         w.record(&mut ring, 10_000, 1);
         w.advance(&mut ring, 10_000, 10_500);
-        let e = w.evaluate(&ring, 10_500, 5, 1);
+        let e = w.evaluate(&ring, &[], 10_500, 5, 1);
         assert!(e.fits);
         assert_eq!(e.remaining, 3);
         assert_eq!(
             e.reset_at_ms, 11_050,
             "the 10.000 s sub-window leaves at 11.050 s"
         );
-        let fresh = w.evaluate(&[0; RING], 10_500, 5, 1);
+        let fresh = w.evaluate(&[0; RING], &[], 10_500, 5, 1);
         assert_eq!(fresh.remaining, 4);
         assert_eq!(
             fresh.reset_at_ms, 11_550,
@@ -260,7 +399,7 @@ mod tests {
         let w = SlidingWindow::new(1_000);
         let mut ring = [0; RING];
         w.record(&mut ring, 0, 2);
-        let e = w.evaluate(&ring, 10, 2, 1);
+        let e = w.evaluate(&ring, &[], 10, 2, 1);
         assert!(!e.fits);
         assert_eq!(e.remaining, 0);
         assert_eq!(ring.iter().sum::<u32>(), 2);
@@ -269,7 +408,7 @@ mod tests {
     #[test]
     fn cost_above_the_limit_never_fits() {
         let w = SlidingWindow::new(1_000);
-        let e = w.evaluate(&[0; RING], 0, 2, 3);
+        let e = w.evaluate(&[0; RING], &[], 0, 2, 3);
         assert!(!e.fits);
         assert_eq!(e.retry_at_ms, None);
     }

@@ -17,7 +17,23 @@ pub enum KeySource {
     Header(String),
     Query(Vec<u8>),
     Bearer,
-    ClientIp { trusted_hops: u32 },
+    ClientIp {
+        trusted_hops: u32,
+        /// Leading bits of the address that make the key.
+        ipv4_prefix: u8,
+        ipv6_prefix: u8,
+    },
+}
+
+impl KeySource {
+    /// The client address, whole, `trusted_hops` proxies in.
+    pub fn client_ip(trusted_hops: u32) -> Self {
+        KeySource::ClientIp {
+            trusted_hops,
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+        }
+    }
 }
 
 impl KeySource {
@@ -28,7 +44,7 @@ impl KeySource {
         errors: &mut Errors,
     ) -> Vec<Self> {
         if sources.is_empty() {
-            return vec![KeySource::ClientIp { trusted_hops: 0 }];
+            return vec![KeySource::client_ip(0)];
         }
         sources
             .iter()
@@ -61,6 +77,7 @@ impl KeySource {
             }
             config::KeySource::Bearer {} => Some(KeySource::Bearer),
             config::KeySource::ClientIp(ip) => {
+                let mut valid = true;
                 if ip.trusted_hops > MAX_TRUSTED_HOPS {
                     errors.add(
                         format!("{at}.client_ip.trusted_hops"),
@@ -69,10 +86,22 @@ impl KeySource {
                             ip.trusted_hops
                         ),
                     );
-                    return None;
+                    valid = false;
                 }
-                Some(KeySource::ClientIp {
+                for (field, bits, max) in [
+                    ("ipv4_prefix", ip.ipv4_prefix, 32),
+                    ("ipv6_prefix", ip.ipv6_prefix, 128),
+                ] {
+                    if !(1..=max).contains(&bits) {
+                        let message = format!("must be between 1 and {max} (bits), got {bits}");
+                        errors.add(format!("{at}.client_ip.{field}"), message);
+                        valid = false;
+                    }
+                }
+                valid.then_some(KeySource::ClientIp {
                     trusted_hops: ip.trusted_hops,
+                    ipv4_prefix: ip.ipv4_prefix as u8,
+                    ipv6_prefix: ip.ipv6_prefix as u8,
                 })
             }
         }
@@ -102,8 +131,14 @@ pub fn extract(sources: &[KeySource], request: &Request) -> Option<(KeyKind, Vec
                     .header("authorization")
                     .and_then(|a| bearer_token(&a)),
             ),
-            KeySource::ClientIp { trusted_hops } => {
-                (KeyKind::ClientIp, client_ip(request, *trusted_hops))
+            KeySource::ClientIp {
+                trusted_hops,
+                ipv4_prefix,
+                ipv6_prefix,
+            } => {
+                let ip = client_ip(request, *trusted_hops);
+                let key = ip.map(|ip| ip_key(ip, *ipv4_prefix, *ipv6_prefix));
+                (KeyKind::ClientIp, key)
             }
         };
         value.map(|v| (kind, v))
@@ -157,9 +192,9 @@ pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
 /// The client IP: `source.address` with no trusted hops, else the address the outermost
 /// trusted proxy saw, i.e. the `trusted_hops`-th entry from the right of `x-forwarded-for`.
 /// A chain shorter than that falls back to `source.address` (as Envoy's own XFF handling does);
-/// an entry that is not an IP address yields no key. The text is canonical (`::ffff:1.2.3.4`
-/// and `1.2.3.4` are one client).
-pub fn client_ip(request: &Request, trusted_hops: u32) -> Option<Vec<u8>> {
+/// an entry that is not an IP address yields no key. IPv4-mapped IPv6 addresses are IPv4
+/// (`::ffff:1.2.3.4` and `1.2.3.4` are one client).
+pub fn client_ip(request: &Request, trusted_hops: u32) -> Option<IpAddr> {
     if trusted_hops > 0 {
         if let Some(xff) = request.header("x-forwarded-for") {
             let entries: Vec<&[u8]> = xff.split(|&b| b == b',').map(|e| e.trim_ascii()).collect();
@@ -175,6 +210,25 @@ pub fn client_ip(request: &Request, trusted_hops: u32) -> Option<Vec<u8>> {
         .map(canonical_ip)
 }
 
+/// The key of an address: its text, or with fewer prefix bits than the address has, the text of
+/// its network (`203.0.113.0/24`, `2001:db8:1:2::/64`), so every address in it is one client.
+fn ip_key(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> Vec<u8> {
+    let text = match ip {
+        IpAddr::V4(v4) if ipv4_prefix < 32 => {
+            let mask = u32::MAX << (32 - ipv4_prefix as u32);
+            let network = std::net::Ipv4Addr::from(u32::from(v4) & mask);
+            format!("{network}/{ipv4_prefix}")
+        }
+        IpAddr::V6(v6) if ipv6_prefix < 128 => {
+            let mask = u128::MAX << (128 - ipv6_prefix as u32);
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{ipv6_prefix}")
+        }
+        whole => whole.to_string(),
+    };
+    text.into_bytes()
+}
+
 /// Parses `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
 fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(text).ok()?.trim();
@@ -184,15 +238,14 @@ fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     text.parse::<SocketAddr>().ok().map(|s| s.ip())
 }
 
-fn canonical_ip(ip: IpAddr) -> Vec<u8> {
-    let ip = match ip {
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
-    };
-    ip.to_string().into_bytes()
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +330,7 @@ mod tests {
 
     #[test]
     fn client_ip_from_the_connection() {
-        let sources = [KeySource::ClientIp { trusted_hops: 0 }];
+        let sources = [KeySource::client_ip(0)];
         let r = FakeRequest::with(&[("x-forwarded-for", "6.6.6.6")]);
         assert_eq!(
             key(&sources, &r),
@@ -293,9 +346,45 @@ mod tests {
     }
 
     #[test]
+    fn client_ip_by_prefix() {
+        let prefix = |v4: u8, v6: u8| {
+            [KeySource::ClientIp {
+                trusted_hops: 0,
+                ipv4_prefix: v4,
+                ipv6_prefix: v6,
+            }]
+        };
+        let from = |source: &str| {
+            let mut r = FakeRequest::with(&[]);
+            r.source = Some(source.as_bytes().to_vec());
+            r
+        };
+        let key_of = |sources: &[KeySource], source: &str| key(sources, &from(source)).unwrap().1;
+        let (v4_24, v6_64) = (prefix(24, 64), prefix(24, 64));
+        assert_eq!(key_of(&v4_24, "203.0.113.77:443"), "203.0.113.0/24");
+        assert_eq!(key_of(&v4_24, "[::ffff:203.0.113.9]:443"), "203.0.113.0/24");
+        // Every address of a /64 is one client; the next /64 is another.
+        assert_eq!(
+            key_of(&v6_64, "[2001:db8:1:2:aaaa::1]:443"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            key_of(&v6_64, "[2001:db8:1:2:ffff:ffff:ffff:ffff]:1"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(key_of(&v6_64, "[2001:db8:1:3::1]:1"), "2001:db8:1:3::/64");
+        assert_eq!(key_of(&prefix(1, 1), "[ffff::1]:1"), "8000::/1");
+        assert_eq!(key_of(&prefix(1, 1), "200.1.1.1:1"), "128.0.0.0/1");
+        // The whole address (the default) is keyed as before, without a prefix length.
+        let whole = [KeySource::client_ip(0)];
+        assert_eq!(key_of(&whole, "203.0.113.77:443"), "203.0.113.77");
+        assert_eq!(key_of(&prefix(32, 128), "[2001:db8::1]:443"), "2001:db8::1");
+    }
+
+    #[test]
     fn forwarded_for_with_trusted_hops_resists_spoofing() {
-        let one_hop = [KeySource::ClientIp { trusted_hops: 1 }];
-        let two_hops = [KeySource::ClientIp { trusted_hops: 2 }];
+        let one_hop = [KeySource::client_ip(1)];
+        let two_hops = [KeySource::client_ip(2)];
         // The client forged "6.6.6.6"; the trusted proxy appended the address it saw.
         let r = FakeRequest::with(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
         assert_eq!(key(&one_hop, &r).unwrap().1, "203.0.113.9");
@@ -318,7 +407,7 @@ mod tests {
         let chain = [
             KeySource::Header("x-api-key".into()),
             KeySource::Bearer,
-            KeySource::ClientIp { trusted_hops: 0 },
+            KeySource::client_ip(0),
         ];
         let r = FakeRequest::with(&[("x-api-key", "k"), ("authorization", "Bearer t")]);
         assert_eq!(key(&chain, &r), Some((KeyKind::Header, "k".into())));

@@ -196,16 +196,39 @@ pub fn refusal(
     }
 }
 
-/// The reply when the store could not decide (full or contended) and the policy is to deny:
-/// nothing is known of the client's quota, so the body speaks of `limit` as if just exhausted
-/// and `Retry-After` is its window.
-pub fn unavailable(format: &ResponseFormat, limit: Checked, rule: &str, now_ms: u64) -> Reply {
-    let outcome = Outcome {
-        now_ms,
-        checked: vec![limit],
-        plan: None,
-    };
-    refusal(format, &outcome, rule, None)
+/// The reply to a capacity refusal: the request is over quota only through counts the store
+/// inherited for lack of room (an estimate that includes other clients' requests), so nothing is
+/// said of the client's limits; `Retry-After` is when the request is admitted again if nothing
+/// else changes. The configured status (429 by default): the client is to slow down.
+pub fn capacity(format: &ResponseFormat, now_ms: u64, retry_at_ms: u64) -> Reply {
+    let retry_after = seconds_until(now_ms, retry_at_ms).max(1);
+    // Fixed text and a number: JSON as written.
+    let body = format!(
+        "{{\"error\":\"rate_limit_capacity\",\"message\":\"Too many clients for the rate limiter \
+         to tell this client's requests from others'. Retry in {retry_after} seconds.\",\
+         \"retry_after\":{retry_after}}}"
+    );
+    json_reply(format.status, retry_after, body)
+}
+
+/// The reply when the store could not decide (every compare-and-swap attempt lost its race)
+/// and `store.on_contention` says deny: 503, nothing said of the client's quota, and a short
+/// `Retry-After` (the contention lasts as long as the burst that caused it).
+pub fn unavailable() -> Reply {
+    let body = "{\"error\":\"rate_limit_unavailable\",\"message\":\"The rate limiter could not \
+                decide on this request. Retry in 1 second.\",\"retry_after\":1}";
+    json_reply(503, 1, body.to_string())
+}
+
+fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
+    Reply {
+        status,
+        headers: vec![
+            (HeaderName::from("retry-after"), retry_after.to_string()),
+            (HeaderName::from("content-type"), "application/json".into()),
+        ],
+        body,
+    }
 }
 
 /// The reply when the rate limit service failed and `fleet.on_error` says deny: the service's
@@ -281,6 +304,33 @@ mod tests {
 
     fn names(headers: &Headers) -> Vec<(&str, &str)> {
         headers.iter().map(|(k, v)| (&**k, v.as_str())).collect()
+    }
+
+    #[test]
+    fn capacity_and_unavailable_replies_are_json_and_say_what_happened() {
+        let format =
+            ResponseFormat::compile(&config::ResponseConfig::default(), &mut Errors::default())
+                .unwrap();
+        let reply = capacity(&format, NOW, NOW + 40_001);
+        assert_eq!(reply.status, 429);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "rate_limit_capacity");
+        assert_eq!(body["retry_after"], 41);
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Retry in 41 seconds."));
+        assert_eq!(
+            reply.headers[0],
+            (HeaderName::from("retry-after"), "41".to_string())
+        );
+        let reply = unavailable();
+        assert_eq!(reply.status, 503);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            (body["error"].as_str(), body["retry_after"].as_u64()),
+            (Some("rate_limit_unavailable"), Some(1))
+        );
     }
 
     #[test]

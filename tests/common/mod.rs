@@ -44,6 +44,8 @@ pub fn config_shaped_json() -> impl Strategy<Value = Value> {
             "bearer",
             "client_ip",
             "trusted_hops",
+            "ipv4_prefix",
+            "ipv6_prefix",
             "match",
             "path",
             "prefix",

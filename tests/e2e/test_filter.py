@@ -294,9 +294,55 @@ def test_stats_in_prometheus_never_name_a_client(start_envoy):
     assert stats["ratelimit_api_daily_refused"] == 0
     assert stats["ratelimit_api_missing_key"] == 1
     assert stats["ratelimit_api_clients_tracked"] == 2
-    assert stats["ratelimit_api_store_full"] == 0
+    assert stats["ratelimit_api_capacity_refused"] == 0
+    assert stats["ratelimit_api_door_admitted"] == 0 and stats["ratelimit_api_clients_evicted"] == 0
     assert not any(name.startswith("ratelimit_health") for name in stats), "exempt rules have no stats"
     everything = admin_get(envoy.admin_port, "/stats/prometheus") + admin_get(envoy.admin_port, "/stats")
     time.sleep(0.2)
     assert "secret-key" not in everything + envoy.log()
     assert "refused rule=api limit=burst" in envoy.log()
+
+
+def test_client_ip_keys_by_network_prefix(start_envoy):
+    """A client rotating addresses inside its IPv6 /64 (or an IPv4 /24) is one client."""
+    # envoy.yaml's Envoy appends the address it sees (use_remote_address): the address this test
+    # writes is the second from the right.
+    by_prefix = {"client_ip": {"trusted_hops": 2, "ipv4_prefix": 24, "ipv6_prefix": 64}}
+    envoy = start_envoy({"rules": [rule(key=[by_prefix], limits=[{"requests": 3, "window": "30s"}])]})
+
+    def via(address):
+        return envoy.request("/x", {"x-forwarded-for": address}).status
+
+    assert [via(f"2001:db8:1:2::{i:x}") for i in range(1, 6)] == [200, 200, 200, 429, 429]
+    assert via("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+    assert via("2001:db8:1:3::1") == 200, "the next /64 is another client"
+    assert [via(f"198.51.100.{i}") for i in range(1, 5)] == [200, 200, 200, 429]
+    assert via("198.51.101.1") == 200, "the next /24 is another client"
+
+
+def test_a_capacity_refusal_says_so_and_its_retry_after_is_true(start_envoy):
+    """A client whose slot another client took stays refused, through the page summary, and is
+    told so: its own error code, no limit headers, a Retry-After after which it is admitted."""
+    config = {"store": {"max_clients": 1, "slots_per_page": 1},
+              "rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "1s"}])]}
+    envoy = start_envoy(config)
+    a, b = {"x-api-key": "client-a"}, {"x-api-key": "client-b"}
+    assert statuses([envoy.request("/x", a) for _ in range(2)]) == [200, 200]
+    # b's first request goes into the doorkeeper, its second takes the only slot: a's counts move
+    # into the summary.
+    assert statuses([envoy.request("/x", b) for _ in range(2)]) == [200, 200]
+    refused = envoy.request("/x", a)
+    t0 = time.monotonic()
+    assert refused.status == 429
+    assert refused.json()["error"] == "rate_limit_capacity", refused.body
+    assert refused.header("x-ratelimit-limit") is None and refused.header("x-ratelimit-remaining") is None
+    retry_after = int(refused.header("retry-after"))
+    assert refused.json()["retry_after"] == retry_after and 1 <= retry_after <= 3
+    sleep_until(t0 + retry_after)
+    assert envoy.request("/x", a).status == 200, "admitted once Retry-After has passed"
+    stats = prometheus(envoy)
+    assert stats["ratelimit_api_capacity_refused"] == 1
+    assert stats["ratelimit_api_door_admitted"] == 1 and stats["ratelimit_api_clients_evicted"] >= 1
+    assert stats["ratelimit_api_1s_refused"] == 0, "not a refusal by the limit"
+    time.sleep(0.2)  # the log file is flushed every 100 ms
+    assert "ratelimit: capacity rule=api limit=- " in envoy.log()

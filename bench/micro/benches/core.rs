@@ -50,10 +50,11 @@ fn limiter_check(c: &mut Criterion) {
             d
         })
     });
-    // What the store round trip alone costs: read and write back one page (1,608 bytes here),
-    // as the host copies it in and out of the VM.
+    // What the store round trip alone costs: read and write back one page, as the host copies it
+    // in and out of the VM.
     let key = pages.page(limiter.page_of(admitted));
-    c.bench_function("MemoryStore/get+set one page (1,608 B)", |b| {
+    let name = format!("MemoryStore/get+set one page ({} B)", store.get(&key).0.unwrap().len());
+    c.bench_function(&name, |b| {
         b.iter(|| {
             let (value, cas) = store.get(black_box(&key));
             store.set(&key, &value.unwrap(), cas).unwrap();
@@ -75,7 +76,8 @@ fn codec(c: &mut Criterion) {
     c.bench_function("page_codec/write_ring (21 × 2 B)", |b| {
         b.iter(|| layout.write_ring(black_box(&mut page), black_box(7), 0, black_box(&ring)))
     });
-    c.bench_function("page_codec/recognises (936 B page)", |b| {
+    let name = format!("page_codec/recognises ({} B page)", layout.page_len());
+    c.bench_function(&name, |b| {
         b.iter(|| layout.recognises(black_box(&page)))
     });
 }

@@ -61,11 +61,21 @@ pub const NEVER: &str = r#"[{"name": "per_minute", "requests": 4000000000, "wind
 /// Config 5: one request per day.
 pub const ALWAYS: &str = r#"[{"name": "per_day", "requests": 1, "window": "1d"}]"#;
 
-/// Bytes of shared data per tracked client: (slot bytes, the layout) for a page of 16 clients.
-pub fn slot_bytes(windows_ms: &[u64], limits: &[u64]) -> (usize, PageLayout) {
+/// Bytes of shared data per client counted exactly, for a page of 16 clients: its slot, and its
+/// share of the page's summary (which grows with the slots).
+pub struct Sizes {
+    pub slot: usize,
+    pub summary: usize,
+    pub layout: PageLayout,
+}
+
+pub fn per_client_bytes(windows_ms: &[u64], limits: &[u64]) -> Sizes {
     let layout = PageLayout::new(16, windows_ms, limits);
-    let one = PageLayout::new(1, windows_ms, limits);
-    ((layout.page_len() - one.page_len()) / 15, layout)
+    Sizes {
+        slot: layout.slot_len(),
+        summary: layout.summary_len() / 16,
+        layout,
+    }
 }
 
 #[cfg(test)]
@@ -74,8 +84,12 @@ mod tests {
 
     #[test]
     fn the_documented_per_client_sizes_hold() {
-        assert_eq!(slot_bytes(&[60_000], &[100]).0, 58, "README: 58 bytes for one limit");
-        assert_eq!(slot_bytes(&[60_000, 86_400_000], &[100, 1000]).0, 100, "README: two limits 100");
-        assert_eq!(slot_bytes(&[86_400_000], &[1_000_000]).0, 16 + 84);
+        let one = per_client_bytes(&[60_000], &[100]);
+        assert_eq!((one.slot, one.summary), (71, 64), "README: 135 bytes for one limit");
+        let two = per_client_bytes(&[60_000, 86_400_000], &[10, 1000]);
+        assert_eq!((two.slot, two.summary), (117, 96), "README: 213 bytes for two limits");
+        let wide = per_client_bytes(&[86_400_000], &[1_000_000]);
+        assert_eq!((wide.slot, wide.summary), (117, 64));
+        assert_eq!(one.layout.page_len(), 16 + 16 * (71 + 64));
     }
 }
