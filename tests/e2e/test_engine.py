@@ -461,4 +461,6 @@ def test_the_fleet_compose_stacks_limits_file_loads(start_fleet_engine):
     # Limitador loads it: limitador-server's command line, here with in-memory counters.
     limits = (ROOT / "envoy" / "limitador-limits.yaml").read_text()
     engine = start_fleet_engine(limits, cli="limitador-server")
-    assert '15 limits in namespaces ["ratelimit.api", "ratelimit.bulk"]' in engine.output()
+    count = limits.count("- namespace:")
+    assert count == 10, "each rule's per-minute limit, 5 span counters each"
+    assert f'{count} limits in namespaces ["ratelimit.api", "ratelimit.bulk"]' in engine.output()
