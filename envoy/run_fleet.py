@@ -28,8 +28,21 @@ SERVICE = ("127.0.0.1", 8081)
 REDIS = ("127.0.0.1", 6380)
 
 
+def describe_fleet(rule: dict) -> str:
+    """describe() with each fleet-wide limit marked."""
+    if rule.get("exempt"):
+        return describe(rule)
+    plain = {**rule, "limits": [{k: v for k, v in lim.items() if k != "fleet"} for lim in rule["limits"]]}
+    text = describe(plain)
+    for lim in rule["limits"]:
+        if lim.get("fleet"):
+            text = text.replace(f"{lim['requests']} per {lim['window']}",
+                                f"{lim['requests']} per {lim['window']} fleet-wide", 1)
+    return text
+
+
 def banner(workdir: Path, rules: list[dict]) -> str:
-    listed = "\n".join(f"    {describe(r)} (fleet-wide)" for r in rules)
+    listed = "\n".join(f"    {describe_fleet(r)}" for r in rules)
     urls = ", ".join(f"http://127.0.0.1:{p}" for p, _ in PORTS)
     return (
         f"\nThree Envoys share their limits through the rate limit service ({workdir}):\n"
