@@ -61,19 +61,26 @@ fn check(paths: &[String]) -> ExitCode {
     }
 }
 
-fn explain(path: &str, args: &[String]) -> ExitCode {
-    let config = match read(path).map(|bytes| Filter::load(&bytes)) {
-        Ok(Ok(config)) => config,
+/// The compiled configuration at `path`, or `None` with every problem printed.
+fn load(path: &str) -> Option<Filter> {
+    match read(path).map(|bytes| Filter::load(&bytes)) {
+        Ok(Ok(filter)) => Some(filter),
         Ok(Err(errors)) => {
             for error in errors.0 {
                 println!("{path}: {error}");
             }
-            return ExitCode::FAILURE;
+            None
         }
         Err(e) => {
             println!("{e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn explain(path: &str, args: &[String]) -> ExitCode {
+    let Some(config) = load(path) else {
+        return ExitCode::FAILURE;
     };
     let mut request = DescribedRequest {
         method: "GET".into(),
@@ -130,18 +137,8 @@ fn engine_config(path: &str, args: &[String]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let filter = match read(path).map(|bytes| Filter::load(&bytes)) {
-        Ok(Ok(filter)) => filter,
-        Ok(Err(errors)) => {
-            for error in errors.0 {
-                println!("{path}: {error}");
-            }
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(filter) = load(path) else {
+        return ExitCode::FAILURE;
     };
     match config_tool::engine_config(&filter, engine) {
         Ok(text) => {

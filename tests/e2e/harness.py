@@ -21,6 +21,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "envoy"))
+import fleet_config  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 # RATELIMIT_WASM points the tests at another build of the filter (e.g. one in a scratch target dir).
@@ -114,23 +117,11 @@ def render_config(
 
 
 def grpc_cluster(name: str, port: int) -> dict:
-    """An HTTP/2 cluster on 127.0.0.1:`port`, as a rate limit service needs."""
-    return {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "0.25s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": "127.0.0.1", "port_value": port}}}}]}],
-        },
-    }
+    """An HTTP/2 cluster on 127.0.0.1:`port`, as a rate limit service needs (the one
+    envoy/fleet_config.py adds for `make run-fleet`, renamed)."""
+    cluster = fleet_config.service_cluster("127.0.0.1", port)
+    cluster["name"] = cluster["load_assignment"]["cluster_name"] = name
+    return cluster
 
 
 @dataclass
