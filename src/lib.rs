@@ -28,9 +28,9 @@ pub mod tool;
 pub use config::{parse as parse_config, parse_with_serde, FilterConfig};
 pub use config::{ConfigError, ConfigErrors};
 pub use engine::{
-    begin, decide, stat_names, Action, Decision, Event, Filter, Progress, StatKind, Waiting,
+    begin, decide, stat_names, Action, Decision, Event, Filter, Memory, Progress, StatKind, Waiting,
 };
-pub use fleet::{FleetMemory, FleetSettings, Verdict as FleetVerdict};
+pub use fleet::{FleetSettings, Verdict as FleetVerdict};
 pub use request::RequestView;
 pub use response::{HeaderName, Headers, Reply};
 pub use store::{CasMismatch, MemoryStore, SharedStore};

@@ -31,6 +31,8 @@ pub enum Charging {
     Refused {
         statuses: Vec<LimitStatus>,
         now_ms: u64,
+        /// Refused by the client's own counts alone (nothing inherited from other clients).
+        own_counts_only: bool,
     },
     /// Over only through counts the store inherited for lack of room (a capacity refusal):
     /// nothing taken; a request is admitted again from `retry_at_ms`.
@@ -82,6 +84,7 @@ pub fn charge(
         Verdict::Refused => Charging::Refused {
             statuses: result.statuses,
             now_ms: result.now_ms,
+            own_counts_only: result.own_counts_only,
         },
         Verdict::Capacity => Charging::Capacity {
             retry_at_ms: result

@@ -51,6 +51,7 @@ impl Filter {
             plans: &plans,
             store: &store,
             fleet: fleet.as_ref(),
+            response: response.as_ref(),
         };
         let (rules, matchers) = (0..config.rules.len())
             .map(|i| Rule::compile(i, &cx, &mut errors))

@@ -4,11 +4,14 @@
 mod charge;
 mod filter;
 mod log;
+mod memory;
 mod pipeline;
+mod refusals;
 mod rule;
 mod stats;
 
 pub use filter::Filter;
+pub use memory::Memory;
 #[cfg(feature = "cli")]
 pub use pipeline::Selection;
 pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};

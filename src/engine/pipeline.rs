@@ -7,6 +7,8 @@
 
 use super::charge::{self, Charge, Charging};
 use super::log::{log_refusal, Refusal};
+use super::memory::Memory;
+use super::refusals::RefusalMemory;
 use super::rule::LimitedRule;
 use super::stats::{Event, Stat};
 use super::Filter;
@@ -43,7 +45,7 @@ pub fn decide(
     view: &dyn RequestView,
     now_ms: u64,
 ) -> Decision {
-    let mut memory = FleetMemory::with_capacity(1);
+    let mut memory = Memory::with_fleet_capacity(1);
     let mut progress = begin(filter, store, &mut memory, view, now_ms);
     loop {
         match progress {
@@ -70,11 +72,12 @@ pub struct Waiting {
     pub call: Option<FleetCall>,
 }
 
-/// Starts deciding one request: `memory` is this worker's memory of the service's answers.
+/// Starts deciding one request: `memory` is this worker's memory of the service's answers and
+/// of its refusals still true.
 pub fn begin(
     filter: &Filter,
     store: &dyn SharedStore,
-    memory: &mut FleetMemory,
+    memory: &mut Memory,
     view: &dyn RequestView,
     now_ms: u64,
 ) -> Progress {
@@ -107,14 +110,14 @@ impl Waiting {
         mut self,
         filter: &Filter,
         store: &dyn SharedStore,
-        memory: &mut FleetMemory,
+        memory: &mut Memory,
         view: &dyn RequestView,
         verdict: fleet::Verdict,
         now_ms: u64,
     ) -> Progress {
         let request = Request::new(view);
         self.evaluation
-            .answered(filter, store, memory, verdict, now_ms);
+            .answered(filter, store, &mut memory.fleet, verdict, now_ms);
         (*self.evaluation).run(filter, store, memory, &request, now_ms)
     }
 }
@@ -217,7 +220,7 @@ impl Evaluation {
         mut self,
         filter: &Filter,
         store: &dyn SharedStore,
-        memory: &mut FleetMemory,
+        memory: &mut Memory,
         request: &Request,
         now: u64,
     ) -> Progress {
@@ -385,7 +388,7 @@ impl Evaluation {
         &mut self,
         filter: &Filter,
         store: &dyn SharedStore,
-        memory: &mut FleetMemory,
+        memory: &mut Memory,
         request: &Request,
         (rule, limited): (usize, &LimitedRule),
         now: u64,
@@ -399,12 +402,14 @@ impl Evaluation {
         }
         let cost = limited.cost.of(request);
         let client = client_hash(filter.hash_seed, kind, &key);
-        let attempts = filter.store.cas_attempts;
-        let (charging, stats) =
-            charge::charge(store, attempts, (rule, limited), client, cost, levels, now);
-        for stat in stats.into_iter().flatten() {
-            self.event(rule, stat);
-        }
+        let charging = self.charge_or_recall(
+            filter,
+            store,
+            &mut memory.refusals,
+            (rule, limited),
+            (client, cost),
+            now,
+        );
         let admitted = matches!(charging, Charging::Admitted(_));
         self.record(filter, (rule, limited), client, charging, now);
         if admitted {
@@ -413,8 +418,56 @@ impl Evaluation {
                 .fleet
                 .as_ref()
                 .map_or(client, |f| client_hash(f.seed, kind, &key));
-            self.ask_fleet(filter, memory, (rule, limited), fleet_client, cost, now);
+            let fleet = &mut memory.fleet;
+            self.ask_fleet(filter, fleet, (rule, limited), fleet_client, cost, now);
         }
+    }
+
+    /// Charges the store, unless this worker remembers a refusal of the client that is still
+    /// true (see [`RefusalMemory`]); remembers a new refusal that will stay true.
+    fn charge_or_recall(
+        &mut self,
+        filter: &Filter,
+        store: &dyn SharedStore,
+        refusals: &mut RefusalMemory,
+        (rule, limited): (usize, &LimitedRule),
+        (client, cost): (u64, u64),
+        now: u64,
+    ) -> Charging {
+        let plan = self.selection.plan;
+        let lasting = limited.refusals_last && cost == 1;
+        if lasting {
+            if let Some((statuses, now_ms)) = refusals.recall(rule, plan, client, now) {
+                self.event(rule, Stat::RefusalRecalled);
+                return Charging::Refused {
+                    statuses,
+                    now_ms,
+                    own_counts_only: true,
+                };
+            }
+        }
+        let attempts = filter.store.cas_attempts;
+        let levels = limited.levels(plan);
+        let (charging, stats) =
+            charge::charge(store, attempts, (rule, limited), client, cost, levels, now);
+        for stat in stats.into_iter().flatten() {
+            self.event(rule, stat);
+        }
+        if let Charging::Refused {
+            statuses,
+            now_ms,
+            own_counts_only: true,
+        } = &charging
+        {
+            // A reply that lists every limit's remaining quota could change before the retry
+            // time (a limit that still fits frees up): such refusals are not remembered.
+            let fixed =
+                !filter.response.lists_every_remaining() || statuses.iter().all(|s| !s.fits);
+            if lasting && fixed {
+                refusals.remember((rule, plan, client), statuses, *now_ms);
+            }
+        }
+        charging
     }
 
     /// The rule's client key; without one, what `on_missing_key` says (`None`: skip the rule,
@@ -466,7 +519,9 @@ impl Evaluation {
                 self.clock = self.clock.max(charge.at_ms);
                 self.charges.push(charge);
             }
-            Charging::Refused { statuses, now_ms } => {
+            Charging::Refused {
+                statuses, now_ms, ..
+            } => {
                 let by = headline_index(statuses.iter()).map_or(0, |i| statuses[i].limit);
                 let line = refusal("refused", &limited.texts[by].name);
                 log_refusal(filter.refusal_log, &line, now);
@@ -602,6 +657,7 @@ impl Evaluation {
             now_ms: self.clock,
             checked,
             plan: filter.plans.shown(self.selection.plan),
+            plan_id: self.selection.plan,
         }
     }
 }
@@ -1160,7 +1216,7 @@ mod tests {
     fn serve(
         filter: &Filter,
         store: &MemoryStore,
-        memory: &mut FleetMemory,
+        memory: &mut Memory,
         request: &FakeRequest,
         now: u64,
         service: &mut dyn FnMut(&FleetCall) -> fleet::Verdict,
@@ -1184,7 +1240,7 @@ mod tests {
     fn the_fleet_is_asked_only_after_the_local_tier_admits_and_leases_save_calls() {
         let filter = load(FLEET.as_bytes()).unwrap();
         let store = MemoryStore::new();
-        let mut memory = FleetMemory::default();
+        let mut memory = Memory::default();
         let request = get("/api/x", &[("x-api-key", "k")]);
         let mut ok = |_: &FleetCall| fleet::Verdict::Admitted;
         let (first, calls) = serve(&filter, &store, &mut memory, &request, T0, &mut ok);
@@ -1218,7 +1274,7 @@ mod tests {
     fn a_fleet_refusal_is_a_refusal_with_the_same_contract_and_is_remembered() {
         let filter = load(FLEET.as_bytes()).unwrap();
         let store = MemoryStore::new();
-        let mut memory = FleetMemory::default();
+        let mut memory = Memory::default();
         let request = get("/api/x", &[("x-api-key", "k")]);
         let mut over = |_: &FleetCall| fleet::Verdict::OverLimit;
         let (refused, calls) = serve(&filter, &store, &mut memory, &request, T0, &mut over);
@@ -1281,7 +1337,7 @@ mod tests {
             );
             let filter = load(json.as_bytes()).unwrap();
             let store = MemoryStore::new();
-            let mut memory = FleetMemory::default();
+            let mut memory = Memory::default();
             let (d, _) = serve(&filter, &store, &mut memory, &request, T0, &mut fail);
             assert!(has(&d, Stat::FleetFailed));
             match (&d.action, expect_status) {
@@ -1326,7 +1382,7 @@ mod tests {
     fn requests_of_a_client_whose_call_is_in_flight_wait_for_it() {
         let filter = load(FLEET.as_bytes()).unwrap();
         let store = MemoryStore::new();
-        let mut memory = FleetMemory::default();
+        let mut memory = Memory::default();
         let request = get("/api/x", &[("x-api-key", "k")]);
         let Progress::Waiting(first) = begin(&filter, &store, &mut memory, &request, T0) else {
             panic!("the first request calls")
@@ -1386,5 +1442,75 @@ mod tests {
             panic!()
         };
         assert!(matches!(d.action, Action::Refuse(_)));
+    }
+
+    /// The memory of refusals changes no reply: the same traffic decided with one worker's
+    /// memory and without any (a fresh memory per request, each against its own store) gets the
+    /// same action every time, in every header style, with plans, costs and `also` rules.
+    #[test]
+    fn remembered_refusals_change_no_reply() {
+        const MEMORY_CONFIG: &str = r#"{
+            "plans": {"names": ["free", "pro"], "default": "free", PLAN_SOURCE},
+            "response": {"headers": {"style": "STYLE"}, "body": {"m": "{{message}}", "r": "{{remaining}}", "v": "{{violated_policies}}", "at": "{{reset_iso}}"}},
+            "rules": [
+                {"name": "a", "match": {"path": {"prefix": "/a"}}, "key": [{"header": "x-api-key"}],
+                 "also": ["c"], "limits": [{"requests": 3, "window": "10s"}]},
+                {"name": "b", "match": {"path": {"prefix": "/b"}}, "key": [{"header": "x-api-key"}],
+                 "cost": {"header": "x-cost", "max": 3},
+                 "limits": [{"requests": {"free": 4, "pro": 8}, "window": "5s"},
+                            {"requests": {"free": 10, "pro": 0}, "window": "30s"}]},
+                {"name": "c", "match": {"path": {"prefix": "/c"}}, "key": [{"header": "x-api-key"}],
+                 "limits": [{"requests": 5, "window": "20s"}, {"requests": 9, "window": "1m"}]}
+            ]}"#;
+        let mut recalled = 0;
+        let plan_sources = [
+            // A client's plan from a header may change between its requests: rule b's levels
+            // differ by plan, so b remembers nothing.
+            (r#""header": "x-plan""#, [false, false, true]),
+            (r#""keys": {"k1": "pro", "k3": "pro"}"#, [false, true, true]),
+        ];
+        let styles = ["x_rate_limit", "draft03", "draft_ietf"];
+        for (style, (source, flags)) in styles.iter().flat_map(|s| plan_sources.map(|p| (s, p))) {
+            let json = MEMORY_CONFIG.replace("STYLE", style);
+            let filter = load(json.replace("PLAN_SOURCE", source).as_bytes()).unwrap();
+            let lasting: Vec<bool> = (0..3)
+                .map(|r| filter.limited(r).unwrap().refusals_last)
+                .collect();
+            assert_eq!(lasting, flags, "a names c, so only c comes last");
+            let (remembering, fresh) = (MemoryStore::new(), MemoryStore::new());
+            let mut memory = Memory::default();
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            let mut next = |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            let mut now = T0;
+            for _ in 0..6_000 {
+                now += next(700);
+                let path = ["/a", "/b", "/c"][next(3) as usize];
+                let key = format!("k{}", next(4));
+                let plan = ["free", "pro"][next(2) as usize];
+                let cost = (1 + next(4) / 3).to_string(); // mostly 1, sometimes 2
+                let headers = [
+                    ("x-api-key", key.as_str()),
+                    ("x-plan", plan),
+                    ("x-cost", &cost),
+                ];
+                let request = get(path, &headers);
+                let with = match begin(&filter, &remembering, &mut memory, &request, now) {
+                    Progress::Done(decision) => decision,
+                    Progress::Waiting(_) => panic!("no fleet-wide limit"),
+                };
+                let without = decide(&filter, &fresh, &request, now);
+                assert_eq!(
+                    with.action, without.action,
+                    "{style} {path} {headers:?} at {now}"
+                );
+                recalled += usize::from(has(&with, Stat::RefusalRecalled));
+            }
+        }
+        assert!(recalled > 1_000, "the memory answered {recalled} refusals");
     }
 }

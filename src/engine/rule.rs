@@ -9,7 +9,7 @@ use crate::config::{
 use crate::fleet::{FleetRule, FleetSettings};
 use crate::limiter::{Limit, Limiter};
 use crate::request::{extract_key, Cost, KeyKind, KeySource, Plans, Request};
-use crate::response::LimitText;
+use crate::response::{LimitText, ResponseFormat};
 use crate::route::RouteMatcher;
 use crate::store::{PageKeys, StoreSettings};
 
@@ -44,6 +44,12 @@ pub struct LimitedRule {
     pub pages: PageKeys,
     /// The limits also counted by the rate limit service, if any.
     pub fleet: Option<FleetRule>,
+    /// Nothing is ever charged after this rule in a request (it names no other rule in `also`,
+    /// comes last wherever it is named, and has no fleet-wide limit), so nothing it counts is
+    /// ever given back, and a client's levels cannot change between its requests (no plan
+    /// header, or the same levels for every plan): its refusals stay true until their retry
+    /// time (see `RefusalMemory`).
+    pub refusals_last: bool,
 }
 
 impl LimitedRule {
@@ -64,6 +70,8 @@ pub struct Context<'a> {
     pub plans: &'a Plans,
     pub store: &'a StoreSettings,
     pub fleet: Option<&'a FleetSettings>,
+    /// The compiled `response` part (`None` when it has errors).
+    pub response: Option<&'a ResponseFormat>,
 }
 
 impl Rule {
@@ -117,12 +125,32 @@ impl LimitedRule {
             let message = "needs at least one limit (or \"exempt\": true)";
             errors.add(format!("{at}.limits"), message);
         }
-        let (limits, texts) = compile_limits(rule, cx.plans, at, errors);
+        let (limits, mut texts) = compile_limits(rule, cx.plans, at, errors);
         let names: Vec<String> = texts.iter().map(|t| t.name.clone()).collect();
         let fleet = FleetRule::compile(rule, &names, cx.fleet, at, errors);
-        let levels_by_plan = (0..cx.plans.names.len())
+        let named_last = |other: &RuleConfig| {
+            !other.also.contains(&rule.name) || other.also.last() == Some(&rule.name)
+        };
+        let levels_by_plan: Vec<Vec<u64>> = (0..cx.plans.names.len())
             .map(|p| limits.iter().map(|l| l.requests[p]).collect())
             .collect();
+        // A client whose plan can change from request to request (a plan header) could be
+        // admitted under another plan's levels while refused under this one's.
+        if let Some(format) = cx.response {
+            let shown: Vec<Option<&str>> = (0..cx.plans.names.len())
+                .map(|p| cx.plans.shown(p))
+                .collect();
+            for (i, (text, limit)) in texts.iter_mut().zip(&limits).enumerate() {
+                let levels: Vec<u64> = levels_by_plan.iter().map(|l| l[i]).collect();
+                text.prepare(format, &rule.name, (&levels, limit.window_ms), &shown);
+            }
+        }
+        let one_plan_per_client =
+            cx.plans.header.is_none() || levels_by_plan.windows(2).all(|w| w[0] == w[1]);
+        let refusals_last = rule.also.is_empty()
+            && fleet.is_none()
+            && one_plan_per_client
+            && cx.rules.iter().all(named_last);
         LimitedRule {
             key: KeySource::compile_chain(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
@@ -135,6 +163,7 @@ impl LimitedRule {
             texts,
             levels_by_plan,
             fleet,
+            refusals_last,
         }
     }
 }

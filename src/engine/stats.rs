@@ -56,6 +56,8 @@ stats! {
     FleetLeased => "fleet_leased", Counter;
     /// A new client's first request admitted without a slot, recorded in the page summary.
     DoorAdmitted => "door_admitted", Counter;
+    /// Refused from this worker's memory of an earlier refusal still true: no store access.
+    RefusalRecalled => "refused_from_memory", Counter;
 }
 
 /// One thing that happened while deciding a request, for the stats.
@@ -133,6 +135,7 @@ mod tests {
                 "edge.api.fleet_failed",
                 "edge.api.fleet_leased",
                 "edge.api.door_admitted",
+                "edge.api.refused_from_memory",
                 "edge.api.minute.refused",
                 "edge.api.1d.refused",
             ]

@@ -18,8 +18,8 @@ use http::RateLimitHttp;
 use io::HostStore;
 
 use crate::config::RefusalLog;
-use crate::engine::{stat_names, Event, Filter, StatKind};
-use crate::fleet::{FleetMemory, Verdict as FleetVerdict};
+use crate::engine::{stat_names, Event, Filter, Memory, StatKind};
+use crate::fleet::Verdict as FleetVerdict;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -48,8 +48,8 @@ fn now_ms(context: &dyn Context) -> u64 {
 /// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
 struct Loaded {
     filter: Filter,
-    /// This worker's memory of the rate limit service's answers (leases, refusals).
-    memory: RefCell<FleetMemory>,
+    /// This worker's memory: the rate limit service's answers, its refusals still true.
+    memory: RefCell<Memory>,
     /// The queue that wakes this root to send calls, when some limit is fleet-wide.
     queue: Option<u32>,
     stats: Vec<Vec<u32>>,
@@ -149,7 +149,7 @@ impl RootContext for RateLimitRoot {
                 });
                 if let Some(previous) = self.config.replace(Rc::new(Loaded {
                     filter,
-                    memory: RefCell::new(FleetMemory::default()),
+                    memory: RefCell::new(Memory::default()),
                     queue,
                     stats,
                     pending,

@@ -27,7 +27,7 @@ mod window;
 
 pub use page::PageLayout;
 pub use window::RING;
-use window::{Part, Ring, SlidingWindow, MAX_PARTS};
+use window::{Evaluation, Part, Ring, SlidingWindow, MAX_PARTS};
 
 use crate::config::{format_window, Errors, LimitConfig, Report, Requests};
 use crate::request::{Plans, IMPLICIT_PLAN, MAX_REQUESTS};
@@ -125,6 +125,9 @@ pub struct Charged {
     /// Over quota only through inherited counts: a capacity refusal, or (when the limiter admits
     /// those, `store.on_full: allow`) an admission counted beyond the estimate.
     pub over_capacity: bool,
+    /// Every violated limit counted the client's own requests only (nothing inherited): such a
+    /// refusal stays true until its retry time unless quota is given back.
+    pub own_counts_only: bool,
 }
 
 /// How the client's slot was found.
@@ -435,12 +438,13 @@ impl Limiter {
 
     /// Every enforced limit's status for the request, and what they make of it.
     fn judge(&self, counts: &[Counts], request: &Request) -> Judged {
-        let (mut over, mut over_own) = (false, false);
+        let (mut over, mut over_own, mut own_counts_only) = (false, false, true);
         let mut statuses: Vec<LimitStatus> = Vec::with_capacity(request.levels.len());
         for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
-            let (status, own_fits) = self.status(&counts[i], i, level, request.now, request.cost);
+            let (status, e) = self.status(&counts[i], i, level, request.now, request.cost);
             over |= !status.fits;
-            over_own |= !status.fits && !own_fits;
+            over_own |= !status.fits && !e.own_fits;
+            own_counts_only &= status.fits || !e.inherited;
             statuses.push(status);
         }
         let verdict = match (over, over_own) {
@@ -469,10 +473,11 @@ impl Limiter {
             verdict,
             statuses,
             over_capacity: over && !over_own,
+            own_counts_only,
         }
     }
 
-    /// One limit's status, and whether the request fits by the client's own counts alone.
+    /// One limit's status, and the window's evaluation behind it (own and inherited counts).
     fn status(
         &self,
         counts: &Counts,
@@ -480,7 +485,7 @@ impl Limiter {
         requests: u64,
         now: u64,
         cost: u64,
-    ) -> (LimitStatus, bool) {
+    ) -> (LimitStatus, Evaluation) {
         let window = &self.windows[limit];
         let e = window.evaluate(&counts.ring, &counts.parts, now, requests, cost);
         let status = LimitStatus {
@@ -492,7 +497,7 @@ impl Limiter {
             reset_at_ms: e.reset_at_ms,
             retry_at_ms: e.retry_at_ms,
         };
-        (status, e.own_fits)
+        (status, e)
     }
 
     /// Takes back `cost` counted for `client` at `at_ms` (the `now_ms` of its admitting charge),
@@ -547,6 +552,7 @@ struct Judged {
     verdict: Verdict,
     statuses: Vec<LimitStatus>,
     over_capacity: bool,
+    own_counts_only: bool,
 }
 
 impl Judged {
@@ -557,6 +563,7 @@ impl Judged {
             now_ms,
             slot,
             over_capacity: self.over_capacity,
+            own_counts_only: self.own_counts_only,
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct Evaluation {
     /// Epoch ms from which a request of the same cost fits, if it does not fit now; `None` when
     /// the cost exceeds the limit itself.
     pub retry_at_ms: Option<u64>,
+    /// Counts inherited from others (estimates) were counted, not only the client's own.
+    pub inherited: bool,
 }
 
 impl SlidingWindow {
@@ -155,6 +157,7 @@ impl SlidingWindow {
         };
         Evaluation {
             fits,
+            inherited: own_used < used,
             own_fits: own_used + cost <= limit,
             remaining: limit.saturating_sub(used_after),
             reset_at_ms,

@@ -46,6 +46,11 @@ impl HeaderNames {
         HeaderNames(names.map(|n| n.map(HeaderName::from)))
     }
 
+    /// Whether a header reports every limit's remaining quota (the IETF draft's `RateLimit`).
+    pub fn lists_every_remaining(&self) -> bool {
+        self.0[RATELIMIT].is_some()
+    }
+
     /// The style's names with the configured renames and hidden headers applied.
     pub fn compile(headers: &HeadersConfig, errors: &mut Errors) -> Self {
         let mut names = Self::for_style(headers.style);

@@ -9,10 +9,10 @@ mod time;
 
 use std::rc::Rc;
 
-use body::{default_body, problem_json_body, RefusalValues, DEFAULT_MESSAGE};
+use body::{default_body, problem_json_body, FixedValues, RefusalValues, DEFAULT_MESSAGE};
 pub use headers::rate_limit_headers;
 use headers::HeaderNames;
-use template::{BodyTemplate, Placeholder, TextTemplate};
+use template::{BodyTemplate, Placeholder, PreparedBody, TextTemplate};
 pub use time::seconds_until;
 
 use crate::config::{
@@ -72,18 +72,25 @@ impl ResponseFormat {
         })
     }
 
+    /// Whether the headers report the remaining quota of every limit, not only the headline's.
+    pub fn lists_every_remaining(&self) -> bool {
+        self.names.lists_every_remaining()
+    }
+
     /// Whether rendering a refusal needs the request id (so the host reads it only then).
     pub fn uses_request_id(&self) -> bool {
         self.body.uses_request_id()
     }
 }
 
-/// A limit as refusals name it: its name, error code and message.
+/// A limit as refusals name it: its name, error code and message, and its refusal body for each
+/// plan, rendered at load (see [`LimitText::prepare`]).
 #[derive(Debug, Clone)]
 pub struct LimitText {
     pub name: String,
     pub code: String,
     pub message: Option<TextTemplate>,
+    bodies: Vec<PreparedBody>,
 }
 
 impl LimitText {
@@ -102,7 +109,35 @@ impl LimitText {
             name: name.to_string(),
             code,
             message,
+            bodies: Vec::new(),
         }
+    }
+
+    /// Renders this limit's refusal body for each plan at load: `levels[plan]` (0: the plan does
+    /// not enforce this limit), `plans[plan]` the plan as the body shows it.
+    pub fn prepare(
+        &mut self,
+        format: &ResponseFormat,
+        rule: &str,
+        (levels, window_ms): (&[u64], u64),
+        plans: &[Option<&str>],
+    ) {
+        let message = self.message.as_ref().unwrap_or(&format.default_message);
+        self.bodies = levels
+            .iter()
+            .zip(plans)
+            .map(|(&requests, &plan)| {
+                let fixed = FixedValues {
+                    status: format.status,
+                    limit: self,
+                    requests,
+                    window_ms,
+                    rule,
+                    plan,
+                };
+                format.body.prepare(&|p| fixed.fill(p), message)
+            })
+            .collect();
     }
 }
 
@@ -120,6 +155,8 @@ pub struct Outcome<'a> {
     pub checked: Vec<Checked<'a>>,
     /// The client's plan, when the config has plans.
     pub plan: Option<&'a str>,
+    /// The plan's index (which of the bodies rendered at load is this refusal's).
+    pub plan_id: usize,
 }
 
 /// When a request refused by this limit fits again; a cost that never fits counts as one window.
@@ -171,22 +208,23 @@ pub fn refusal(
         format.content_type.clone(),
     ));
     let body = match outcome.headline() {
-        Some(headline) => format.body.render(&RefusalValues {
-            status: format.status,
-            headline: *headline,
-            violated: outcome
-                .checked
-                .iter()
-                .filter(|c| !c.status.fits)
-                .map(|c| c.limit.name.clone())
-                .collect(),
-            retry_after: outcome.retry_after_seconds(),
-            retry_at_ms: outcome.retry_at_ms(),
-            rule,
-            plan: outcome.plan,
-            request_id,
-            default_message: &format.default_message,
-        }),
+        Some(headline) => {
+            let values = RefusalValues {
+                status: format.status,
+                headline: *headline,
+                checked: &outcome.checked,
+                retry_after: outcome.retry_after_seconds(),
+                retry_at_ms: outcome.retry_at_ms(),
+                rule,
+                plan: outcome.plan,
+                request_id,
+                default_message: &format.default_message,
+            };
+            match headline.limit.bodies.get(outcome.plan_id) {
+                Some(prepared) => prepared.render(&values),
+                None => format.body.render(&values),
+            }
+        }
         None => String::new(),
     };
     Reply {
@@ -272,6 +310,7 @@ mod tests {
             name: name.into(),
             code: format!("rate_limit_{name}"),
             message: message.map(|m| TextTemplate::compile(m, &[]).unwrap()),
+            bodies: Vec::new(),
         }
     }
 
@@ -352,6 +391,7 @@ mod tests {
                 },
             ],
             plan: None,
+            plan_id: 0,
         };
         let h = rate_limit_headers(&response_format("{}"), &outcome, false);
         assert_eq!(
@@ -433,6 +473,7 @@ mod tests {
                 },
             ],
             plan: None,
+            plan_id: 0,
         };
         let reply = refusal(&response_format("{}"), &outcome, "api", None);
         assert_eq!(reply.status, 429);
@@ -477,6 +518,7 @@ mod tests {
                 },
             ],
             plan: None,
+            plan_id: 0,
         };
         let reply = refusal(
             &response_format(r#"{"preset": "problem_json", "status": 503}"#),
@@ -515,6 +557,7 @@ mod tests {
                 status: status(5, 86_400_000, 0, NOW + 3_600_000, Some(NOW + 3_600_000)),
             }],
             plan: Some("free"),
+            plan_id: 0,
         };
         let policy = response_format(
             r#"{"body": {"ok": false, "version": "2025-11-14-v1", "request_id": "{{request_id}}", "code": "{{code}}", "message": "{{message}}", "plan": "{{plan}}"}}"#,
@@ -536,6 +579,7 @@ mod tests {
                 status: status(1, 1_000, 0, NOW + 10, Some(NOW + 10)),
             }],
             plan: None,
+            plan_id: 0,
         };
         let h = rate_limit_headers(
             &response_format(r#"{"headers": {"style": "none"}}"#),

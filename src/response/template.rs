@@ -285,6 +285,226 @@ fn render_node(node: &Node, values: &dyn Placeholders, out: &mut String) {
     }
 }
 
+/// A body with everything that is the same for every refusal by one limit (for one plan)
+/// rendered at load, and slots for what changes from request to request (the retry time, the
+/// quota left, the violated limits, the request id): a refusal only splices those in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedBody {
+    parts: Vec<Part>,
+    /// Bytes of text between the slots.
+    fixed_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    /// Filled per request: as a JSON value (`json`), or as text inside a JSON string.
+    Slot {
+        placeholder: Placeholder,
+        json: bool,
+    },
+}
+
+/// Collects literal text and slots, merging adjacent literals.
+#[derive(Default)]
+struct Preparing {
+    parts: Vec<Part>,
+    literal: String,
+}
+
+impl Preparing {
+    fn slot(&mut self, placeholder: Placeholder, json: bool) {
+        if !self.literal.is_empty() {
+            self.parts
+                .push(Part::Literal(std::mem::take(&mut self.literal)));
+        }
+        self.parts.push(Part::Slot { placeholder, json });
+    }
+
+    fn done(mut self) -> PreparedBody {
+        if !self.literal.is_empty() {
+            self.parts.push(Part::Literal(self.literal));
+        }
+        let fixed_len = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(text) => text.len(),
+                Part::Slot { .. } => 0,
+            })
+            .sum();
+        PreparedBody {
+            parts: self.parts,
+            fixed_len,
+        }
+    }
+}
+
+/// What is known at load: `None` for a placeholder filled per request.
+pub type Known<'a> = &'a dyn Fn(Placeholder) -> Option<Filled>;
+
+impl BodyTemplate {
+    /// Renders what `known` fills, leaves slots for the rest; `{{message}}` expands `message`.
+    pub fn prepare(&self, known: Known, message: &TextTemplate) -> PreparedBody {
+        let mut out = Preparing::default();
+        prepare_node(&self.root, known, message, &mut out);
+        out.done()
+    }
+}
+
+impl PreparedBody {
+    /// The body for one refusal: the fixed text with `values` spliced in.
+    pub fn render(&self, values: &dyn Placeholders) -> String {
+        let mut out = String::with_capacity(self.fixed_len + 64);
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Slot { placeholder, json } => {
+                    let filled = values.fill(*placeholder);
+                    match json {
+                        true => push_json(&mut out, &filled),
+                        false => push_text(&mut out, &filled),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn prepare_node(node: &Node, known: Known, message: &TextTemplate, out: &mut Preparing) {
+    match node {
+        Node::Fixed(json) => out.literal.push_str(json),
+        Node::Typed(Placeholder::Message) => prepare_string(&message.pieces, known, message, out),
+        Node::Typed(p) => match known(*p) {
+            Some(filled) => push_json(&mut out.literal, &filled),
+            None => out.slot(*p, true),
+        },
+        Node::Text(pieces) => prepare_string(pieces, known, message, out),
+        Node::Array(items) => {
+            out.literal.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.literal.push(',');
+                }
+                prepare_node(item, known, message, out);
+            }
+            out.literal.push(']');
+        }
+        Node::Object(fields) => {
+            out.literal.push('{');
+            for (i, (key, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.literal.push(',');
+                }
+                push_json(&mut out.literal, &Filled::Text(key.clone()));
+                out.literal.push(':');
+                prepare_node(value, known, message, out);
+            }
+            out.literal.push('}');
+        }
+    }
+}
+
+/// A JSON string of text pieces.
+fn prepare_string(pieces: &[Piece], known: Known, message: &TextTemplate, out: &mut Preparing) {
+    out.literal.push('"');
+    prepare_pieces(pieces, known, message, out);
+    out.literal.push('"');
+}
+
+fn prepare_pieces(pieces: &[Piece], known: Known, message: &TextTemplate, out: &mut Preparing) {
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => escape_into(&mut out.literal, text),
+            // A message cannot name itself (refused at load), so this ends.
+            Piece::Slot(Placeholder::Message) => {
+                prepare_pieces(&message.pieces, known, message, out)
+            }
+            Piece::Slot(p) => match known(*p) {
+                Some(filled) => push_text(&mut out.literal, &filled),
+                None => out.slot(*p, false),
+            },
+        }
+    }
+}
+
+/// A filled placeholder as a JSON value.
+fn push_json(out: &mut String, filled: &Filled) {
+    match filled {
+        Filled::Number(n) => push_number(out, *n),
+        Filled::Text(text) => {
+            out.push('"');
+            escape_into(out, text);
+            out.push('"');
+        }
+        Filled::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json(out, &Filled::Text(item.clone()));
+            }
+            out.push(']');
+        }
+        Filled::Null => out.push_str("null"),
+    }
+}
+
+/// A filled placeholder as text inside a JSON string (escaped).
+fn push_text(out: &mut String, filled: &Filled) {
+    match filled {
+        Filled::Number(n) => push_number(out, *n),
+        Filled::Text(text) => escape_into(out, text),
+        Filled::List(items) => escape_into(out, &items.join(", ")),
+        Filled::Null => {}
+    }
+}
+
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| d as char));
+}
+
+/// JSON string escaping, byte for byte as serde_json writes it.
+fn escape_into(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escaped.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[(byte >> 4) as usize] as char);
+            out.push(HEX[(byte & 0xf) as usize] as char);
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +571,82 @@ mod tests {
         );
         let err = BodyTemplate::compile(&json!("{{limit")).unwrap_err();
         assert!(err.message.contains("unclosed"));
+    }
+
+    /// Fills every placeholder, as a refusal does; the message expands its own template.
+    struct Request<'a> {
+        message: &'a TextTemplate,
+        odd: &'a str,
+        request_id: Option<&'a str>,
+    }
+    impl Placeholders for Request<'_> {
+        fn fill(&self, p: Placeholder) -> Filled {
+            match p {
+                Placeholder::Limit | Placeholder::Status => Filled::Number(429),
+                Placeholder::RetryAfter => Filled::Number(7),
+                Placeholder::Remaining => Filled::Number(0),
+                Placeholder::Reset => Filled::Number(1_700_000_061),
+                Placeholder::WindowSeconds => Filled::Number(60),
+                Placeholder::Message => Filled::Text(self.message.render(self)),
+                Placeholder::ViolatedPolicies => {
+                    Filled::List(vec!["per \"min\"".into(), self.odd.into()])
+                }
+                Placeholder::RequestId => self
+                    .request_id
+                    .map_or(Filled::Null, |id| Filled::Text(id.into())),
+                Placeholder::Plan => Filled::Null,
+                _ => Filled::Text(self.odd.into()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_rendered_at_load_splices_in_exactly_what_a_full_render_gives() {
+        let message = TextTemplate::compile(
+            "{{limit}} per {{window}} ({{policy}}, {{code}}): retry in {{retry_after}} s at {{reset_iso}}, id {{request_id}}, {{violated_policies}}",
+            &[Placeholder::Message],
+        )
+        .unwrap();
+        let every: Vec<String> = NAMES.iter().map(|(n, _)| format!("{{{{{n}}}}}")).collect();
+        let mut fields = serde_json::Map::new();
+        for (n, _) in NAMES {
+            fields.insert(format!("{n}\u{1}\"k"), json!(format!("{{{{{n}}}}}")));
+            fields.insert(format!("in_{n}"), json!(format!("<{{{{{n}}}}}> \t")));
+        }
+        fields.insert("all".into(), json!(every.join("|")));
+        fields.insert(
+            "nested".into(),
+            json!([{"a": "{{message}}"}, 1.5, null, "\u{7f}é\u{0}"]),
+        );
+        let template = BodyTemplate::compile(&serde_json::Value::Object(fields)).unwrap();
+        let odd_texts = [
+            "plain",
+            "quote \" back \\ slash",
+            "ctl \u{1}\u{8}\u{c}\n\r\t\u{1f} end",
+            "ünï \u{2028}",
+        ];
+        for odd in odd_texts {
+            for request_id in [None, Some("id-\"1\"\n")] {
+                let values = Request {
+                    message: &message,
+                    odd,
+                    request_id,
+                };
+                // At load, only what every refusal by the limit shares is known.
+                let per_request = [
+                    Placeholder::Remaining,
+                    Placeholder::RetryAfter,
+                    Placeholder::Reset,
+                    Placeholder::ResetIso,
+                    Placeholder::RequestId,
+                    Placeholder::ViolatedPolicies,
+                ];
+                let known = |p| (!per_request.contains(&p)).then(|| values.fill(p));
+                let prepared = template.prepare(&known, &message);
+                let full = template.render(&values);
+                assert_eq!(prepared.render(&values), full);
+                serde_json::from_str::<serde_json::Value>(&full).unwrap();
+            }
+        }
     }
 }

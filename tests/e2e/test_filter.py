@@ -172,6 +172,32 @@ def test_retry_after_is_honoured(start_envoy):
     assert envoy.request("/x", h).status == 200
 
 
+def test_a_refused_client_is_answered_from_memory_until_its_retry_time(start_envoy):
+    """A worker remembers a refusal that stays true until its retry time: later requests of the
+    client cost no store access, and their replies are the ones the store would give."""
+    limits = [{"name": "per_3s", "requests": 2, "window": "3s"}]
+    envoy = start_envoy({"rules": [rule(key=API_KEY, limits=limits)]}, concurrency=1)
+    h = {"x-api-key": "flooder"}
+    assert statuses([envoy.request("/x", h) for _ in range(2)]) == [200, 200]
+    refused = [envoy.request("/x", h) for _ in range(20)]
+    assert statuses(refused) == [429] * 20
+    reset = refused[0].header("x-ratelimit-reset")
+    for r in refused:
+        wait = int(r.header("retry-after"))
+        assert 1 <= wait <= 4
+        assert r.header("x-ratelimit-remaining") == "0"
+        assert r.header("x-ratelimit-reset") == reset, "one retry moment for every refusal"
+        body = r.json()
+        assert body["retry_after"] == wait and body["reset"] == int(reset)
+        assert body["message"] == f"Rate limit exceeded: 2 requests per 3s. Retry in {wait} seconds."
+    stats = prometheus(envoy)
+    assert stats["ratelimit_api_refused"] == 20 and stats["ratelimit_api_per_3s_refused"] == 20
+    assert stats["ratelimit_api_refused_from_memory"] == 19, "only the first refusal read the store"
+    sleep_until_epoch = int(reset) - time.time()
+    time.sleep(max(0.0, sleep_until_epoch))
+    assert envoy.request("/x", h).status == 200, "admitted again at the retry time"
+
+
 def test_shadow_mode_never_refuses(start_envoy):
     envoy = start_envoy({"mode": "shadow", "rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "30s"}])]})
     responses = [envoy.request("/x", {"x-api-key": "shadowed"}) for _ in range(5)]
