@@ -2,6 +2,8 @@
 //! so the set is fixed by the configuration: a seed per key prefix and a fixed number of pages
 //! per rule. No key name ever holds a client key.
 
+use crate::decimal::push_decimal;
+
 /// Shared-data layout version, part of every key name.
 const STORE_VERSION: &str = "v1";
 
@@ -24,10 +26,9 @@ impl PageKeys {
     }
 
     pub fn page(&self, page: u64) -> String {
-        use std::fmt::Write;
-        let mut key = String::with_capacity(self.base.len() + 8);
+        let mut key = String::with_capacity(self.base.len() + 20);
         key.push_str(&self.base);
-        let _ = write!(key, "{page}");
+        push_decimal(&mut key, page);
         key
     }
 }
