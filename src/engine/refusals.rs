@@ -19,7 +19,8 @@
 
 use crate::limiter::LimitStatus;
 
-/// Entries per worker (a power of two).
+/// Entries per worker (a power of two). An entry is 64 bytes plus 64 per status (one per limit):
+/// ~150 KB per worker for rules of one limit.
 pub const SLOTS: usize = 1024;
 
 #[derive(Debug, Clone)]
