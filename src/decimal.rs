@@ -13,10 +13,8 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.reserve(digits.len() - at);
-    for &digit in &digits[at..] {
-        out.push(digit as char);
-    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// `n` in decimal.

@@ -88,8 +88,7 @@ impl HeaderNames {
 /// The rate-limit headers of the configured style, for an outcome; `refusal` adds `Retry-After`
 /// and reports the retry moment as the reset.
 pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: bool) -> Headers {
-    // Room for every rate-limit header, Retry-After and a refusal's content type: no regrowth.
-    let mut headers = Headers::with_capacity(SLOTS.len() + 2);
+    let mut headers = Headers::new();
     let Some(headline) = outcome.headline() else {
         return headers;
     };
