@@ -9,7 +9,6 @@
 //! and `tool` the native command-line tool.
 
 mod config;
-mod decimal;
 mod engine;
 mod fleet;
 mod limiter;

@@ -4,7 +4,6 @@
 use super::time::seconds_until;
 use super::{retry_at_ms, HeaderName, Headers, Outcome, ResponseFormat};
 use crate::config::{valid_header_name, Errors, HeaderStyle, HeadersConfig, Report, ResetFormat};
-use crate::decimal::decimal;
 
 /// The headers a style can send, by the names the configuration uses for them.
 const SLOTS: [&str; 5] = ["limit", "remaining", "reset", "policy", "ratelimit"];
@@ -100,8 +99,8 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
             headers.push((name.clone(), value));
         }
     };
-    add(LIMIT, decimal(status.requests));
-    add(REMAINING, decimal(status.remaining));
+    add(LIMIT, status.requests.to_string());
+    add(REMAINING, status.remaining.to_string());
     if names[RESET].is_some() {
         let reset_at = if refusal {
             outcome.retry_at_ms()
@@ -115,7 +114,7 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
         } else {
             reset_at.div_ceil(1000)
         };
-        add(RESET, decimal(value));
+        add(RESET, value.to_string());
     }
     if names[POLICY].is_some() {
         let items: Vec<String> = outcome
@@ -145,7 +144,7 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
         add(RATELIMIT, items.join(", "));
     }
     if refusal {
-        let retry_after = decimal(outcome.retry_after_seconds());
+        let retry_after = outcome.retry_after_seconds().to_string();
         headers.push((HeaderName::from("retry-after"), retry_after));
     }
     headers

@@ -6,8 +6,6 @@
 
 use serde_json::Value;
 
-use crate::decimal::push_decimal;
-
 /// Everything a placeholder can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placeholder {
@@ -434,7 +432,7 @@ fn prepare_pieces(pieces: &[Piece], known: Known, message: &TextTemplate, out: &
 /// A filled placeholder as a JSON value.
 fn push_json(out: &mut String, filled: &Filled) {
     match filled {
-        Filled::Number(n) => push_decimal(out, *n),
+        Filled::Number(n) => push_number(out, *n),
         Filled::Text(text) => {
             out.push('"');
             escape_into(out, text);
@@ -457,11 +455,25 @@ fn push_json(out: &mut String, filled: &Filled) {
 /// A filled placeholder as text inside a JSON string (escaped).
 fn push_text(out: &mut String, filled: &Filled) {
     match filled {
-        Filled::Number(n) => push_decimal(out, *n),
+        Filled::Number(n) => push_number(out, *n),
         Filled::Text(text) => escape_into(out, text),
         Filled::List(items) => escape_into(out, &items.join(", ")),
         Filled::Null => {}
     }
+}
+
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| d as char));
 }
 
 /// JSON string escaping, byte for byte as serde_json writes it.

@@ -2,8 +2,6 @@
 //! so the set is fixed by the configuration: a seed per key prefix and a fixed number of pages
 //! per rule. No key name ever holds a client key.
 
-use crate::decimal::push_decimal;
-
 /// Shared-data layout version, part of every key name.
 const STORE_VERSION: &str = "v1";
 
@@ -26,9 +24,10 @@ impl PageKeys {
     }
 
     pub fn page(&self, page: u64) -> String {
-        let mut key = String::with_capacity(self.base.len() + 20);
+        use std::fmt::Write;
+        let mut key = String::with_capacity(self.base.len() + 8);
         key.push_str(&self.base);
-        push_decimal(&mut key, page);
+        let _ = write!(key, "{page}");
         key
     }
 }
