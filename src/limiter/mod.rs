@@ -424,7 +424,9 @@ impl Limiter {
                         .iter()
                         .map(|&c| c as u64)
                         .sum();
-                    used.saturating_mul(1_000_000) / self.max_levels[i]
+                    // Rounded up: any count at all is a share above 0 (a client with counts
+                    // is evicted into the summary, never dropped, however large its limit).
+                    used.saturating_mul(1_000_000).div_ceil(self.max_levels[i])
                 })
                 .max()
                 .unwrap_or(0);

@@ -529,3 +529,18 @@ fn interleaved_workers_admit_exactly_the_limit() {
     }
     assert_eq!(admitted.get(), 50);
 }
+
+#[test]
+fn a_small_count_under_a_huge_limit_is_evicted_into_the_summary_not_dropped() {
+    // A limit of 4 billion per minute: one request is less than a millionth of it.
+    let store = MemoryStore::new();
+    let p = policy(&[(4_000_000_000, 60_000)], 1, 1);
+    assert!(check(&store, &p, 7, 1, T0).allowed());
+    assert_eq!(check(&store, &p, 2, 1, T0 + 1).slot, SlotUse::Door);
+    // Client 2's second request takes the only slot: client 7 has a count, so it is evicted.
+    assert_eq!(check(&store, &p, 2, 1, T0 + 2).slot, SlotUse::Evicted);
+    // Client 7 comes back with its request still counted (as an estimate, never less).
+    let back = check(&store, &p, 7, 1, T0 + 3);
+    assert!(back.allowed());
+    assert!(back.headline().unwrap().remaining <= 4_000_000_000 - 2);
+}
