@@ -20,9 +20,11 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import math
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -44,8 +46,11 @@ RESULTS = BENCH / "results"
 PATH = "/api/bench"
 KEY = "bench-client"
 WASM_SIZE_GOAL = 300 * 1024
-GOALS = {"4/2": 0.95, "4/3": 0.85, "6/4": 0.95}
-RATIOS = [("4/2", "4", "2"), ("4/3", "4", "3"), ("6/4", "6", "4"), ("5/1", "5", "1")]
+GOALS = {"4/2": 0.95, "4/3": 0.85, "6/4": 0.95, "7/6": 0.90}
+RATIOS = [("4/2", "4", "2"), ("4/3", "4", "3"), ("6/4", "6", "4"), ("7/6", "7", "6"), ("5/1", "5", "1")]
+# Config 7's distinct keys (and its max_clients, sized as the README's "Sizing" says: the clients
+# active within the rule's shortest window). --clients changes both.
+CLIENTS = 1_000_000
 
 
 # --- configurations -------------------------------------------------------------------------------
@@ -89,6 +94,7 @@ def one_rule(limits: list[dict], **extra) -> dict:
 
 # Limits that are never reached: 4e9 per minute (the largest level is 4,294,967,295).
 NEVER = [{"name": "per_minute", "requests": 4_000_000_000, "window": "1m"}]
+NEVER_WINDOW_S = 60  # NEVER's window: a client whose last request is older has no count left
 # Every request after the first (sent while priming) is refused for a day.
 ALWAYS = [{"name": "per_day", "requests": 1, "window": "1d"}]
 
@@ -130,9 +136,16 @@ class Config:
     expect_status: int = 200
     expect_ratelimit_headers: bool = False
     prime: bool = False        # one request before measuring (config 5 spends its quota)
+    keys: int | None = None    # distinct keys of the rotation (None: --keys)
+    # Walk all `keys` once before the first round, continue that walk from round to round (wrk
+    # starts where the last run stopped), and walk them all again before a round whose keys were
+    # last sent more than `live_s` seconds before: the store holds every client, live in its
+    # window, whenever this config is measured.
+    walk: bool = False
+    live_s: float | None = None
 
 
-def configurations() -> list[Config]:
+def configurations(clients: int = CLIENTS) -> list[Config]:
     return [
         Config("1", "no filter", []),
         Config("2", "no-op Wasm filter (proxy-wasm 0.2.5)", [wasm_filter("noop", NOOP_WASM, "")]),
@@ -145,6 +158,17 @@ def configurations() -> list[Config]:
         Config("6", "ratelimit filter, 10,000 rotating keys",
                ratelimit(one_rule(NEVER, store={"max_clients": 20_000})), lua=True,
                expect_ratelimit_headers=True),
+        # Sized as the README says: max_clients = the clients active within the shortest window
+        # (here all of them, kept live within the minute by the walk). At 1,000,000: 62,500 pages
+        # of 2,912 B (README "Sizing": 181 B per client for one limit over 65,535).
+        Config("7", f"ratelimit filter, {clients:,} tracked clients (max_clients {clients:,})",
+               ratelimit(one_rule(NEVER, store={"max_clients": clients})), lua=True,
+               expect_ratelimit_headers=True, keys=clients, walk=True, live_s=NEVER_WINDOW_S),
+        # Not in the default set: config 7 with config 6's headroom (max_clients twice the keys),
+        # to tell the cost of many clients from that of pages fuller than their 16 slots.
+        Config("7b", f"ratelimit filter, {clients:,} tracked clients (max_clients {2 * clients:,})",
+               ratelimit(one_rule(NEVER, store={"max_clients": 2 * clients})), lua=True,
+               expect_ratelimit_headers=True, keys=clients, walk=True, live_s=NEVER_WINDOW_S),
     ]
 
 
@@ -197,8 +221,8 @@ def probes() -> list[Config]:
                    expect_ratelimit_headers=op == "resp_header") for op in PROBE_OPS]
 
 
-def every_config(alt_wasm: Path | None = None) -> dict[str, Config]:
-    cfgs = configurations() + variants() + (alternative(alt_wasm) if alt_wasm else []) + probes()
+def every_config(alt_wasm: Path | None = None, clients: int = CLIENTS) -> dict[str, Config]:
+    cfgs = configurations(clients) + variants() + (alternative(alt_wasm) if alt_wasm else []) + probes()
     return {c.id: c for c in cfgs}
 
 
@@ -286,6 +310,12 @@ class Envoy:
     listen_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    # The walk over the keys (configs with `walk`): the next position, and (first position,
+    # position after the last, start time, end time) of every wrk run on this Envoy.
+    cursor: int = 0
+    timeline: list[tuple[int, int, float, float]] = field(default_factory=list)
+    rate: float | None = None  # req/s of the last wrk run
+    walk_s: float | None = None  # how long the last walk over every key took
 
     @property
     def config_path(self) -> Path:
@@ -341,6 +371,16 @@ class Envoy:
             pass
         return None
 
+    def ratelimit_stats(self) -> dict[str, int]:
+        """The filter's stats (`/stats?filter=ratelimit`), by name without `wasmcustom.`: e.g.
+        `ratelimit.api.clients_tracked`. Workers hand their counts over once a second."""
+        out = {}
+        for line in admin_get(self.admin_port, "/stats?filter=ratelimit").splitlines():
+            m = re.fullmatch(r"(?:wasmcustom\.)?(\S+): (\d+)", line.strip())
+            if m:
+                out[m.group(1)] = int(m.group(2))
+        return out
+
     def request(self, key: str = KEY) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=5)
         try:
@@ -383,6 +423,9 @@ class WrkResult:
     # machine, so it is the steadier measure of what each request costs.
     cpu_us_per_req: float | None = None
     envoy_busy: float | None = None
+    # wrk's own CPU time per request (its rusage; None when several wrk ran at once).
+    wrk_cpu_us_per_req: float | None = None
+    next_key: int | None = None  # rotate_keys.lua: the position the walk over the keys reached
 
 
 def to_ms(value: str) -> float:
@@ -409,6 +452,7 @@ def parse_wrk(out: str) -> WrkResult:
         non_2xx=int(find(r"Non-2xx or 3xx responses: (\d+)", "0")),
         socket_errors=sum(int(x) for x in errors.groups()) if errors else 0,
         raw=out,
+        next_key=int(find(r"bench_keys next (\d+)", "-1")) if "bench_keys next" in out else None,
     )
 
 
@@ -435,8 +479,14 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def run_wrk(e: Envoy, seconds: int, connections: int, keys: int, cpu: int = 0) -> WrkResult:
+def run_wrk(e: Envoy, seconds: int, connections: int, keys: int, cpu: int = 0,
+            start: int | None = None, alone: bool = False) -> WrkResult:
+    """wrk on one Envoy. `start`: the position in the key rotation to start at (rotate_keys.lua).
+    `alone`: no other child process runs meanwhile, so wrk's CPU time can be read from rusage."""
     env = dict(os.environ, BENCH_KEYS=str(keys), BENCH_PATH=PATH)
+    if start is not None:
+        env["BENCH_START"] = str(start)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before, t0 = cpu_seconds(e.proc.pid), time.monotonic()
     proc = subprocess.Popen(wrk_command(e, seconds, connections, cpu), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
@@ -451,6 +501,10 @@ def run_wrk(e: Envoy, seconds: int, connections: int, keys: int, cpu: int = 0) -
     if cpu_before is not None and cpu_after is not None and result.requests:
         result.cpu_us_per_req = (cpu_after - cpu_before) * 1e6 / result.requests
         result.envoy_busy = (cpu_after - cpu_before) / wall
+    if alone and result.requests:
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = sum(getattr(children_after, f) - getattr(children_before, f) for f in ("ru_utime", "ru_stime"))
+        result.wrk_cpu_us_per_req = used * 1e6 / result.requests
     return result
 
 
@@ -485,6 +539,97 @@ def check_load(cfg: Config, r: WrkResult) -> list[str]:
     if cfg.expect_status == 429 and r.non_2xx < r.requests * 0.99:
         problems.append(f"config {cfg.id}: only {r.non_2xx} of {r.requests} responses refused")
     return problems
+
+
+# --- the walk over many keys (config 7) ------------------------------------------------------------
+# With 1,000,000 keys a key comes back only after 1,000,000 requests: ~25-30 s of load on one
+# Envoy worker, and more wall time when rounds of other configurations come in between. The rule's
+# window is a minute, so the harness keeps track of when each position of the walk was sent and
+# walks every key again before a round whose keys would otherwise be older than the window.
+
+def keys_of(cfg: Config, args) -> int:
+    return cfg.keys if cfg.keys is not None else args.keys
+
+
+def load(e: Envoy, seconds: int, connections: int, keys: int, cpu: int = 0,
+         alone: bool = True) -> WrkResult:
+    """wrk on one Envoy; for a config with `walk`, continuing its walk over the keys."""
+    if not e.cfg.walk:
+        return run_wrk(e, seconds, connections, keys, cpu=cpu, alone=alone)
+    t0 = time.monotonic()
+    r = run_wrk(e, seconds, connections, keys, cpu=cpu, start=e.cursor, alone=alone)
+    t1 = time.monotonic()
+    end = r.next_key if r.next_key is not None else e.cursor + r.requests
+    e.timeline.append((e.cursor, end, t0, t1))
+    e.cursor, e.rate = end, r.rps
+    return r
+
+
+def last_sent(e: Envoy, position: int) -> float | None:
+    """When the walk sent `position` (monotonic time, interpolated within its wrk run)."""
+    for p0, p1, t0, t1 in e.timeline:
+        if p0 <= position < p1:
+            return t0 + (t1 - t0) * (position - p0) / (p1 - p0)
+    return None
+
+
+def revisit_ages(e: Envoy, keys: int, run: tuple[int, int, float, float], samples: int = 21) -> list:
+    """Seconds between sending a key in `run` and sending the same key the time before, at
+    `samples` positions spread over the run (None: the key had not been sent before)."""
+    p0, p1, t0, t1 = run
+    ages = []
+    for k in range(samples):
+        p = p0 + (p1 - 1 - p0) * k // (samples - 1)
+        before = last_sent(e, p - keys)
+        now = t0 + (t1 - t0) * (p - p0) / max(1, p1 - p0)
+        ages.append(None if before is None else now - before)
+    return ages
+
+
+LIVE_MARGIN_S = 3.0
+
+
+def needs_walk(e: Envoy, keys: int, seconds: int) -> bool:
+    """Would the last key of a round of `seconds` starting now be older than the window allows?
+    (Conservative: assumes the round runs at 80% of the last run's rate.) Never when a walk takes
+    longer than the window itself: walking again cannot make the keys live then (the report says
+    how old they were)."""
+    limit = (e.cfg.live_s or math.inf) - LIVE_MARGIN_S
+    if e.walk_s is not None and e.walk_s > limit:
+        return False
+    if not e.rate:
+        return True
+    end = e.cursor + int(0.8 * e.rate * seconds)
+    before = last_sent(e, end - 1 - keys)
+    if before is None:
+        return True
+    return time.monotonic() + seconds + 0.5 - before > limit
+
+
+def walk(e: Envoy, keys: int, connections: int, why: str) -> tuple[dict, list[str]]:
+    """Sends every key once more, from where the walk is, as fast as Envoy answers (wrk runs of
+    whole seconds until the walk has gone once round; a few keys twice)."""
+    target, t0, requests, problems = e.cursor + keys, time.monotonic(), 0, []
+    while e.cursor < target:
+        remaining = target - e.cursor
+        seconds = 5 if not e.rate else min(10, max(1, math.ceil(remaining / (0.9 * e.rate))))
+        r = load(e, seconds, connections, keys)
+        requests += r.requests
+        problems += check_load(e.cfg, r)
+    took = e.walk_s = time.monotonic() - t0
+    info = {"why": why, "requests": requests, "seconds": round(took, 1), "rps": round(requests / took)}
+    print(f"config {e.cfg.id}: walked {keys:,} keys ({why}): {requests:,} requests in {took:.1f}s "
+          f"({requests / took:,.0f} req/s)", flush=True)
+    return info, problems
+
+
+def store_setting(cfg: Config, name: str):
+    """A `store` field of a ratelimit config (None for other filters)."""
+    try:
+        plugin = json.loads(cfg.filters[0]["typed_config"]["config"]["configuration"]["value"])
+        return plugin.get("store", {}).get(name)
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -530,8 +675,9 @@ def median_or_none(values) -> float | None:
 
 def fmt_table(cfgs: list[Config], summary: dict) -> str:
     lines = ["| # | configuration | req/s (median) | p50 ms | p99 ms | req/s min–max | "
-             f"Envoy CPU µs/req | Δ CPU vs {cfgs[0].id} | Envoy busy | non-2xx |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Envoy CPU µs/req | Δ CPU vs {cfgs[0].id} | Envoy busy | non-2xx | wrk CPU µs/req | "
+             "Envoy RSS MiB at end |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cfgs:
         s = summary[c.id]
         cpu = f"{s['cpu_us_per_req']:.1f}" if s["cpu_us_per_req"] else "—"
@@ -539,8 +685,48 @@ def fmt_table(cfgs: list[Config], summary: dict) -> str:
         busy = f"{s['envoy_busy']:.0%}" if s["envoy_busy"] else "—"
         lines.append(f"| {c.id} | {c.title} | {s['rps']:,.0f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
                      f"{s['rps_min']:,.0f}–{s['rps_max']:,.0f} | {cpu} | {delta} | {busy} | "
-                     f"{s['non_2xx_share']:.1%} |")
+                     f"{s['non_2xx_share']:.1%} | "
+                     + ("—" if s.get("wrk_cpu_us_per_req") is None else f"{s['wrk_cpu_us_per_req']:.1f}")
+                     + " | " + ("—" if s.get("rss_kib_after") is None else f"{s['rss_kib_after'] / 1024:,.0f}")
+                     + " |")
     return "\n".join(lines)
+
+
+def fmt_store(cfgs: list[Config], summary: dict) -> str:
+    """The rotating-key configs: what their store held, and (walks) how fresh the keys were."""
+    rows = [c for c in cfgs if c.lua]
+    if not rows:
+        return ""
+    lines = ["| # | keys | max_clients | clients_tracked after warm-up; at end | clients_evicted; "
+             "door_admitted (at end) | Envoy RSS MiB after warm-up; at end | walks over every key "
+             "(s each) | oldest key revisited per round, s |",
+             "|---|---:|---:|---|---|---|---|---|"]
+    for c in rows:
+        s = summary[c.id]
+        w, e = s["stats_after_warmup"] or {}, s["stats_after"] or {}
+        mib = lambda k: "—" if k is None else f"{k / 1024:,.0f}"  # noqa: E731
+        walks = ", ".join(f"{x['why']} {x['seconds']:.0f}" for x in s.get("walks", [])) or "—"
+        age = ", ".join("—" if a is None else f"{a:.0f}" for a in s.get("revisit_age_s_max_per_round", []))
+        lines.append(
+            f"| {c.id} | {s['keys']:,} | "
+            + ("10,000 (default)" if s["max_clients"] is None else f"{s['max_clients']:,}") + " | "
+            f"{w.get('ratelimit.api.clients_tracked', 0):,}; {e.get('ratelimit.api.clients_tracked', 0):,} | "
+            f"{e.get('ratelimit.api.clients_evicted', 0):,}; {e.get('ratelimit.api.door_admitted', 0):,} | "
+            f"{mib(s['rss_kib_after_warmup'])}; {mib(s['rss_kib_after'])} | {walks} | "
+            + (f"{age} (window {s['window_s']:g})" if age else "— (every key within a second)") + " |")
+    return "\n".join(lines)
+
+
+def print_round(rnd: int, rounds: int, e: "Envoy", r: "WrkResult", ages: dict, tracked: dict) -> None:
+    extra = ""
+    if e.cfg.id in ages and ages[e.cfg.id]:
+        age = ages[e.cfg.id][-1]
+        extra = (f"  keys last sent {'never' if age is None else f'{age:.1f}s'} before, "
+                 f"clients_tracked {tracked[e.cfg.id][-1]}")
+    print(f"round {rnd + 1}/{rounds} config {e.cfg.id}: {r.rps:10,.0f} req/s  "
+          f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  non-2xx {r.non_2xx}  "
+          f"Envoy {r.cpu_us_per_req or 0:.1f} µs CPU/req, busy {r.envoy_busy or 0:.0%}"
+          + (f", wrk {r.wrk_cpu_us_per_req:.1f} µs CPU/req" if r.wrk_cpu_us_per_req else "") + extra, flush=True)
 
 
 def fmt_ratios(ratios: dict) -> str:
@@ -577,7 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per config first")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--keys", type=int, default=10_000, help="distinct keys of config 6")
-    ap.add_argument("--configs", default="1,2,3,4,5,6", help="comma-separated ids (1-6, p1-p7)")
+    ap.add_argument("--clients", type=int, default=CLIENTS,
+                    help="distinct keys of config 7, and its max_clients (--smoke: 500 keys are sent)")
+    ap.add_argument("--configs", default="1,2,3,4,5,6,7", help="comma-separated ids (1-7, 7b, p1-p7)")
     ap.add_argument("--envoy", help="Envoy binary (default: .venv/bin/envoy, $ENVOY_BIN, envoy)")
     ap.add_argument("--log-level", default="warn", help="Envoy log level (default warn)")
     ap.add_argument("--validate-only", action="store_true", help="envoy --mode validate every config")
@@ -590,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
 
     global PINNING
     PINNING = not (args.smoke or args.no_pin)
-    every = every_config(args.alt_wasm)
+    every = every_config(args.alt_wasm, args.clients)
     try:
         cfgs = [every[i.strip()] for i in args.configs.split(",") if i.strip()]
     except KeyError as err:
@@ -647,15 +835,35 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+SMOKE_KEYS = 500
+
+
 def smoke(envoys: list[Envoy], args, problems: list[str], started: float) -> int:
     # One second of load on every Envoy at once (wrk takes whole seconds): the load path, the Lua
-    # key rotation and the output parser all work. The numbers mean nothing.
+    # key rotation and the output parser all work. The numbers mean nothing. Configs with many keys
+    # (7) send SMOKE_KEYS of them (its store keeps its real size): the walk goes round them.
     n = len(envoys)
     with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(lambda e: run_wrk(e, 1, 2, min(args.keys, 500), cpu=0), envoys))
+        results = list(pool.map(
+            lambda e: load(e, 1, 2, min(keys_of(e.cfg, args), SMOKE_KEYS), alone=False), envoys))
     for e, r in zip(envoys, results):
         problems += check_load(e.cfg, r)
         print(f"  config {e.cfg.id}: {r.requests} requests, {r.non_2xx} non-2xx, p50 {r.p50_ms:.3f} ms")
+        if e.cfg.walk and e.cursor < min(keys_of(e.cfg, args), SMOKE_KEYS):
+            problems.append(f"config {e.cfg.id}: the walk reached position {e.cursor} only")
+    # clients_tracked is read from Envoy's admin stats, as in the full run (workers hand it over
+    # once a second).
+    rotating = [e for e in envoys if e.cfg.lua]
+    deadline = time.monotonic() + 2
+    while rotating:
+        tracked = {e.cfg.id: e.ratelimit_stats().get("ratelimit.api.clients_tracked", 0) for e in rotating}
+        if all(tracked.values()) or time.monotonic() > deadline:
+            for e in rotating:
+                print(f"  config {e.cfg.id}: clients_tracked {tracked[e.cfg.id]}")
+                if not tracked[e.cfg.id]:
+                    problems.append(f"config {e.cfg.id}: no clients_tracked in /stats?filter=ratelimit")
+            break
+        time.sleep(0.1)
     elapsed = time.monotonic() - started
     if problems:
         print("SMOKE FAILED:\n  " + "\n  ".join(problems))
@@ -668,10 +876,42 @@ def full(envoys: list[Envoy], args, binary: str, started: float) -> int:
     for e in envoys:
         if e.cfg.prime:
             e.request()
-    print(f"warm-up: {args.warmup}s per config", flush=True)
+    walkers = [e for e in envoys if e.cfg.walk]
+    walks: dict[str, list[dict]] = {e.cfg.id: [] for e in walkers}
+    ages: dict[str, list[float | None]] = {e.cfg.id: [] for e in walkers}
+    tracked: dict[str, list[int | None]] = {e.cfg.id: [] for e in walkers}
+    problems: list[str] = []
+
+    def walk_all(e: Envoy, why: str) -> None:
+        info, found = walk(e, keys_of(e.cfg, args), args.connections, why)
+        walks[e.cfg.id].append(info)
+        problems.extend(found)
+
+    print(f"warm-up: {args.warmup}s per config"
+          + "".join(f"; config {e.cfg.id}: every one of its {keys_of(e.cfg, args):,} keys once, last"
+                    for e in walkers), flush=True)
     if args.warmup > 0:
         for e in envoys:
-            run_wrk(e, args.warmup, args.connections, args.keys)
+            if not e.cfg.walk:
+                run_wrk(e, args.warmup, args.connections, keys_of(e.cfg, args))
+    for e in walkers:
+        walk_all(e, "warm-up")
+    time.sleep(1.2)  # the workers hand their stats over once a second
+    after_warmup = {e.cfg.id: {"rss_kib": e.rss_kib(), "stats": e.ratelimit_stats() if e.cfg.lua else None}
+                    for e in envoys}
+    for e in walkers:
+        print(f"config {e.cfg.id} after the warm-up: clients_tracked "
+              f"{after_warmup[e.cfg.id]['stats'].get('ratelimit.api.clients_tracked')}, "
+              f"Envoy RSS {after_warmup[e.cfg.id]['rss_kib'] / 1024:.0f} MiB", flush=True)
+
+    def measure(e: Envoy, alone: bool) -> WrkResult:
+        r = load(e, args.duration, args.connections, keys_of(e.cfg, args), alone=alone)
+        if e.cfg.walk:
+            round_ages = revisit_ages(e, keys_of(e.cfg, args), e.timeline[-1])
+            ages[e.cfg.id].append(None if None in round_ages else max(round_ages))
+            tracked[e.cfg.id].append(e.ratelimit_stats().get("ratelimit.api.clients_tracked"))
+        return r
+
     runs: dict[str, list[WrkResult]] = {e.cfg.id: [] for e in envoys}
     order = list(envoys)
     for rnd in range(args.rounds):
@@ -679,21 +919,38 @@ def full(envoys: list[Envoy], args, binary: str, started: float) -> int:
             # Every config under load at once, sharing Envoy's core (and wrk's): whatever slows
             # the machine down slows them all alike, so their CPU per request compares closely.
             # req/s and latencies are then shares of one core, not each config's own.
+            for e in walkers:
+                if needs_walk(e, keys_of(e.cfg, args), args.duration):
+                    walk_all(e, f"before round {rnd + 1}")
             with ThreadPoolExecutor(max_workers=len(order)) as pool:
-                batch = list(pool.map(
-                    lambda e: (e, run_wrk(e, args.duration, args.connections, args.keys)), order))
+                batch = list(pool.map(lambda e: (e, measure(e, alone=False)), order))
         else:
             # One after the other, the order rotated every round so no config always follows
-            # the same one.
+            # the same one. A config walking many keys walks them all again first when the keys
+            # of its round would otherwise be older than its window.
             shift = rnd % len(order)
-            batch = ((e, run_wrk(e, args.duration, args.connections, args.keys))
-                     for e in order[shift:] + order[:shift])
+            batch = []
+            for e in order[shift:] + order[:shift]:
+                if e.cfg.walk and needs_walk(e, keys_of(e.cfg, args), args.duration):
+                    walk_all(e, f"before round {rnd + 1}")
+                batch.append((e, measure(e, alone=True)))
+                print_round(rnd, args.rounds, e, batch[-1][1], ages, tracked)
         for e, r in batch:
             runs[e.cfg.id].append(r)
-            print(f"round {rnd + 1}/{args.rounds} config {e.cfg.id}: {r.rps:10,.0f} req/s  "
-                  f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  non-2xx {r.non_2xx}  "
-                  f"Envoy {r.cpu_us_per_req or 0:.1f} µs CPU/req, busy {r.envoy_busy or 0:.0%}", flush=True)
-    problems = [p for e in envoys for r in runs[e.cfg.id] for p in check_load(e.cfg, r)]
+            if args.together:
+                print_round(rnd, args.rounds, e, r, ages, tracked)
+    problems += [p for e in envoys for r in runs[e.cfg.id] for p in check_load(e.cfg, r)]
+    # Not failures, but the measurement is not quite what the config says: reported with it.
+    warnings = []
+    for e in walkers:
+        for rnd, age in enumerate(ages[e.cfg.id]):
+            if age is None or age > e.cfg.live_s:
+                warnings.append(
+                    f"config {e.cfg.id}: round {rnd + 1} sent keys "
+                    + ("never sent before" if age is None else f"last sent {age:.1f}s before")
+                    + f", beyond the window of {e.cfg.live_s:g}s: their counts had expired"
+                    + (f" (a walk over every key took {e.walk_s:.0f}s here)" if e.walk_s else ""))
+    time.sleep(1.2)
 
     summary = {}
     for e in envoys:
@@ -709,10 +966,24 @@ def full(envoys: list[Envoy], args, binary: str, started: float) -> int:
             "rps_max": max(r.rps for r in rs),
             "rounds": [{"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "requests": r.requests,
                         "non_2xx": r.non_2xx, "socket_errors": r.socket_errors,
-                        "cpu_us_per_req": r.cpu_us_per_req, "envoy_busy": r.envoy_busy} for r in rs],
+                        "cpu_us_per_req": r.cpu_us_per_req, "envoy_busy": r.envoy_busy,
+                        "wrk_cpu_us_per_req": r.wrk_cpu_us_per_req} for r in rs],
             "non_2xx_share": sum(r.non_2xx for r in rs) / max(1, sum(r.requests for r in rs)),
+            "wrk_cpu_us_per_req": median_or_none(r.wrk_cpu_us_per_req for r in rs),
+            "keys": keys_of(e.cfg, args) if e.cfg.lua else 1,
+            "max_clients": store_setting(e.cfg, "max_clients"),
+            "rss_kib_after_warmup": after_warmup[e.cfg.id]["rss_kib"],
             "rss_kib_after": e.rss_kib(),
+            "stats_after_warmup": after_warmup[e.cfg.id]["stats"],
+            "stats_after": e.ratelimit_stats() if e.cfg.lua else None,
         }
+        if e.cfg.walk:
+            summary[e.cfg.id] |= {
+                "walks": walks[e.cfg.id],
+                "revisit_age_s_max_per_round": [None if a is None else round(a, 1) for a in ages[e.cfg.id]],
+                "clients_tracked_per_round": tracked[e.cfg.id],
+                "window_s": e.cfg.live_s,
+            }
     # Each config's CPU per request minus the first config's in the same round, median over rounds:
     # the steadiest figure for what a filter (or a probe's host calls) adds per request.
     first = envoys[0].cfg.id
@@ -744,6 +1015,7 @@ def full(envoys: list[Envoy], args, binary: str, started: float) -> int:
         "ratios": ratios,
         "goals": GOALS,
         "problems": problems,
+        "warnings": warnings,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     try:
@@ -760,9 +1032,11 @@ def full(envoys: list[Envoy], args, binary: str, started: float) -> int:
         + (", all configs loaded together (compare CPU per request only)" if args.together else ""),
         fmt_table(cfgs, summary),
         fmt_ratios(ratios) if ratios else "",
+        fmt_store(cfgs, summary),
         f".wasm {wasm_size:,} bytes ({wasm_size / 1024:.0f} KiB) vs goal {WASM_SIZE_GOAL / 1024:.0f} KiB: "
         + ("met" if wasm_size <= WASM_SIZE_GOAL else "**not met**"),
         ("problems:\n  " + "\n  ".join(problems)) if problems else "",
+        ("warnings:\n  " + "\n  ".join(warnings)) if warnings else "",
     ])
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,5 +1,5 @@
 """The benchmark harness (bench/envoy_bench.py, `make bench`) in its smoke mode, so it cannot rot:
-all six configurations start in real Envoys, answer as they should (config 4: 200 with
+all seven configurations start in real Envoys, answer as they should (config 4: 200 with
 x-ratelimit headers, config 5: 429 with Retry-After), and take a second of wrk load each.
 Needs what `make bench-setup` installs: wrk and the no-op Wasm filter."""
 import shutil
@@ -37,6 +37,6 @@ def test_benchmark_smoke_mode_succeeds():
             out, _ = proc.communicate()
         pytest.fail(f"smoke mode did not finish in 90 s:\n{out}")
     assert proc.returncode == 0, out
-    assert "SMOKE OK: 6 configurations" in out, out
-    for config in "123456":
+    assert "SMOKE OK: 7 configurations" in out, out
+    for config in "1234567":
         assert f"config {config}: " in out, out
