@@ -46,8 +46,10 @@ RESULTS = BENCH / "results"
 PATH = "/api/bench"
 KEY = "bench-client"
 WASM_SIZE_GOAL = 300 * 1024
-GOALS = {"4/2": 0.95, "4/3": 0.85, "6/4": 0.95, "7/6": 0.90}
-RATIOS = [("4/2", "4", "2"), ("4/3", "4", "3"), ("6/4", "6", "4"), ("7/6", "7", "6"), ("5/1", "5", "1")]
+# Issue 12's goals (issue 5 had asked 0.95 and 0.85 of 4/2 and 4/3).
+GOALS = {"4/2": 0.85, "4/3": 0.80, "5/4": 1.2, "6/4": 0.95, "7/6": 0.90}
+RATIOS = [("4/2", "4", "2"), ("4/3", "4", "3"), ("5/4", "5", "4"), ("6/4", "6", "4"),
+          ("7/6", "7", "6"), ("5/1", "5", "1")]
 # Config 7's distinct keys (and its max_clients, sized as the README's "Sizing" says: the clients
 # active within the rule's shortest window). --clients changes both.
 CLIENTS = 1_000_000
