@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     config = yaml.safe_load(args.config.read_text())
     a = addresses(config)
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C stops everything even when started with SIGINT ignored (from a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     started: list[subprocess.Popen] = []
     try:

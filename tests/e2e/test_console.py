@@ -63,17 +63,25 @@ def test_make_run_console_shows_where_to_curl_then_a_line_per_request(tmp_path):
         time.sleep(1.0)  # the access log is written out every 100 ms
     finally:
         # As Ctrl-C would: run.py stops Envoy and the upstream by their process ids.
-        if run.poll() is None:
+        # run.py gives each of its two processes 10 s to stop before killing it.
+        stopping, exited_by_itself, killed = time.monotonic(), run.poll() is not None, False
+        if not exited_by_itself:
             run.send_signal(signal.SIGINT)
             try:
-                run.wait(20)
+                run.wait(30)
             except subprocess.TimeoutExpired:
                 run.kill()
                 run.wait()
+                killed = True
+        took = time.monotonic() - stopping
         survivors = [pid for pid in children if alive(pid)]
         for pid in survivors:  # started by this test (through run.py): stop them anyway
             os.kill(pid, signal.SIGKILL)
-    assert not survivors, f"run.py left {survivors} running"
+    assert not survivors, (
+        f"run.py left {survivors} running (exited by itself: {exited_by_itself}, killed after "
+        f"{took:.1f} s: {killed}, exit code {run.returncode}); its output ends with:\n"
+        + output.read_text()[-2000:]
+    )
 
     text = output.read_text()
     before, banner_and_after = text.split("\nEnvoy with the rate-limit filter is ready", 1)
