@@ -135,6 +135,13 @@ def on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and Ctrl-C both stop everything this script started, by process id (Ctrl-C even
+    when SIGINT was ignored at start, as in a background job)."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envoy", default=str(ROOT / ".venv" / "bin" / "envoy"))
@@ -143,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     config = yaml.safe_load(args.config.read_text())
     a = addresses(config)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # Ctrl-C stops everything even when started with SIGINT ignored (from a background job).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
 
     started: list[subprocess.Popen] = []
     try:

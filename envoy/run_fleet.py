@@ -10,7 +10,6 @@ The Envoy configs and the service's limits file are generated from envoy/envoy.y
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet_config  # noqa: E402
-from run import CONSOLE_FLAGS, ROOT, addresses, describe, on_sigterm, stop, wait_listening, wait_ready  # noqa: E402
+from run import CONSOLE_FLAGS, ROOT, addresses, describe, stop, stop_on_signals, wait_listening, wait_ready  # noqa: E402
 
 ENGINE = ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"
 PORTS = [(10000, 9901), (10001, 9902), (10002, 9903)]
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--envoy", default=str(ROOT / ".venv" / "bin" / "envoy"))
     ap.add_argument("--concurrency", type=int, default=2)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="ratelimit-fleet-"))
     filter_json = fleet_config.filter_config()
     (workdir / "limits.yaml").write_text(fleet_config.limits_yaml(filter_json))
