@@ -128,29 +128,18 @@ impl LimitedRule {
         let (limits, mut texts) = compile_limits(rule, cx.plans, at, errors);
         let names: Vec<String> = texts.iter().map(|t| t.name.clone()).collect();
         let fleet = FleetRule::compile(rule, &names, cx.fleet, at, errors);
-        let named_last = |other: &RuleConfig| {
-            !other.also.contains(&rule.name) || other.also.last() == Some(&rule.name)
-        };
         let levels_by_plan: Vec<Vec<u64>> = (0..cx.plans.names.len())
             .map(|p| limits.iter().map(|l| l.requests[p]).collect())
             .collect();
-        // A client whose plan can change from request to request (a plan header) could be
-        // admitted under another plan's levels while refused under this one's.
         if let Some(format) = cx.response {
-            let shown: Vec<Option<&str>> = (0..cx.plans.names.len())
-                .map(|p| cx.plans.shown(p))
-                .collect();
-            for (i, (text, limit)) in texts.iter_mut().zip(&limits).enumerate() {
-                let levels: Vec<u64> = levels_by_plan.iter().map(|l| l[i]).collect();
-                text.prepare(format, &rule.name, (&levels, limit.window_ms), &shown);
-            }
+            prepare_bodies(
+                &mut texts,
+                (rule, &limits, &levels_by_plan),
+                cx.plans,
+                format,
+            );
         }
-        let one_plan_per_client =
-            cx.plans.header.is_none() || levels_by_plan.windows(2).all(|w| w[0] == w[1]);
-        let refusals_last = rule.also.is_empty()
-            && fleet.is_none()
-            && one_plan_per_client
-            && cx.rules.iter().all(named_last);
+        let refusals_last = refusals_last(rule, cx, fleet.is_some(), &levels_by_plan);
         LimitedRule {
             key: KeySource::compile_chain(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
@@ -166,6 +155,37 @@ impl LimitedRule {
             refusals_last,
         }
     }
+}
+
+/// Each limit's refusal body for each plan, rendered at load.
+fn prepare_bodies(
+    texts: &mut [LimitText],
+    (rule, limits, levels_by_plan): (&RuleConfig, &[Limit], &[Vec<u64>]),
+    plans: &Plans,
+    format: &ResponseFormat,
+) {
+    let shown: Vec<Option<&str>> = (0..plans.names.len()).map(|p| plans.shown(p)).collect();
+    for (i, (text, limit)) in texts.iter_mut().zip(limits).enumerate() {
+        let levels: Vec<u64> = levels_by_plan.iter().map(|l| l[i]).collect();
+        text.prepare(format, &rule.name, (&levels, limit.window_ms), &shown);
+    }
+}
+
+/// Whether nothing is ever charged after `rule` (see [`LimitedRule::refusals_last`]).
+fn refusals_last(
+    rule: &RuleConfig,
+    cx: &Context,
+    fleet: bool,
+    levels_by_plan: &[Vec<u64>],
+) -> bool {
+    let named_last = |other: &RuleConfig| {
+        !other.also.contains(&rule.name) || other.also.last() == Some(&rule.name)
+    };
+    // A client whose plan can change from request to request (a plan header) could be
+    // admitted under another plan's levels while refused under this one's.
+    let one_plan_per_client =
+        cx.plans.header.is_none() || levels_by_plan.windows(2).all(|w| w[0] == w[1]);
+    rule.also.is_empty() && !fleet && one_plan_per_client && cx.rules.iter().all(named_last)
 }
 
 fn compile_limits(

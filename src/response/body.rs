@@ -53,14 +53,6 @@ pub struct RefusalValues<'a> {
 impl Placeholders for RefusalValues<'_> {
     fn fill(&self, placeholder: Placeholder) -> Filled {
         let status = &self.headline.status;
-        let known = FixedValues {
-            status: self.status,
-            limit: self.headline.limit,
-            requests: status.requests,
-            window_ms: status.window_ms,
-            rule: self.rule,
-            plan: self.plan,
-        };
         match placeholder {
             Placeholder::Remaining => Filled::Number(status.remaining),
             Placeholder::RetryAfter => Filled::Number(self.retry_after),
@@ -82,7 +74,16 @@ impl Placeholders for RefusalValues<'_> {
                     .map(|c| c.limit.name.clone())
                     .collect(),
             ),
-            other => known.fill(other).unwrap_or(Filled::Null),
+            other => FixedValues {
+                status: self.status,
+                limit: self.headline.limit,
+                requests: status.requests,
+                window_ms: status.window_ms,
+                rule: self.rule,
+                plan: self.plan,
+            }
+            .fill(other)
+            .unwrap_or(Filled::Null),
         }
     }
 }

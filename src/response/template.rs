@@ -166,10 +166,11 @@ impl BodyTemplate {
         self.uses_request_id
     }
 
+    /// The whole body for `values` (a refusal without a body prepared at load).
     pub fn render(&self, values: &dyn Placeholders) -> String {
-        let mut out = String::with_capacity(256);
-        render_node(&self.root, values, &mut out);
-        out
+        let everything = |p| Some(values.fill(p));
+        let unused = TextTemplate { pieces: Vec::new() }; // `{{message}}` is filled too
+        self.prepare(&everything, &unused).render(values)
     }
 }
 
@@ -250,41 +251,6 @@ fn parse_pieces(text: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-fn render_node(node: &Node, values: &dyn Placeholders, out: &mut String) {
-    match node {
-        Node::Fixed(json) => out.push_str(json),
-        Node::Typed(p) => match values.fill(*p) {
-            Filled::Number(n) => out.push_str(&n.to_string()),
-            Filled::Text(t) => out.push_str(&Value::String(t).to_string()),
-            Filled::List(items) => out.push_str(&Value::from(items).to_string()),
-            Filled::Null => out.push_str("null"),
-        },
-        Node::Text(pieces) => out.push_str(&Value::String(fill_text(pieces, values)).to_string()),
-        Node::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                render_node(item, values, out);
-            }
-            out.push(']');
-        }
-        Node::Object(fields) => {
-            out.push('{');
-            for (i, (key, value)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                render_node(value, values, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
 /// A body with everything that is the same for every refusal by one limit (for one plan)
 /// rendered at load, and slots for what changes from request to request (the retry time, the
 /// quota left, the violated limits, the request id): a refusal only splices those in.
@@ -344,7 +310,8 @@ impl Preparing {
 pub type Known<'a> = &'a dyn Fn(Placeholder) -> Option<Filled>;
 
 impl BodyTemplate {
-    /// Renders what `known` fills, leaves slots for the rest; `{{message}}` expands `message`.
+    /// Renders what `known` fills, leaves slots for the rest; `{{message}}`, unless known,
+    /// expands `message` (its own placeholders rendered or left as slots alike).
     pub fn prepare(&self, known: Known, message: &TextTemplate) -> PreparedBody {
         let mut out = Preparing::default();
         prepare_node(&self.root, known, message, &mut out);
@@ -375,7 +342,9 @@ impl PreparedBody {
 fn prepare_node(node: &Node, known: Known, message: &TextTemplate, out: &mut Preparing) {
     match node {
         Node::Fixed(json) => out.literal.push_str(json),
-        Node::Typed(Placeholder::Message) => prepare_string(&message.pieces, known, message, out),
+        Node::Typed(Placeholder::Message) if known(Placeholder::Message).is_none() => {
+            prepare_string(&message.pieces, known, message, out)
+        }
         Node::Typed(p) => match known(*p) {
             Some(filled) => push_json(&mut out.literal, &filled),
             None => out.slot(*p, true),
@@ -418,7 +387,7 @@ fn prepare_pieces(pieces: &[Piece], known: Known, message: &TextTemplate, out: &
         match piece {
             Piece::Literal(text) => escape_into(&mut out.literal, text),
             // A message cannot name itself (refused at load), so this ends.
-            Piece::Slot(Placeholder::Message) => {
+            Piece::Slot(Placeholder::Message) if known(Placeholder::Message).is_none() => {
                 prepare_pieces(&message.pieces, known, message, out)
             }
             Piece::Slot(p) => match known(*p) {
@@ -626,6 +595,14 @@ mod tests {
             "ünï \u{2028}",
         ];
         for odd in odd_texts {
+            let mut escaped = String::from('"');
+            escape_into(&mut escaped, odd);
+            escaped.push('"');
+            assert_eq!(
+                escaped,
+                serde_json::to_string(odd).unwrap(),
+                "as serde_json escapes"
+            );
             for request_id in [None, Some("id-\"1\"\n")] {
                 let values = Request {
                     message: &message,
