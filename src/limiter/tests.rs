@@ -13,7 +13,7 @@ struct P {
 
 impl P {
     fn page_key(&self, client: u64) -> String {
-        self.keys.page(self.limiter.page_of(client))
+        self.keys.page(self.limiter.page_of(client)).to_string()
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a rule asks of a request: compiled path patterns, methods, hosts and route names.
 
-use super::path::canonical_segments;
+use super::path::{canonical_segments, CanonicalPath};
 use super::RouteFacts;
 use crate::config::{Errors, MatchConfig, PathMatch, Report};
 
@@ -65,10 +65,11 @@ impl PathPattern {
         Ok(PathPattern::Template(segments))
     }
 
-    pub fn matches(&self, path: &[Vec<u8>]) -> bool {
+    pub fn matches(&self, path: &CanonicalPath) -> bool {
+        let mut actual = path.segments();
         match self {
-            PathPattern::Exact(want) => path == want.as_slice(),
-            PathPattern::Prefix(want) => path.len() >= want.len() && path[..want.len()] == want[..],
+            PathPattern::Exact(want) => actual.eq(want.iter().map(Vec::as_slice)),
+            PathPattern::Prefix(want) => want.iter().all(|w| actual.next() == Some(w.as_slice())),
             PathPattern::Template(segments) => {
                 let rest = matches!(segments.last(), Some(TemplateSegment::Rest));
                 let fixed = if rest {
@@ -76,17 +77,13 @@ impl PathPattern {
                 } else {
                     &segments[..]
                 };
-                if path.len() < fixed.len() || (!rest && path.len() != fixed.len()) {
-                    return false;
-                }
-                fixed
-                    .iter()
-                    .zip(path)
-                    .all(|(segment, actual)| match segment {
-                        TemplateSegment::Literal(text) => text == actual,
-                        TemplateSegment::One => true,
-                        TemplateSegment::Rest => unreachable!("only last"),
-                    })
+                let all = fixed.iter().all(|segment| match (segment, actual.next()) {
+                    (_, None) => false,
+                    (TemplateSegment::Literal(text), Some(seen)) => text == seen,
+                    (TemplateSegment::One, Some(_)) => true,
+                    (TemplateSegment::Rest, Some(_)) => unreachable!("only last"),
+                });
+                all && (rest || actual.next().is_none())
             }
         }
     }
@@ -265,8 +262,8 @@ fn compile_methods(methods: &[String], at: &str, errors: &mut Errors) -> Vec<Vec
 mod tests {
     use super::*;
 
-    fn path(p: &str) -> Vec<Vec<u8>> {
-        canonical_segments(p.as_bytes())
+    fn path(p: &str) -> CanonicalPath<'_> {
+        CanonicalPath::of(p.as_bytes())
     }
 
     #[test]

@@ -6,13 +6,14 @@ mod matcher;
 mod path;
 
 pub use matcher::RouteMatcher;
+use path::CanonicalPath;
 
 use crate::request::Request;
 
 /// The request attributes routing needs, read once per request.
 #[derive(Debug, Clone, Default)]
-pub struct RouteFacts {
-    pub path: Vec<Vec<u8>>,
+pub struct RouteFacts<'a> {
+    pub path: CanonicalPath<'a>,
     pub method: Option<Vec<u8>>,
     pub authority: Option<Vec<u8>>,
     pub route_name: Option<Vec<u8>>,
@@ -44,9 +45,9 @@ impl RouteTable {
     pub fn select(&self, request: &Request) -> Option<usize> {
         let facts = RouteFacts {
             path: if self.needs_path {
-                path::canonical_segments(request.path().unwrap_or_default())
+                CanonicalPath::of(request.path().unwrap_or_default())
             } else {
-                Vec::new()
+                CanonicalPath::default()
             },
             method: self
                 .needs_method

@@ -9,6 +9,44 @@ use std::borrow::Cow;
 
 use crate::request::percent;
 
+/// A canonical path: its segments joined by `/` (a segment never holds `/` nor `\\`, and empty
+/// ones are skipped, so the form is lossless). Borrowed from the request when its path is in
+/// canonical form already, as nearly every path is: no allocation then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CanonicalPath<'a>(Cow<'a, [u8]>);
+
+impl<'a> CanonicalPath<'a> {
+    pub fn of(raw: &'a [u8]) -> Self {
+        let end = raw
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(raw.len());
+        let path = &raw[..end];
+        if is_canonical(path) {
+            return CanonicalPath(Cow::Borrowed(path));
+        }
+        let mut joined = Vec::with_capacity(path.len());
+        for segment in canonical_segments(path) {
+            joined.push(b'/');
+            joined.extend_from_slice(&segment);
+        }
+        CanonicalPath(Cow::Owned(joined))
+    }
+
+    /// The segments, lower-cased bytes, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        self.0.split(|&b| b == b'/').filter(|s| !s.is_empty())
+    }
+}
+
+/// Whether a path (query cut) reads the same in canonical form: nothing to decode, no backslash,
+/// no upper case, no `.` or `..` segment (empty segments are skipped as the canonical form does).
+fn is_canonical(path: &[u8]) -> bool {
+    path.iter()
+        .all(|&b| b != b'%' && b != b'\\' && !b.is_ascii_uppercase())
+        && path.split(|&b| b == b'/').all(|s| s != b"." && s != b"..")
+}
+
 /// Segments of the canonical path, lower-cased bytes.
 pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
     let end = raw
@@ -51,7 +89,7 @@ mod tests {
     use super::*;
 
     fn canon(raw: &str) -> String {
-        let segments = canonical_segments(raw.as_bytes());
+        let segments = canon_bytes(raw.as_bytes());
         let mut out = String::new();
         for s in segments {
             out.push('/');
@@ -99,7 +137,36 @@ mod tests {
         assert_eq!(canonical_segments(long.as_bytes()).len(), 40_000);
     }
 
+    /// The segments, checked to be the same both ways: as matching sees them (borrowed when
+    /// canonical already) and as patterns are compiled.
     fn canon_bytes(raw: &[u8]) -> Vec<Vec<u8>> {
-        canonical_segments(raw)
+        let segments = canonical_segments(raw);
+        let path = CanonicalPath::of(raw);
+        let seen: Vec<Vec<u8>> = path.segments().map(<[u8]>::to_vec).collect();
+        assert_eq!(seen, segments, "{:?}", String::from_utf8_lossy(raw));
+        segments
+    }
+
+    #[test]
+    fn a_canonical_path_is_borrowed_not_copied() {
+        for raw in ["/api/links", "/api//links/", "/a.b/..c/x-y_z", "/"] {
+            let path = CanonicalPath::of(raw.as_bytes());
+            assert!(matches!(path.0, Cow::Borrowed(_)), "{raw}");
+            canon_bytes(raw.as_bytes());
+        }
+        for raw in ["/API", "/a/./b", "/a/../b", "/a%2fb", "/a\\b", "/a/.."] {
+            assert!(
+                matches!(CanonicalPath::of(raw.as_bytes()).0, Cow::Owned(_)),
+                "{raw}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn both_forms_agree_on_any_path(raw in proptest::collection::vec(
+            proptest::sample::select(b"/\\.%2fFaA?#\xff".to_vec()), 0..24)) {
+            canon_bytes(&raw);
+        }
     }
 }

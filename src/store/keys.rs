@@ -23,12 +23,58 @@ impl PageKeys {
         }
     }
 
-    pub fn page(&self, page: u64) -> String {
-        use std::fmt::Write;
-        let mut key = String::with_capacity(self.base.len() + 8);
-        key.push_str(&self.base);
-        let _ = write!(key, "{page}");
-        key
+    /// The key of page `page`, made without a heap allocation when it fits [`PageKey`]'s buffer.
+    pub fn page(&self, page: u64) -> PageKey {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut n = page;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let (base, digits) = (self.base.as_bytes(), &digits[start..]);
+        let len = base.len() + digits.len();
+        if len > INLINE_KEY {
+            let mut key = String::with_capacity(len);
+            key.push_str(&self.base);
+            key.extend(digits.iter().map(|&d| char::from(d)));
+            return PageKey::Heap(key);
+        }
+        let mut bytes = [0u8; INLINE_KEY];
+        bytes[..base.len()].copy_from_slice(base);
+        bytes[base.len()..len].copy_from_slice(digits);
+        PageKey::Inline { bytes, len }
+    }
+}
+
+/// Bytes of a page key kept on the stack: prefix, version and rule name of usual lengths.
+const INLINE_KEY: usize = 64;
+
+/// A page key: on the stack when it fits (the usual case), else on the heap.
+#[derive(Debug, Clone)]
+pub enum PageKey {
+    Inline { bytes: [u8; INLINE_KEY], len: usize },
+    Heap(String),
+}
+
+impl std::ops::Deref for PageKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            // A str's bytes followed by ASCII digits: always UTF-8.
+            PageKey::Inline { bytes, len } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            PageKey::Heap(key) => key,
+        }
+    }
+}
+
+impl PartialEq<&str> for PageKey {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
     }
 }
 
@@ -40,5 +86,16 @@ mod tests {
     fn names() {
         assert_eq!(seed_key("edge"), "edge/v1/seed");
         assert_eq!(PageKeys::new("edge", "api").page(42), "edge/v1/api/42");
+        let keys = PageKeys::new("edge", "api");
+        for page in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
+            assert_eq!(keys.page(page), format!("edge/v1/api/{page}").as_str());
+        }
+        let long = PageKeys::new(&"p".repeat(60), "rule");
+        assert!(matches!(long.page(12), PageKey::Heap(_)));
+        assert_eq!(
+            long.page(12),
+            format!("{}/v1/rule/12", "p".repeat(60)).as_str()
+        );
+        assert!(matches!(keys.page(u64::MAX), PageKey::Inline { .. }));
     }
 }
