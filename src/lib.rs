@@ -28,11 +28,12 @@ pub mod tool;
 pub use config::{parse as parse_config, parse_with_serde, FilterConfig};
 pub use config::{ConfigError, ConfigErrors};
 pub use engine::{
-    begin, decide, stat_names, Action, Decision, Event, Filter, Memory, Progress, StatKind, Waiting,
+    begin, decide, stat_names, Action, Decision, Event, Events, Filter, Memory, Progress, StatKind,
+    Waiting,
 };
 pub use fleet::{FleetSettings, Verdict as FleetVerdict};
 pub use request::RequestView;
-pub use response::{HeaderName, Headers, Reply};
+pub use response::{HeaderName, HeaderValue, Headers, Reply};
 pub use store::{CasMismatch, MemoryStore, SharedStore};
 
 /// The core's inner pieces, for the accuracy simulator (`tests/accuracy.rs`) and the native

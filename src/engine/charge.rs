@@ -4,7 +4,7 @@
 
 use super::rule::LimitedRule;
 use super::stats::Stat;
-use crate::limiter::{LimitStatus, SlotUse, Verdict};
+use crate::limiter::{SlotUse, Statuses, Verdict};
 use crate::store::{self, SharedStore};
 
 /// What one rule took for a request, and how to give it back.
@@ -17,7 +17,7 @@ pub struct Charge {
     /// The clock the charge counted at.
     pub at_ms: u64,
     /// The rule's enforced limits after the charge.
-    pub statuses: Vec<LimitStatus>,
+    pub statuses: Statuses,
     /// Whether the count was given back already.
     undone: bool,
 }
@@ -29,7 +29,7 @@ pub enum Charging {
     /// Over a limit by the client's own counts: nothing taken; every enforced limit's status at
     /// `now_ms`.
     Refused {
-        statuses: Vec<LimitStatus>,
+        statuses: Statuses,
         now_ms: u64,
         /// Refused by the client's own counts alone (nothing inherited from other clients).
         own_counts_only: bool,

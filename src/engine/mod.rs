@@ -17,4 +17,4 @@ pub use pipeline::Selection;
 pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};
 #[cfg(feature = "cli")]
 pub use rule::{LimitedRule, RuleAction};
-pub use stats::{stat_names, Event, StatKind};
+pub use stats::{stat_names, Event, Events, StatKind};

@@ -10,14 +10,16 @@ use super::log::{log_refusal, Refusal};
 use super::memory::Memory;
 use super::refusals::RefusalMemory;
 use super::rule::LimitedRule;
-use super::stats::{Event, Stat};
+use super::stats::{Event, Events, Stat};
 use super::Filter;
 use crate::config::{OnFailure, OnFleetError, OnMissingKey};
 use crate::fleet::{self, FleetCall, FleetMemory, Recall};
-use crate::limiter::{headline_index, LimitStatus};
+use crate::limiter::{headline_index, LimitStatus, Statuses};
 use crate::request::{client_hash, KeyKind, Request, RequestView};
 use crate::response::{self, Checked, Headers, Outcome, Reply};
 use crate::store::SharedStore;
+
+use smallvec::SmallVec;
 
 /// What the host does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub action: Action,
-    pub events: Vec<Event>,
+    pub events: Events,
 }
 
 /// Decides one request with the local tier alone: fleet-wide limits are counted locally and the
@@ -85,7 +87,7 @@ pub fn begin(
     match Evaluation::start(filter, &request) {
         None => Progress::Done(Decision {
             action: Action::Pass,
-            events: Vec::new(),
+            events: Events::new(),
         }),
         Some(evaluation) => evaluation.run(filter, store, memory, &request, now_ms),
     }
@@ -154,7 +156,7 @@ enum Stop {
     /// A limit of `rule` refused; every enforced limit's status.
     Refused {
         rule: usize,
-        statuses: Vec<LimitStatus>,
+        statuses: Statuses,
     },
     /// No key, and the rule says deny.
     MissingKey,
@@ -180,15 +182,15 @@ struct Asking {
 struct Evaluation {
     selection: Selection,
     /// Rules still to charge, last first: the request's rule, then those it names in `also`.
-    queue: Vec<usize>,
+    queue: SmallVec<[usize; 4]>,
     /// The request's rule's key, found with the plan, until its charge takes it.
     first_key: Option<Option<(KeyKind, Vec<u8>)>>,
-    charges: Vec<Charge>,
+    charges: SmallVec<[Charge; 1]>,
     stop: Option<Stop>,
     asking: Option<Asking>,
     /// The latest clock a charge used (never before a client's last admission).
     clock: u64,
-    events: Vec<Event>,
+    events: Events,
 }
 
 impl Evaluation {
@@ -203,11 +205,11 @@ impl Evaluation {
             first_key: Some(selection.key.take()),
             selection,
             queue,
-            charges: Vec::new(),
+            charges: SmallVec::new(),
             stop: None,
             asking: None,
             clock: 0,
-            events: Vec::new(),
+            events: Events::new(),
         })
     }
 
@@ -743,10 +745,10 @@ mod tests {
             let Action::Allow(headers) = handle(&config, &store, &request, T0).action else {
                 panic!()
             };
-            assert_eq!(headers[0], ("x-ratelimit-limit".into(), "5".to_string()));
+            assert_eq!(headers[0], ("x-ratelimit-limit".into(), "5".into()));
             assert_eq!(
                 headers[1],
-                ("x-ratelimit-remaining".into(), left.to_string())
+                ("x-ratelimit-remaining".into(), left.to_string().into())
             );
         }
         let Action::Refuse(reply) = handle(&config, &store, &request, T0 + 500).action else {
@@ -757,7 +759,7 @@ mod tests {
         assert!(
             reply
                 .headers
-                .contains(&("retry-after".into(), "61".to_string())),
+                .contains(&("retry-after".into(), "61".into())),
             "{:?}",
             reply.headers
         );
@@ -924,7 +926,7 @@ mod tests {
         match handle(config, store, request, T0).action {
             Action::Allow(h) => (200, h, String::new()),
             Action::Refuse(r) => (r.status as u16, r.headers, r.body),
-            Action::Pass => (200, vec![], String::new()),
+            Action::Pass => (200, Headers::new(), String::new()),
         }
     }
 

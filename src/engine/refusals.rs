@@ -17,7 +17,7 @@
 //! a newer refusal that lands on a taken slot replaces it (the client behind the old one goes
 //! back to the store, which is always right).
 
-use crate::limiter::LimitStatus;
+use crate::limiter::{LimitStatus, Statuses};
 
 /// Entries per worker (a power of two). An entry is 64 bytes plus 64 per status (one per limit):
 /// ~150 KB per worker for rules of one limit.
@@ -33,7 +33,7 @@ struct Remembered {
     /// Until when every status stays as it is: the earliest retry time of the violated limits
     /// (the request fits again at the latest; the reply names the violated limits).
     until_ms: u64,
-    statuses: Vec<LimitStatus>,
+    statuses: Statuses,
 }
 
 /// This worker's refusals still true.
@@ -56,7 +56,7 @@ impl RefusalMemory {
         plan: usize,
         client: u64,
         now: u64,
-    ) -> Option<(Vec<LimitStatus>, u64)> {
+    ) -> Option<(Statuses, u64)> {
         let entry = self.slots.get(index(rule, plan, client))?.as_ref()?;
         let same = entry.rule == rule && entry.plan == plan && entry.client == client;
         let now = now.max(entry.at_ms);
@@ -93,7 +93,7 @@ impl RefusalMemory {
             client,
             at_ms,
             until_ms,
-            statuses: statuses.to_vec(),
+            statuses: Statuses::from_slice(statuses),
         });
     }
 

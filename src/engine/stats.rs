@@ -69,6 +69,9 @@ pub enum Event {
     Limit { rule: usize, limit: usize },
 }
 
+/// What happened while deciding one request: a few events, kept without a heap allocation.
+pub type Events = smallvec::SmallVec<[Event; 4]>;
+
 impl Event {
     /// The rule, and the slot of the event in that rule's stats (see [`stat_names`]).
     pub fn slot(self) -> (usize, usize) {

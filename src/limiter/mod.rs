@@ -29,10 +29,19 @@ pub use page::PageLayout;
 pub use window::RING;
 use window::{Evaluation, Part, Ring, SlidingWindow, MAX_PARTS};
 
+use smallvec::SmallVec;
+
 use crate::config::{format_window, Errors, LimitConfig, Report, Requests};
 use crate::request::{Plans, IMPLICIT_PLAN, MAX_REQUESTS};
 
 pub const MIN_WINDOW_MS: u64 = 100;
+
+/// How many limits of a rule the per-request lists (statuses, counts) hold without a heap
+/// allocation; a rule with more spills to the heap.
+pub const INLINE_LIMITS: usize = 2;
+
+/// Every enforced limit's status for one request.
+pub type Statuses = SmallVec<[LimitStatus; INLINE_LIMITS]>;
 pub const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
 
 /// One limit: a window and, per plan, the requests it admits (0: no limit for that plan).
@@ -117,7 +126,7 @@ pub struct LimitStatus {
 pub struct Charged {
     pub verdict: Verdict,
     /// Every enforced limit's status (own and inherited counts together).
-    pub statuses: Vec<LimitStatus>,
+    pub statuses: Statuses,
     /// The clock the decision used: the page's clock, which never runs backwards.
     pub now_ms: u64,
     /// How an admitted request's client got its slot.
@@ -341,7 +350,7 @@ impl Limiter {
         let last = layout.last_ms(&page, slot);
         let seeded = layout.seeded_ms(&page, slot);
         let door = layout.door(&page, slot);
-        let counts: Vec<Counts> = (0..self.windows.len())
+        let counts: SmallVec<[Counts; INLINE_LIMITS]> = (0..self.windows.len())
             .map(|i| {
                 let inherited = layout.inherited(&page, slot, i);
                 let parts = if inherited == [0, 0] && door == [false, false] {
@@ -373,7 +382,7 @@ impl Limiter {
     fn charge_newcomer(&self, mut page: Vec<u8>, request: &Request) -> (Option<Vec<u8>>, Charged) {
         let now = request.now;
         let estimate = self.estimate(&page, request.identity, now);
-        let counts: Vec<Counts> = (0..self.windows.len())
+        let counts: SmallVec<[Counts; INLINE_LIMITS]> = (0..self.windows.len())
             .map(|i| Counts {
                 ring: [0; RING],
                 parts: self.estimate_parts(&estimate, i, now),
@@ -441,7 +450,7 @@ impl Limiter {
     /// Every enforced limit's status for the request, and what they make of it.
     fn judge(&self, counts: &[Counts], request: &Request) -> Judged {
         let (mut over, mut over_own, mut own_counts_only) = (false, false, true);
-        let mut statuses: Vec<LimitStatus> = Vec::with_capacity(request.levels.len());
+        let mut statuses = Statuses::new();
         for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
             let (status, e) = self.status(&counts[i], i, level, request.now, request.cost);
             over |= !status.fits;
@@ -552,7 +561,7 @@ struct Request<'a> {
 /// What the limits made of a request.
 struct Judged {
     verdict: Verdict,
-    statuses: Vec<LimitStatus>,
+    statuses: Statuses,
     over_capacity: bool,
     own_counts_only: bool,
 }

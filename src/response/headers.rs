@@ -2,7 +2,7 @@
 //! for an outcome.
 
 use super::time::seconds_until;
-use super::{retry_at_ms, HeaderName, Headers, Outcome, ResponseFormat};
+use super::{retry_at_ms, HeaderName, HeaderValue, Headers, Outcome, ResponseFormat};
 use crate::config::{valid_header_name, Errors, HeaderStyle, HeadersConfig, Report, ResetFormat};
 
 /// The headers a style can send, by the names the configuration uses for them.
@@ -94,13 +94,13 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
     let now = outcome.now_ms;
     let status = &headline.status;
     let names = &format.names.0;
-    let mut add = |slot: usize, value: String| {
+    let mut add = |slot: usize, value: HeaderValue| {
         if let Some(name) = &names[slot] {
             headers.push((name.clone(), value));
         }
     };
-    add(LIMIT, status.requests.to_string());
-    add(REMAINING, status.remaining.to_string());
+    add(LIMIT, HeaderValue::number(status.requests));
+    add(REMAINING, HeaderValue::number(status.remaining));
     if names[RESET].is_some() {
         let reset_at = if refusal {
             outcome.retry_at_ms()
@@ -114,7 +114,7 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
         } else {
             reset_at.div_ceil(1000)
         };
-        add(RESET, value.to_string());
+        add(RESET, HeaderValue::number(value));
     }
     if names[POLICY].is_some() {
         let items: Vec<String> = outcome
@@ -125,7 +125,7 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
                 format!("\"{}\";q={q};w={w}", c.limit.name)
             })
             .collect();
-        add(POLICY, items.join(", "));
+        add(POLICY, items.join(", ").into());
     }
     if names[RATELIMIT].is_some() {
         let items: Vec<String> = outcome
@@ -141,10 +141,10 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
                 format!("\"{}\";r={r};t={t}", c.limit.name)
             })
             .collect();
-        add(RATELIMIT, items.join(", "));
+        add(RATELIMIT, items.join(", ").into());
     }
     if refusal {
-        let retry_after = outcome.retry_after_seconds().to_string();
+        let retry_after = HeaderValue::number(outcome.retry_after_seconds());
         headers.push((HeaderName::from("retry-after"), retry_after));
     }
     headers

@@ -18,11 +18,88 @@ pub use time::seconds_until;
 use crate::config::{
     BodyPreset, Errors, HeaderStyle, LimitConfig, Report, ResetFormat, ResponseConfig,
 };
-use crate::limiter::{headline_index, LimitStatus};
+use crate::limiter::{headline_index, LimitStatus, INLINE_LIMITS};
+use smallvec::SmallVec;
 
 /// Header names are shared with the compiled config (no copy per request).
 pub type HeaderName = Rc<str>;
-pub type Headers = Vec<(HeaderName, String)>;
+/// The headers of a decision: names shared with the config, values inline when short (every
+/// number the headers carry), so that an allowed request's headers take no heap allocation.
+pub type Headers = SmallVec<[(HeaderName, HeaderValue); 4]>;
+
+/// A header value: UTF-8, on the stack up to 22 bytes, on the heap beyond.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct HeaderValue(SmallVec<[u8; 22]>);
+
+impl HeaderValue {
+    /// A whole number, written without a heap allocation.
+    pub fn number(n: u64) -> Self {
+        let mut value = HeaderValue::default();
+        let _ = std::fmt::Write::write_fmt(&mut value, format_args!("{n}"));
+        value
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from `str`s.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for HeaderValue {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for HeaderValue {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for HeaderValue {
+    fn from(s: &str) -> Self {
+        HeaderValue(SmallVec::from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(s: String) -> Self {
+        HeaderValue(SmallVec::from_vec(s.into_bytes()))
+    }
+}
+
+impl PartialEq<&str> for HeaderValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for HeaderValue {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<String> for HeaderValue {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How refusals and rate-limit headers look: the configuration's `response` part, compiled.
 #[derive(Debug, Clone)]
@@ -152,7 +229,7 @@ pub struct Checked<'a> {
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
     pub now_ms: u64,
-    pub checked: Vec<Checked<'a>>,
+    pub checked: SmallVec<[Checked<'a>; INLINE_LIMITS]>,
     /// The client's plan, when the config has plans.
     pub plan: Option<&'a str>,
     /// The plan's index (which of the bodies rendered at load is this refusal's).
@@ -205,7 +282,7 @@ pub fn refusal(
     let mut headers = rate_limit_headers(format, outcome, true);
     headers.push((
         HeaderName::from("content-type"),
-        format.content_type.clone(),
+        format.content_type.as_str().into(),
     ));
     let body = match outcome.headline() {
         Some(headline) => {
@@ -261,8 +338,8 @@ pub fn unavailable() -> Reply {
 fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
     Reply {
         status,
-        headers: vec![
-            (HeaderName::from("retry-after"), retry_after.to_string()),
+        headers: smallvec::smallvec![
+            (HeaderName::from("retry-after"), HeaderValue::number(retry_after)),
             (HeaderName::from("content-type"), "application/json".into()),
         ],
         body,
@@ -278,7 +355,7 @@ pub fn service_unavailable() -> Reply {
     });
     Reply {
         status: 503,
-        headers: vec![
+        headers: smallvec::smallvec![
             (HeaderName::from("retry-after"), "1".into()),
             (HeaderName::from("content-type"), "application/json".into()),
         ],
@@ -294,7 +371,7 @@ pub fn missing_key(rule: &str) -> Reply {
     });
     Reply {
         status: 401,
-        headers: vec![(HeaderName::from("content-type"), "application/json".into())],
+        headers: smallvec::smallvec![(HeaderName::from("content-type"), "application/json".into())],
         body: body.to_string(),
     }
 }
@@ -361,7 +438,7 @@ mod tests {
             .ends_with("Retry in 41 seconds."));
         assert_eq!(
             reply.headers[0],
-            (HeaderName::from("retry-after"), "41".to_string())
+            (HeaderName::from("retry-after"), "41".into())
         );
         let reply = unavailable();
         assert_eq!(reply.status, 503);
@@ -380,7 +457,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: vec![
+            checked: smallvec::smallvec![
                 Checked {
                     limit: &minute,
                     status: status(100, 60_000, 40, NOW + 3_000, None),
@@ -462,7 +539,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: vec![
+            checked: smallvec::smallvec![
                 Checked {
                     limit: &minute,
                     status: status(100, 60_000, 0, NOW + 41_100, Some(NOW + 41_100)),
@@ -507,7 +584,7 @@ mod tests {
         let (a, b) = (limit("a", 1_000, None), limit("b", 2_000, None));
         let outcome = Outcome {
             now_ms: NOW,
-            checked: vec![
+            checked: smallvec::smallvec![
                 Checked {
                     limit: &a,
                     status: status(1, 1_000, 0, NOW + 500, Some(NOW + 500)),
@@ -552,7 +629,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: vec![Checked {
+            checked: smallvec::smallvec![Checked {
                 limit: &day,
                 status: status(5, 86_400_000, 0, NOW + 3_600_000, Some(NOW + 3_600_000)),
             }],
@@ -574,7 +651,7 @@ mod tests {
         let a = limit("a", 1_000, None);
         let outcome = Outcome {
             now_ms: NOW,
-            checked: vec![Checked {
+            checked: smallvec::smallvec![Checked {
                 limit: &a,
                 status: status(1, 1_000, 0, NOW + 10, Some(NOW + 10)),
             }],
