@@ -154,10 +154,7 @@ impl Selection {
 /// Why charging stopped before the last rule.
 enum Stop {
     /// A limit of `rule` refused; every enforced limit's status.
-    Refused {
-        rule: usize,
-        statuses: Statuses,
-    },
+    Refused { rule: usize, statuses: Statuses },
     /// No key, and the rule says deny.
     MissingKey,
     /// Over only through counts inherited for lack of room, and `store.on_full` says deny.
@@ -757,9 +754,7 @@ mod tests {
         assert_eq!(reply.status, 429);
         // T0's 3 s sub-window began 2 s before T0; it leaves the window at T0 + 61 s.
         assert!(
-            reply
-                .headers
-                .contains(&("retry-after".into(), "61".into())),
+            reply.headers.contains(&("retry-after".into(), "61".into())),
             "{:?}",
             reply.headers
         );

@@ -127,9 +127,7 @@ pub fn extract(sources: &[KeySource], request: &Request) -> Option<(KeyKind, Vec
             ),
             KeySource::Bearer => (
                 KeyKind::Bearer,
-                request
-                    .header("authorization")
-                    .and_then(|a| bearer_token(&a)),
+                request.header("authorization").and_then(bearer_token),
             ),
             KeySource::ClientIp {
                 trusted_hops,
@@ -150,14 +148,21 @@ fn usable(value: Vec<u8>) -> Option<Vec<u8>> {
     if trimmed.is_empty() || trimmed.len() > MAX_KEY_BYTES {
         return None;
     }
-    if trimmed.len() == value.len() {
-        return Some(value);
-    }
-    Some(trimmed.to_vec())
+    let start = trimmed.as_ptr() as usize - value.as_ptr() as usize;
+    let end = start + trimmed.len();
+    Some(keep(value, start..end))
 }
 
-/// The token of `Bearer <token>` (scheme case-insensitive, one token, no spaces inside).
-pub fn bearer_token(authorization: &[u8]) -> Option<Vec<u8>> {
+/// `value[range]`, in the buffer `value` came in (no copy on the heap).
+fn keep(mut value: Vec<u8>, range: std::ops::Range<usize>) -> Vec<u8> {
+    value.truncate(range.end);
+    value.drain(..range.start);
+    value
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, one token, no spaces inside), in the
+/// buffer the header came in.
+pub fn bearer_token(authorization: Vec<u8>) -> Option<Vec<u8>> {
     let value = authorization.trim_ascii();
     if value.len() < 7
         || !value[..6].eq_ignore_ascii_case(b"bearer")
@@ -169,7 +174,9 @@ pub fn bearer_token(authorization: &[u8]) -> Option<Vec<u8>> {
     if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace() || *b == b',') {
         return None;
     }
-    usable(token.to_vec())
+    let start = token.as_ptr() as usize - authorization.as_ptr() as usize;
+    let end = start + token.len();
+    usable(keep(authorization, start..end))
 }
 
 /// The first value of query parameter `name` in a `:path`, percent- and `+`-decoded.
@@ -276,9 +283,15 @@ mod tests {
 
     #[test]
     fn bearer_tokens_and_odd_authorization_forms() {
-        assert_eq!(bearer_token(b"Bearer abc.def"), Some(b"abc.def".to_vec()));
-        assert_eq!(bearer_token(b"bearer   abc "), Some(b"abc".to_vec()));
-        assert_eq!(bearer_token(b"BEARER\tabc"), Some(b"abc".to_vec()));
+        assert_eq!(
+            bearer_token(b"Bearer abc.def".to_vec()),
+            Some(b"abc.def".to_vec())
+        );
+        assert_eq!(
+            bearer_token(b"bearer   abc ".to_vec()),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(bearer_token(b"BEARER\tabc".to_vec()), Some(b"abc".to_vec()));
         for odd in [
             &b"Bearer"[..],
             b"Bearer ",
@@ -290,7 +303,7 @@ mod tests {
             b"\xff\xfe",
         ] {
             assert_eq!(
-                bearer_token(odd),
+                bearer_token(odd.to_vec()),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(odd)

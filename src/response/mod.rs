@@ -339,7 +339,10 @@ fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
     Reply {
         status,
         headers: smallvec::smallvec![
-            (HeaderName::from("retry-after"), HeaderValue::number(retry_after)),
+            (
+                HeaderName::from("retry-after"),
+                HeaderValue::number(retry_after)
+            ),
             (HeaderName::from("content-type"), "application/json".into()),
         ],
         body,
