@@ -9,6 +9,7 @@
 //! and `tool` the native command-line tool.
 
 mod config;
+mod decimal;
 mod engine;
 mod fleet;
 mod limiter;

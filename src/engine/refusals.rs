@@ -93,7 +93,7 @@ impl RefusalMemory {
             client,
             at_ms,
             until_ms,
-            statuses: Statuses::from_slice(statuses),
+            statuses: statuses.to_vec(),
         });
     }
 

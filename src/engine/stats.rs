@@ -70,7 +70,7 @@ pub enum Event {
 }
 
 /// What happened while deciding one request: a few events, kept without a heap allocation.
-pub type Events = smallvec::SmallVec<[Event; 4]>;
+pub type Events = smallvec::SmallVec<[Event; 2]>;
 
 impl Event {
     /// The rule, and the slot of the event in that rule's stats (see [`stat_names`]).

@@ -29,19 +29,15 @@ pub use page::PageLayout;
 pub use window::RING;
 use window::{Evaluation, Part, Ring, SlidingWindow, MAX_PARTS};
 
-use smallvec::SmallVec;
-
 use crate::config::{format_window, Errors, LimitConfig, Report, Requests};
 use crate::request::{Plans, IMPLICIT_PLAN, MAX_REQUESTS};
 
 pub const MIN_WINDOW_MS: u64 = 100;
 
-/// How many limits of a rule the per-request lists (statuses, counts) hold without a heap
-/// allocation; a rule with more spills to the heap.
-pub const INLINE_LIMITS: usize = 2;
-
-/// Every enforced limit's status for one request.
-pub type Statuses = SmallVec<[LimitStatus; INLINE_LIMITS]>;
+/// Every enforced limit's status for one request. A `Vec`, not an inline list: statuses travel
+/// by value from the limiter to the reply, and in V8 each move of a value over 64 bytes is a
+/// call out of the VM (`memory.copy`), dearer than the one allocation (BENCHMARKS.md).
+pub type Statuses = Vec<LimitStatus>;
 pub const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
 
 /// One limit: a window and, per plan, the requests it admits (0: no limit for that plan).
@@ -350,28 +346,29 @@ impl Limiter {
         let last = layout.last_ms(&page, slot);
         let seeded = layout.seeded_ms(&page, slot);
         let door = layout.door(&page, slot);
-        let counts: SmallVec<[Counts; INLINE_LIMITS]> = (0..self.windows.len())
-            .map(|i| {
-                let inherited = layout.inherited(&page, slot, i);
-                let parts = if inherited == [0, 0] && door == [false, false] {
-                    [Part::default(); MAX_PARTS] // nothing inherited: the common case
-                } else {
-                    self.inherited_parts(inherited, door, i, seeded)
-                };
-                Counts {
-                    ring: self.own_ring(&page, slot, i, last, now),
-                    parts,
-                }
-            })
-            .collect();
-        let judged = self.judge(&counts, request);
+        // Each limit's counts are read from the page when needed (no list of them to move
+        // around: in V8 every move of a value over 64 bytes is a call out of the VM).
+        let counts = |i: usize| {
+            let inherited = layout.inherited(&page, slot, i);
+            let parts = if inherited == [0, 0] && door == [false, false] {
+                [Part::default(); MAX_PARTS] // nothing inherited: the common case
+            } else {
+                self.inherited_parts(inherited, door, i, seeded)
+            };
+            Counts {
+                ring: self.own_ring(&page, slot, i, last, now),
+                parts,
+            }
+        };
+        let judged = self.judge(counts, request);
         if judged.verdict != Verdict::Admitted {
             return (None, judged.charged(SlotUse::None, now));
         }
         let cost = u32::try_from(request.cost).unwrap_or(u32::MAX);
-        for (i, mut counts) in counts.into_iter().enumerate() {
-            self.windows[i].record(&mut counts.ring, now, cost);
-            layout.write_ring(&mut page, slot, i, &counts.ring);
+        for (i, window) in self.windows.iter().enumerate() {
+            let mut ring = self.own_ring(&page, slot, i, last, now);
+            window.record(&mut ring, now, cost);
+            layout.write_ring(&mut page, slot, i, &ring);
         }
         layout.set_header(&mut page, slot, request.identity, now);
         (Some(page), judged.charged(SlotUse::Own, now))
@@ -382,13 +379,11 @@ impl Limiter {
     fn charge_newcomer(&self, mut page: Vec<u8>, request: &Request) -> (Option<Vec<u8>>, Charged) {
         let now = request.now;
         let estimate = self.estimate(&page, request.identity, now);
-        let counts: SmallVec<[Counts; INLINE_LIMITS]> = (0..self.windows.len())
-            .map(|i| Counts {
-                ring: [0; RING],
-                parts: self.estimate_parts(&estimate, i, now),
-            })
-            .collect();
-        let judged = self.judge(&counts, request);
+        let counts = |i: usize| Counts {
+            ring: [0; RING],
+            parts: self.estimate_parts(&estimate, i, now),
+        };
+        let judged = self.judge(counts, request);
         if judged.verdict != Verdict::Admitted {
             return (None, judged.charged(SlotUse::None, now));
         }
@@ -448,11 +443,11 @@ impl Limiter {
     }
 
     /// Every enforced limit's status for the request, and what they make of it.
-    fn judge(&self, counts: &[Counts], request: &Request) -> Judged {
+    fn judge(&self, counts: impl Fn(usize) -> Counts, request: &Request) -> Judged {
         let (mut over, mut over_own, mut own_counts_only) = (false, false, true);
-        let mut statuses = Statuses::new();
+        let mut statuses = Statuses::with_capacity(request.levels.len());
         for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
-            let (status, e) = self.status(&counts[i], i, level, request.now, request.cost);
+            let (status, e) = self.status(&counts(i), i, level, request.now, request.cost);
             over |= !status.fits;
             over_own |= !status.fits && !e.own_fits;
             own_counts_only &= status.fits || !e.inherited;
@@ -469,7 +464,7 @@ impl Limiter {
                 // A refusal counts nothing: every limit reports its quota as it stands.
                 Verdict::Refused | Verdict::Capacity if status.fits => {
                     let (limit, level) = (status.limit, status.requests);
-                    *status = self.status(&counts[limit], limit, level, request.now, 0).0;
+                    *status = self.status(&counts(limit), limit, level, request.now, 0).0;
                 }
                 // Admitted over capacity: counted, nothing left.
                 Verdict::Admitted if !status.fits => {

@@ -18,14 +18,16 @@ pub use time::seconds_until;
 use crate::config::{
     BodyPreset, Errors, HeaderStyle, LimitConfig, Report, ResetFormat, ResponseConfig,
 };
-use crate::limiter::{headline_index, LimitStatus, INLINE_LIMITS};
+use crate::decimal;
+use crate::limiter::{headline_index, LimitStatus};
 use smallvec::SmallVec;
 
 /// Header names are shared with the compiled config (no copy per request).
 pub type HeaderName = Rc<str>;
 /// The headers of a decision: names shared with the config, values inline when short (every
-/// number the headers carry), so that an allowed request's headers take no heap allocation.
-pub type Headers = SmallVec<[(HeaderName, HeaderValue); 4]>;
+/// number the headers carry): one allocation for the list. (An inline list would be moved by
+/// value from the engine to the host, each move a call out of V8 for `memory.copy`.)
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
 /// A header value: UTF-8, on the stack up to 22 bytes, on the heap beyond.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -34,9 +36,8 @@ pub struct HeaderValue(SmallVec<[u8; 22]>);
 impl HeaderValue {
     /// A whole number, written without a heap allocation.
     pub fn number(n: u64) -> Self {
-        let mut value = HeaderValue::default();
-        let _ = std::fmt::Write::write_fmt(&mut value, format_args!("{n}"));
-        value
+        let mut buffer = [0; decimal::MAX_DIGITS];
+        HeaderValue(SmallVec::from_slice(decimal::digits(n, &mut buffer)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -229,7 +230,7 @@ pub struct Checked<'a> {
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
     pub now_ms: u64,
-    pub checked: SmallVec<[Checked<'a>; INLINE_LIMITS]>,
+    pub checked: Vec<Checked<'a>>,
     /// The client's plan, when the config has plans.
     pub plan: Option<&'a str>,
     /// The plan's index (which of the bodies rendered at load is this refusal's).
@@ -338,10 +339,10 @@ pub fn unavailable() -> Reply {
 fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
     Reply {
         status,
-        headers: smallvec::smallvec![
+        headers: vec![
             (
                 HeaderName::from("retry-after"),
-                HeaderValue::number(retry_after)
+                HeaderValue::number(retry_after),
             ),
             (HeaderName::from("content-type"), "application/json".into()),
         ],
@@ -358,7 +359,7 @@ pub fn service_unavailable() -> Reply {
     });
     Reply {
         status: 503,
-        headers: smallvec::smallvec![
+        headers: vec![
             (HeaderName::from("retry-after"), "1".into()),
             (HeaderName::from("content-type"), "application/json".into()),
         ],
@@ -374,7 +375,7 @@ pub fn missing_key(rule: &str) -> Reply {
     });
     Reply {
         status: 401,
-        headers: smallvec::smallvec![(HeaderName::from("content-type"), "application/json".into())],
+        headers: vec![(HeaderName::from("content-type"), "application/json".into())],
         body: body.to_string(),
     }
 }
@@ -460,7 +461,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: smallvec::smallvec![
+            checked: vec![
                 Checked {
                     limit: &minute,
                     status: status(100, 60_000, 40, NOW + 3_000, None),
@@ -542,7 +543,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: smallvec::smallvec![
+            checked: vec![
                 Checked {
                     limit: &minute,
                     status: status(100, 60_000, 0, NOW + 41_100, Some(NOW + 41_100)),
@@ -587,7 +588,7 @@ mod tests {
         let (a, b) = (limit("a", 1_000, None), limit("b", 2_000, None));
         let outcome = Outcome {
             now_ms: NOW,
-            checked: smallvec::smallvec![
+            checked: vec![
                 Checked {
                     limit: &a,
                     status: status(1, 1_000, 0, NOW + 500, Some(NOW + 500)),
@@ -632,7 +633,7 @@ mod tests {
         );
         let outcome = Outcome {
             now_ms: NOW,
-            checked: smallvec::smallvec![Checked {
+            checked: vec![Checked {
                 limit: &day,
                 status: status(5, 86_400_000, 0, NOW + 3_600_000, Some(NOW + 3_600_000)),
             }],
@@ -654,7 +655,7 @@ mod tests {
         let a = limit("a", 1_000, None);
         let outcome = Outcome {
             now_ms: NOW,
-            checked: smallvec::smallvec![Checked {
+            checked: vec![Checked {
                 limit: &a,
                 status: status(1, 1_000, 0, NOW + 10, Some(NOW + 10)),
             }],
