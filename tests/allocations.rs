@@ -1,6 +1,11 @@
-//! An allowed request takes no heap allocation in the filter's core (issue 12): every list a
-//! decision builds (statuses, counts, events, checked limits, header values) is inline for rules
-//! of up to two limits, the path is matched where it lies, the page key is made on the stack.
+//! What an allowed request allocates on the heap in the filter's core (issue 12): three lists
+//! that travel by value from the limiter to the host — the limits' statuses, the limits checked,
+//! the response headers — and nothing else. The path is matched where it lies, the key stays in
+//! the buffer its header came in, the page key and the header values are made on the stack, the
+//! counts are read in place, the events and the rules to charge are inline lists. (The three
+//! lists stay on the heap on purpose: in V8 every move of a value over 64 bytes is a call out of
+//! the VM for `memory.copy`, and inline lists of statuses or headers, moved from the limiter to
+//! the host, measured dearer than one allocation each; BENCHMARKS.md, "Issue 12".)
 //! Counted with a counting allocator around `begin`, minus what the host's side allocates (each
 //! proxy-wasm read hands the VM a fresh buffer; the store's value likewise).
 
@@ -115,8 +120,11 @@ fn core_allocations(config: &str, path: &str) -> f64 {
     core as f64 / requests as f64
 }
 
+/// The statuses, the limits checked, the header list.
+const LISTS: f64 = 3.0;
+
 #[test]
-fn an_allowed_request_takes_no_heap_allocation() {
+fn an_allowed_request_allocates_its_three_lists_and_nothing_else() {
     let cases = [
         // One limit, the default x-ratelimit headers.
         r#"{"rules": [{"name": "api", "match": {"path": {"prefix": "/api"}},
@@ -134,7 +142,7 @@ fn an_allowed_request_takes_no_heap_allocation() {
     ];
     for config in cases {
         let per_request = core_allocations(config, "/api/links/42?x=1");
-        assert_eq!(per_request, 0.0, "{config}");
+        assert_eq!(per_request, LISTS, "{config}");
     }
 }
 
@@ -145,8 +153,9 @@ fn the_count_sees_allocations_when_there_are_some() {
         "rules": [{"name": "api", "match": {"path": {"prefix": "/api"}},
         "key": [{"header": "x-api-key"}],
         "limits": [{"requests": 1000000, "window": "1m"}]}]}"#;
-    assert!(core_allocations(listed, "/api/x") >= 1.0);
+    assert!(core_allocations(listed, "/api/x") > LISTS);
     // A path that is not canonical is rewritten on the heap.
     let plain = listed.replace("draft_ietf", "x_rate_limit");
-    assert!(core_allocations(&plain, "/API/./x") >= 1.0);
+    assert_eq!(core_allocations(&plain, "/api/x"), LISTS);
+    assert!(core_allocations(&plain, "/API/./x") > LISTS);
 }

@@ -36,8 +36,9 @@ pub struct HeaderValue(SmallVec<[u8; 22]>);
 impl HeaderValue {
     /// A whole number, written without a heap allocation.
     pub fn number(n: u64) -> Self {
-        let mut buffer = [0; decimal::MAX_DIGITS];
-        HeaderValue(SmallVec::from_slice(decimal::digits(n, &mut buffer)))
+        let mut buffer = [0; 22];
+        let len = decimal::write(n, &mut buffer);
+        HeaderValue(SmallVec::from_buf_and_len(buffer, len))
     }
 
     pub fn as_str(&self) -> &str {

@@ -16,29 +16,34 @@ pub fn seed_key(prefix: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageKeys {
     base: String,
+    /// `base` at the start of a key's buffer, when it fits there.
+    inline: Option<[u8; INLINE_KEY]>,
 }
 
 impl PageKeys {
     pub fn new(prefix: &str, rule: &str) -> Self {
-        PageKeys {
-            base: format!("{prefix}/{STORE_VERSION}/{rule}/"),
-        }
+        let base = format!("{prefix}/{STORE_VERSION}/{rule}/");
+        let inline = (base.len() < INLINE_KEY).then(|| {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..base.len()].copy_from_slice(base.as_bytes());
+            bytes
+        });
+        PageKeys { base, inline }
     }
 
-    /// The key of page `page`, made without a heap allocation when it fits [`PageKey`]'s buffer.
+    /// The key of page `page`, made on the stack when a key fits [`PageKey`]'s buffer.
     pub fn page(&self, page: u64) -> PageKey {
-        let mut buffer = [0; decimal::MAX_DIGITS];
-        let (base, digits) = (self.base.as_bytes(), decimal::digits(page, &mut buffer));
-        let len = base.len() + digits.len();
-        if len > INLINE_KEY {
-            let mut key = String::with_capacity(len);
+        let start = self.base.len();
+        let fits = start + decimal::len(page) <= INLINE_KEY;
+        let Some(mut bytes) = self.inline.filter(|_| fits) else {
+            let mut key = String::with_capacity(self.base.len() + decimal::MAX_DIGITS);
             key.push_str(&self.base);
-            key.extend(digits.iter().map(|&d| char::from(d)));
+            let mut digits = [0; decimal::MAX_DIGITS];
+            let len = decimal::write(page, &mut digits);
+            key.extend(digits[..len].iter().map(|&d| char::from(d)));
             return PageKey::Heap(key);
-        }
-        let mut bytes = [0u8; INLINE_KEY];
-        bytes[..base.len()].copy_from_slice(base);
-        bytes[base.len()..len].copy_from_slice(digits);
+        };
+        let len = start + decimal::write(page, &mut bytes[start..]);
         PageKey::Inline {
             bytes,
             len: len as u8,
@@ -46,9 +51,10 @@ impl PageKeys {
     }
 }
 
-/// Bytes of a page key kept on the stack: prefix, version and rule name of usual lengths. The
-/// key is 48 bytes in all: in V8 moving a value over 64 bytes is a call out of the VM.
-const INLINE_KEY: usize = 46;
+/// Bytes of a page key kept on the stack: prefix, version, rule name and page number of usual
+/// lengths. The key is 64 bytes in all: in V8 moving a value over 64 bytes is a call out of the
+/// VM.
+const INLINE_KEY: usize = 62;
 
 /// A page key: on the stack when it fits (the usual case), else on the heap.
 #[derive(Debug, Clone)]
@@ -88,11 +94,22 @@ mod tests {
         for page in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
             assert_eq!(keys.page(page), format!("edge/v1/api/{page}").as_str());
         }
-        let long = PageKeys::new(&"p".repeat(40), "rule");
+        let edge = PageKeys::new(&"p".repeat(34), "rule"); // 43 bytes before the page
+        let (last, first_out) = (10u64.pow(19) - 1, 10u64.pow(19));
+        assert!(matches!(edge.page(last), PageKey::Inline { .. }));
+        assert!(matches!(edge.page(first_out), PageKey::Heap(_)));
+        for page in [0, last, first_out, u64::MAX] {
+            let key = format!("{}/v1/rule/{page}", "p".repeat(34));
+            assert_eq!(edge.page(page), key.as_str());
+        }
+        let long = PageKeys::new(&"p".repeat(60), "rule");
         assert!(matches!(long.page(12), PageKey::Heap(_)));
+        let key = format!("{}/v1/rule/12", "p".repeat(60));
+        assert_eq!(long.page(12), key.as_str());
         assert_eq!(
-            long.page(12),
-            format!("{}/v1/rule/12", "p".repeat(40)).as_str()
+            std::mem::size_of::<PageKey>(),
+            64,
+            "a key moves without memory.copy"
         );
         assert!(matches!(keys.page(u64::MAX), PageKey::Inline { .. }));
     }
