@@ -6,23 +6,50 @@
 /// The longest `u64` in decimal.
 pub const MAX_DIGITS: usize = 20;
 
+/// 10, 100, … 10^19: a number has one digit more than the powers it reaches.
+const POWERS: [u64; MAX_DIGITS - 1] = {
+    let mut powers = [10; MAX_DIGITS - 1];
+    let mut i = 1;
+    while i < powers.len() {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
+
+/// "00" to "99", for two digits per division.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
 /// How many digits `n` has.
 pub fn len(n: u64) -> usize {
-    let (mut len, mut bound) = (1, 10u64);
-    while len < MAX_DIGITS && n >= bound {
-        len += 1;
-        bound = bound.wrapping_mul(10);
-    }
-    len
+    1 + POWERS.partition_point(|&p| p <= n)
 }
 
 /// Writes `n` at the start of `out`, which must hold [`len`]`(n)` bytes; returns that length.
 pub fn write(n: u64, out: &mut [u8]) -> usize {
     let len = len(n);
+    let mut end = len;
     let mut rest = n;
-    for digit in out[..len].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    while rest >= 100 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        end -= 2;
+        out[end..end + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = rest as usize * 2;
+        out[..2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        out[0] = b'0' + rest as u8;
     }
     len
 }

@@ -99,7 +99,10 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
             headers.push((name.clone(), value));
         }
     };
-    add(LIMIT, HeaderValue::number(status.requests));
+    add(
+        LIMIT,
+        headline.limit.level_text(outcome.plan_id, status.requests),
+    );
     add(REMAINING, HeaderValue::number(status.remaining));
     if names[RESET].is_some() {
         let reset_at = if refusal {

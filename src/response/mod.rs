@@ -31,14 +31,37 @@ pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
 /// A header value: UTF-8, on the stack up to 22 bytes, on the heap beyond.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct HeaderValue(SmallVec<[u8; 22]>);
+pub struct HeaderValue(SmallVec<[u8; INLINE_VALUE]>);
+
+/// Bytes of a header value kept inline: every whole number (20 digits at most).
+const INLINE_VALUE: usize = 22;
+
+/// A whole number's digits, in a buffer the size of a header value's inline one: copied whole
+/// (a fixed-size copy, no `memory.copy` call out of V8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digits {
+    buffer: [u8; INLINE_VALUE],
+    len: usize,
+}
+
+impl Digits {
+    pub fn of(n: u64) -> Self {
+        let mut buffer = [0; INLINE_VALUE];
+        let len = decimal::write(n, &mut buffer);
+        Digits { buffer, len }
+    }
+}
+
+impl From<Digits> for HeaderValue {
+    fn from(digits: Digits) -> Self {
+        HeaderValue(SmallVec::from_buf_and_len(digits.buffer, digits.len))
+    }
+}
 
 impl HeaderValue {
     /// A whole number, written without a heap allocation.
     pub fn number(n: u64) -> Self {
-        let mut buffer = [0; 22];
-        let len = decimal::write(n, &mut buffer);
-        HeaderValue(SmallVec::from_buf_and_len(buffer, len))
+        Digits::of(n).into()
     }
 
     pub fn as_str(&self) -> &str {
@@ -162,14 +185,16 @@ impl ResponseFormat {
     }
 }
 
-/// A limit as refusals name it: its name, error code and message, and its refusal body for each
-/// plan, rendered at load (see [`LimitText::prepare`]).
+/// A limit as refusals name it: its name, error code and message, and its refusal body and
+/// limit header value for each plan, rendered at load (see [`LimitText::prepare`]).
 #[derive(Debug, Clone)]
 pub struct LimitText {
     pub name: String,
     pub code: String,
     pub message: Option<TextTemplate>,
     bodies: Vec<PreparedBody>,
+    /// Per plan: the level, and its digits for the limit header.
+    levels: Vec<(u64, Digits)>,
 }
 
 impl LimitText {
@@ -189,6 +214,7 @@ impl LimitText {
             code,
             message,
             bodies: Vec::new(),
+            levels: Vec::new(),
         }
     }
 
@@ -217,6 +243,18 @@ impl LimitText {
                 format.body.prepare(&|p| fixed.fill(p), message)
             })
             .collect();
+        self.levels = levels
+            .iter()
+            .map(|&level| (level, Digits::of(level)))
+            .collect();
+    }
+
+    /// `requests` as the limit header shows it: written at load for the plan's level.
+    pub fn level_text(&self, plan: usize, requests: u64) -> HeaderValue {
+        match self.levels.get(plan) {
+            Some((level, digits)) if *level == requests => HeaderValue::from(*digits),
+            _ => HeaderValue::number(requests),
+        }
     }
 }
 
@@ -393,6 +431,7 @@ mod tests {
             code: format!("rate_limit_{name}"),
             message: message.map(|m| TextTemplate::compile(m, &[]).unwrap()),
             bodies: Vec::new(),
+            levels: Vec::new(),
         }
     }
 

@@ -123,7 +123,8 @@ fn main() {
         let before = allocations();
         let mut kind = "";
         for i in 0..n {
-            let action = decide(&filter, &host, &mut memory, T0 + 10 + i / 100);
+            // One request every 25 ms, as `make bench-instructions` paces them.
+            let action = decide(&filter, &host, &mut memory, T0 + 10 + i * 25);
             kind = match black_box(&action) {
                 Action::Pass => "pass",
                 Action::Allow(_) => "allowed",
