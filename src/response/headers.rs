@@ -87,13 +87,15 @@ impl HeaderNames {
 /// The rate-limit headers of the configured style, for an outcome; `refusal` adds `Retry-After`
 /// and reports the retry moment as the reset.
 pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: bool) -> Headers {
-    let mut headers = Headers::new();
     let Some(headline) = outcome.headline() else {
-        return headers;
+        return Headers::new();
     };
     let now = outcome.now_ms;
     let status = &headline.status;
     let names = &format.names.0;
+    // Room for a refusal's `Retry-After` and `Content-Type` too: one allocation, no regrowth.
+    let sent = names.iter().flatten().count();
+    let mut headers = Headers::with_capacity(sent + if refusal { 2 } else { 0 });
     let mut add = |slot: usize, value: HeaderValue| {
         if let Some(name) = &names[slot] {
             headers.push((name.clone(), value));

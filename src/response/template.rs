@@ -4,6 +4,7 @@
 //! the typed value (a number stays a number). A string with placeholders among text,
 //! `"Retry in {{retry_after}} seconds."`, is filled as text and JSON-escaped.
 
+use crate::decimal;
 use serde_json::Value;
 
 /// Everything a placeholder can name.
@@ -431,18 +432,11 @@ fn push_text(out: &mut String, filled: &Filled) {
     }
 }
 
-fn push_number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| d as char));
+fn push_number(out: &mut String, n: u64) {
+    let mut digits = [0; decimal::MAX_DIGITS];
+    let len = decimal::write(n, &mut digits);
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or_default());
 }
 
 /// JSON string escaping, byte for byte as serde_json writes it.
