@@ -211,29 +211,29 @@ def test_a_key_spray_locks_nobody_out_resets_nobody_and_keeps_memory_flat(start_
 def test_as_many_active_clients_as_max_clients_are_never_refused(start_envoy):
     # What the README promises, as the simulator checks it: with as many active clients as
     # max_clients, clients under their limits are not refused, though pages overflow and their
-    # clients share the summary. "Under" with a margin, as in the simulator (each client at 30 %
-    # of its limit): a client near its limit in an overflowing page can meet an honest capacity
-    # refusal (seen on a fast machine with 20 per minute: 15 of 186,996 requests, each key at
-    # 93 % of its limit). So the limit is set well above what any machine here sends per key in
-    # a minute, and the test checks that premise instead of assuming it.
-    keys, limit = 10_000, 200
+    # clients share the summary. "Under" with a margin (the simulator: each client at 30 % of
+    # its limit): a client near its limit in an overflowing page can meet an honest capacity
+    # refusal (seen with 3-second rounds on a calm machine: 15 of 186,996 requests, every key at
+    # 93 % of its limit). So wrk runs 1-second rounds, and the test checks that premise instead
+    # of assuming it.
+    keys, limit = 10_000, 20
     config = {
         "store": {"max_clients": keys},
         "rules": [{"name": "api", "key": [{"header": "x-api-key"}],
                    "limits": [{"requests": limit, "window": "1m"}]}],
     }
     envoy = start_envoy(config, concurrency=2, hcm_overrides=DIRECT)
-    # Every key at least twice (on a busy machine wrk may need more than one 3-second round).
+    # Every key at least twice (on a busy machine wrk may need more than one round).
     n = non_2xx = 0
-    for _ in range(5):
-        more, rps, refused = wrk(envoy, 3, ROTATE_LUA, env={"BENCH_KEYS": str(keys), "BENCH_PATH": "/api/x"})
+    for _ in range(10):
+        more, rps, refused = wrk(envoy, 1, ROTATE_LUA, env={"BENCH_KEYS": str(keys), "BENCH_PATH": "/api/x"})
         n, non_2xx = n + more, non_2xx + refused
         if n >= 2 * keys:
             break
     stats = prometheus(envoy)
     print(f"\n{keys} rotating keys, max_clients {keys}: {n} requests ({rps:.0f} req/s, "
           f"{n / keys:.1f} per key), {non_2xx} refused; stats {stats}")
-    assert n / keys <= 0.3 * limit, "the premise: every client well under its limit"
+    assert n / keys <= 0.5 * limit, "the premise: every client well under its limit"
     assert n >= 2 * keys, "every key came back"
     assert non_2xx == 0
     assert stats["ratelimit_api_refused"] == 0 and stats["ratelimit_api_capacity_refused"] == 0
