@@ -144,39 +144,41 @@ pub fn extract(sources: &[KeySource], request: &Request) -> Option<(KeyKind, Vec
 }
 
 fn usable(value: Vec<u8>) -> Option<Vec<u8>> {
-    let trimmed = value.trim_ascii();
-    if trimmed.is_empty() || trimmed.len() > MAX_KEY_BYTES {
-        return None;
-    }
-    let start = trimmed.as_ptr() as usize - value.as_ptr() as usize;
-    let end = start + trimmed.len();
-    Some(keep(value, start..end))
+    keep(value, |v| bounded(v.trim_ascii()))
 }
 
-/// `value[range]`, in the buffer `value` came in (no copy on the heap).
-fn keep(mut value: Vec<u8>, range: std::ops::Range<usize>) -> Vec<u8> {
-    value.truncate(range.end);
-    value.drain(..range.start);
-    value
+/// A key value that is neither empty nor over [`MAX_KEY_BYTES`].
+fn bounded(key: &[u8]) -> Option<&[u8]> {
+    (!key.is_empty() && key.len() <= MAX_KEY_BYTES).then_some(key)
+}
+
+/// The part of `value` that `pick` finds, in the buffer `value` came in (no copy on the heap).
+fn keep(mut value: Vec<u8>, pick: impl FnOnce(&[u8]) -> Option<&[u8]>) -> Option<Vec<u8>> {
+    let part = pick(&value)?;
+    let start = part.as_ptr() as usize - value.as_ptr() as usize;
+    let end = start + part.len();
+    value.truncate(end);
+    value.drain(..start);
+    Some(value)
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, one token, no spaces inside), in the
 /// buffer the header came in.
 pub fn bearer_token(authorization: Vec<u8>) -> Option<Vec<u8>> {
-    let value = authorization.trim_ascii();
-    if value.len() < 7
-        || !value[..6].eq_ignore_ascii_case(b"bearer")
-        || !value[6].is_ascii_whitespace()
-    {
-        return None;
-    }
-    let token = value[7..].trim_ascii();
-    if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace() || *b == b',') {
-        return None;
-    }
-    let start = token.as_ptr() as usize - authorization.as_ptr() as usize;
-    let end = start + token.len();
-    usable(keep(authorization, start..end))
+    keep(authorization, |authorization| {
+        let value = authorization.trim_ascii();
+        if value.len() < 7
+            || !value[..6].eq_ignore_ascii_case(b"bearer")
+            || !value[6].is_ascii_whitespace()
+        {
+            return None;
+        }
+        let token = value[7..].trim_ascii();
+        if token.iter().any(|b| b.is_ascii_whitespace() || *b == b',') {
+            return None;
+        }
+        bounded(token)
+    })
 }
 
 /// The first value of query parameter `name` in a `:path`, percent- and `+`-decoded.

@@ -70,13 +70,6 @@ impl HeaderValue {
     }
 }
 
-impl std::fmt::Write for HeaderValue {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 impl std::ops::Deref for HeaderValue {
     type Target = str;
     fn deref(&self) -> &str {

@@ -17,11 +17,7 @@ pub struct CanonicalPath<'a>(Cow<'a, [u8]>);
 
 impl<'a> CanonicalPath<'a> {
     pub fn of(raw: &'a [u8]) -> Self {
-        let end = raw
-            .iter()
-            .position(|&b| b == b'?' || b == b'#')
-            .unwrap_or(raw.len());
-        let path = &raw[..end];
+        let path = without_query(raw);
         if is_canonical(path) {
             return CanonicalPath(Cow::Borrowed(path));
         }
@@ -39,6 +35,15 @@ impl<'a> CanonicalPath<'a> {
     }
 }
 
+/// The path without its query string and fragment.
+fn without_query(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(raw.len());
+    &raw[..end]
+}
+
 /// Whether a path (query cut) reads the same in canonical form: nothing to decode, no backslash,
 /// no upper case, no `.` or `..` segment (empty segments are skipped as the canonical form does).
 fn is_canonical(path: &[u8]) -> bool {
@@ -49,11 +54,7 @@ fn is_canonical(path: &[u8]) -> bool {
 
 /// Segments of the canonical path, lower-cased bytes.
 pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
-    let end = raw
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(raw.len());
-    let decoded = percent_decode(&raw[..end]);
+    let decoded = percent_decode(without_query(raw));
     let mut segments: Vec<Vec<u8>> = Vec::new();
     for segment in decoded.split(|&b| b == b'/' || b == b'\\') {
         match segment {

@@ -34,14 +34,11 @@ impl PageKeys {
     /// The key of page `page`, made on the stack when a key fits [`PageKey`]'s buffer.
     pub fn page(&self, page: u64) -> PageKey {
         let start = self.base.len();
-        let fits = start + decimal::len(page) <= INLINE_KEY;
+        // Any page fits after a base of usual length: its digits are counted only after a long one.
+        let fits =
+            start + decimal::MAX_DIGITS <= INLINE_KEY || start + decimal::len(page) <= INLINE_KEY;
         let Some(mut bytes) = self.inline.filter(|_| fits) else {
-            let mut key = String::with_capacity(self.base.len() + decimal::MAX_DIGITS);
-            key.push_str(&self.base);
-            let mut digits = [0; decimal::MAX_DIGITS];
-            let len = decimal::write(page, &mut digits);
-            key.extend(digits[..len].iter().map(|&d| char::from(d)));
-            return PageKey::Heap(key);
+            return PageKey::Heap(format!("{}{page}", self.base));
         };
         let len = start + decimal::write(page, &mut bytes[start..]);
         PageKey::Inline {
