@@ -353,6 +353,11 @@ def test_a_capacity_refusal_says_so_and_its_retry_after_is_true(start_envoy):
               "rules": [rule(key=API_KEY, limits=[{"requests": 2, "window": "1s"}])]}
     envoy = start_envoy(config)
     a, b = {"x-api-key": "client-a"}, {"x-api-key": "client-b"}
+    # b's two requests must fall in one doorkeeper generation (21 sub-windows of 50 ms, counted
+    # from the epoch on Envoy's wall clock): a second request in the next generation is, by
+    # design, a first request there. Start just after a generation begins.
+    generation_s = 1.05
+    time.sleep(generation_s - time.time() % generation_s + 0.02)
     assert statuses([envoy.request("/x", a) for _ in range(2)]) == [200, 200]
     # b's first request goes into the doorkeeper, its second takes the only slot: a's counts move
     # into the summary.
