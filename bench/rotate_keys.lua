@@ -8,9 +8,10 @@
 -- wrk run at 1,000,000 keys.
 --
 -- BENCH_START: the position to start at (requests sent before it, in this cycle order; the key
--- is position % BENCH_KEYS + 1), so that successive wrk runs continue one walk over the keys.
--- Without it, a random position (threads do not walk the keys in lockstep). done() prints the
--- position each thread reached, as "bench_keys next <position>".
+-- is position % BENCH_KEYS + 1), so that successive wrk runs continue one walk over the keys;
+-- without it, 0. Thread k (from 1) starts (k - 1) x 0.618 x BENCH_KEYS further on, so that threads
+-- do not walk the keys in lockstep. done() prints the position each thread reached, in thread
+-- order, as "bench_keys next <position>" (the first thread's is where the next run starts).
 local n = tonumber(os.getenv("BENCH_KEYS") or "10000")
 local path = os.getenv("BENCH_PATH") or "/api/bench"
 local start = os.getenv("BENCH_START")
@@ -20,6 +21,7 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_id", #threads)
 end
 
 function init(args)
@@ -27,11 +29,8 @@ function init(args)
   local at = template:find(marker, 1, true)
   head = template:sub(1, at - 1)
   tail = template:sub(at + #marker)
-  if start then
-    pos = tonumber(start)
-  else
-    pos = math.random(n) - 1
-  end
+  local id = wrk.thread:get("thread_id") or 1
+  pos = tonumber(start or "0") + math.floor((id - 1) * 0.6180339887 * n)
 end
 
 function request()

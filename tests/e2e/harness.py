@@ -265,3 +265,29 @@ def admin_get(port: int, path: str) -> str:
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def settled(read, timeout: float = 15):
+    """What `read()` gives once the filter's stats have settled. Each worker VM hands its counts to
+    Envoy on a one-second timer, which a busy machine can delay: two reads a tick apart that agree
+    show every worker has handed over (after `timeout`, the last read, for the test to judge)."""
+    time.sleep(1.3)
+    last, deadline = read(), time.monotonic() + timeout
+    while True:
+        time.sleep(1.1)
+        now = read()
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
+def eventually(check, timeout: float = 5, every: float = 0.05):
+    """`check()`'s first true value, polled until `timeout` passes (then its last value, for the
+    test's assertion to fail on): for what Envoy does a moment later, such as flushing its log
+    file (every 100 ms) or serving from a listener it has just updated."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from compose_harness import COMPOSE, NO_COMPOSE, Stack, docker
-from harness import ROOT, admin_get, http_get
+from harness import ROOT, admin_get, http_get, settled
 
 ENVOY_DIR = ROOT / "envoy"
 COMPOSE_FILE = ENVOY_DIR / "docker-compose.fleet.yml"
@@ -66,8 +66,7 @@ class FleetStack(Stack):
         return {m.group(1): int(m.group(2)) for m in re.finditer(r"^wasmcustom\.ratelimit\.api\.(\w+): (\d+)$", text, re.M)}
 
     def settled_stats(self, envoy: str) -> dict[str, int]:
-        time.sleep(1.3)
-        return self.stats(envoy)
+        return settled(lambda: self.stats(envoy))
 
     def wait_serving(self, envoy: str, timeout: float = 60) -> None:
         """The Envoy answers through its published port and reaches the upstream by name
@@ -254,6 +253,11 @@ def client_hashes(keys) -> set[str]:
 def test_redis_stopped_local_fallback_within_the_timeout_and_no_count_lost(fleet):
     key = client("kept")
     known = client_hashes(redis_counters(fleet))
+    # The six must fall in one fleet sub-window (1m / 4 sub-windows = 15 s, from the epoch), for
+    # all five spans to hold all six: not within a second of the next boundary.
+    phase = time.time() % 15
+    if phase > 14:
+        time.sleep(15 - phase + 0.2)
     first = time.monotonic()
     assert round_robin(fleet, ENVOYS, key, 6) == [200] * 6  # two each: the fleet counts 6
     counted = redis_counters(fleet)

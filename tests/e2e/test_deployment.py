@@ -37,6 +37,7 @@ from harness import (
     envoy_binary,
     free_port,
     render_config,
+    settled,
     stop,
     wait_for_port,
 )
@@ -550,8 +551,7 @@ def test_filter_stats_reach_prometheus_through_an_istio_style_stats_matcher(echo
     metrics_path = yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"][0]["metrics_path"]
     with running(config, echo_upstream) as envoy:
         assert envoy.get("/api/links", {"x-api-key": "metrics"}).status == 200
-        time.sleep(1.3)  # each VM hands its counts to Envoy once a second
-        text = admin_get(envoy.admin_port, metrics_path)
+        text = settled(lambda: admin_get(envoy.admin_port, metrics_path))
     series = dict(re.findall(r"^(\w+)\{\} (\d+)$", text, re.M))
     assert series["ratelimit_api_allowed"] == "1"
     assert "ratelimit_api_per_minute_refused" in series

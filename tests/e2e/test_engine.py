@@ -256,14 +256,21 @@ def test_a_window_starts_at_the_first_hit(fleet_redis, start_fleet_engine):
     engine = start_fleet_engine(per_client_limit(2, 1), fleet_redis.url)
     with engine.client() as rls:
         time.sleep((0.5 - time.time() % 1) % 1)  # start mid-second on the wall clock
-        first = time.monotonic()
-        assert codes(rls, desc("w"), 3) == [OK, OK, OVER_LIMIT]
+        first = time.monotonic()  # the first hit is after this, and before `hit_by`
+        assert codes(rls, desc("w"), 1) == [OK]
+        hit_by = time.monotonic()
+        assert codes(rls, desc("w"), 2) == [OK, OVER_LIMIT]
         (counter,) = fleet_redis.counters()
-        assert 800 <= counter.ttl_ms <= 1000  # the TTL was set by the first hit, in ms precision
+        read_by = time.monotonic()
+        # the TTL was set by the first hit, in ms precision (at least what is left of a second
+        # since `first`: 800 or more unless this machine was slow)
+        assert 1000 * (1 - (read_by - first)) - 2 <= counter.ttl_ms <= 1000, (counter.ttl_ms, read_by - first)
         # still refused just before a second after the first hit, whatever the clock's second
         time.sleep(max(0.0, first + 0.85 - time.monotonic()))
+        sent = time.monotonic()
+        assert sent < first + 0.98, "woke too late to probe before the window's end"
         assert rls.call(DOMAIN, desc("w")).code == OVER_LIMIT
-        time.sleep(max(0.0, first + 1.1 - time.monotonic()))
+        time.sleep(max(0.0, max(first + 1.1, hit_by + 1.02) - time.monotonic()))
         assert codes(rls, desc("w"), 3) == [OK, OK, OVER_LIMIT]
 
 
@@ -306,7 +313,7 @@ def max_in_any_window(times: list[float], window: float) -> int:
 
 
 def test_span_counters_keep_a_sliding_bound(fleet_redis, start_fleet_engine):
-    """10 per 2 s. A plain Limitador limit (first-hit fixed window) admits 19 within 0.3 s across
+    """10 per 2 s. A plain Limitador limit (first-hit fixed window) admits 19 within 0.7 s across
     its window's end; the N+1 span limits (N = 4, sub-windows of 0.5 s) admit at most 10 in any
     2 s and re-admit as sub-windows slide out, like an exact sliding window of 2 s (within a
     sub-window). Times are from t0, the start of a sub-window on the wall clock."""
@@ -315,30 +322,34 @@ def test_span_counters_keep_a_sliding_bound(fleet_redis, start_fleet_engine):
                                 fleet_redis.url)
     plain_times, span_times = [], []
     plain_counts, span_counts = [], []
-    # (offset from t0, requests sent to each): the offsets straddle sub-window boundaries by
-    # at least 50 ms, so that a slow call cannot move a request into another sub-window
-    schedule = [(0.05, 1), (1.9, 9), (2.2, 10), (2.6, 10), (4.3, 10)]
+    # (offset from t0, requests sent to each, when the batch must be done): each batch ends in
+    # its sub-window (and the first two within the plain window from t0+0.05), else a slow call
+    # would move a request into another one; the test checks that premise rather than assume it
+    schedule = [(0.05, 1, 0.5), (1.55, 9, 2.0), (2.2, 10, 2.5), (2.6, 10, 3.0), (4.3, 10, 4.5)]
     with engine.client() as rls:
         step = window / n
         t0 = (math.floor(time.time() / step) + 1) * step
-        for offset, count in schedule:
+        for offset, count, done_by in schedule:
             time.sleep(max(0.0, t0 + offset - time.time()))
             plain = span = 0
-            for _ in range(count):
+            for i in range(count):
                 now = time.time()
+                if offset == 2.2 and i == 0:
+                    # the plain window it opens must have ended by the 4.3 batch
+                    assert now - t0 < 2.3, "the 2.2 batch started too late for this schedule"
                 if rls.call(DOMAIN, desc("c")).ok:
                     plain += 1
                     plain_times.append(now)
                 if rls.call(SPANS, span_descriptors("s", "c", now, window, n)).ok:
                     span += 1
                     span_times.append(now)
-            assert time.time() - t0 < offset + 0.1, "calls too slow for this schedule"
+            assert time.time() - t0 < done_by, "calls too slow for this schedule"
             plain_counts.append(plain)
             span_counts.append(span)
     assert plain_counts == [1, 9, 10, 0, 10]  # windows from t0+0.05 and t0+2.2
     assert max_in_any_window(plain_times, window) == 19  # the fixed window's 2x across its end
     # at 2.2 the 1 + 9 admitted since t0 are still within the spans' view; at 2.6 the first
-    # request's sub-window has slid out (1 more); at 4.3 the 9 of t0+1.9 have too (9 more)
+    # request's sub-window has slid out (1 more); at 4.3 the 9 of t0+1.55 have too (9 more)
     assert span_counts == [1, 9, 0, 1, 9]
     assert max_in_any_window(span_times, window) == limit
 

@@ -21,9 +21,12 @@ LIMIT, WINDOW_S, N = 10, 4, 4  # 10 per 4 s, sub-windows of 1 s
 KEY = {"x-api-key": "fleet-client"}
 
 
-def filter_config(**fleet):
+def filter_config(timeout="1s", **fleet):
+    """The counting tests allow the service a generous 1 s: with `on_error: local`, an answer
+    slower than the timeout would be decided by the local tier, which is not what they count.
+    The failure tests set a short timeout and check that it is kept."""
     return {
-        "fleet": {"cluster": "rls", "sub_windows": N, "timeout": "250ms", **fleet},
+        "fleet": {"cluster": "rls", "sub_windows": N, "timeout": timeout, **fleet},
         "rules": [{
             "name": "api",
             "key": [{"header": "x-api-key"}],
@@ -130,7 +133,7 @@ def test_leases_save_calls_and_never_exceed_the_limit(start_envoy, fleet_redis, 
 
 @pytest.mark.parametrize("policy,status", [("local", 200), ("allow", 200), ("deny", 503)])
 def test_engine_down_follows_on_error_within_the_timeout(start_envoy, fleet_redis, start_fleet_engine, policy, status):
-    config = filter_config(on_error=policy)
+    config = filter_config(on_error=policy, timeout="250ms")
     engine = start_fleet_engine(limits_yaml(config), redis_url=fleet_redis.url)
     [envoy] = fleet_of(start_envoy, engine, config, 1)
     assert envoy.request("/api/x", KEY).status == 200
@@ -151,7 +154,7 @@ def test_engine_down_follows_on_error_within_the_timeout(start_envoy, fleet_redi
 
 
 def test_redis_down_answers_within_the_timeout(start_envoy, fleet_redis, start_fleet_engine):
-    config = filter_config(on_error="deny")
+    config = filter_config(on_error="deny", timeout="250ms")
     engine = start_fleet_engine(limits_yaml(config), redis_url=fleet_redis.url)
     [envoy] = fleet_of(start_envoy, engine, config, 1)
     assert envoy.request("/api/x", KEY).status == 200
