@@ -156,6 +156,8 @@ class Envoy:
     clusters: list[dict] | None = None
 
     def start(self, wait: bool = True) -> "Envoy":
+        # One process per Envoy object: a second start would lose the first process's id.
+        assert self.proc is None, "this Envoy has been started already"
         config = render_config(
             self.filter_config, self.upstream.port, self.listen_port, self.admin_port,
             self.hcm_overrides, self.clusters,
