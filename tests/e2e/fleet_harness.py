@@ -32,6 +32,26 @@ RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 OK, OVER_LIMIT, UNKNOWN = 1, 2, 0
 
 
+def pause_process(pid: int, timeout: float = 5) -> None:
+    """SIGSTOP, and wait until every thread has stopped: kill() returns once the signal is queued,
+    and on a busy machine another thread of the process can still answer a request before the
+    one that takes the signal stops them all."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # a thread that has just ended
+                continue
+            states.append(text[text.rindex(")") + 2])
+        if states and all(s in "Tt" for s in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,7 +128,7 @@ class Redis:
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open and nothing answers (a hung Redis)."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        pause_process(self.proc.pid)
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
@@ -235,7 +255,7 @@ class Engine:
         return self.start()
 
     def pause(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        pause_process(self.proc.pid)
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
