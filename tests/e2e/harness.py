@@ -10,6 +10,7 @@ import copy
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -267,6 +268,12 @@ def admin_get(port: int, path: str) -> str:
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def prometheus(envoy: "Envoy") -> dict[str, int]:
+    """The filter's stats from the admin endpoint's Prometheus output (name -> value), settled."""
+    return settled(lambda: {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"^(ratelimit_\w+)\{\} (\d+)$", admin_get(envoy.admin_port, "/stats/prometheus"), re.M)})
 
 
 def settled(read, timeout: float = 15):

@@ -4,7 +4,7 @@ import subprocess
 import time
 from collections import Counter
 
-from harness import ROOT, admin_get, envoy_binary, eventually, settled
+from harness import ROOT, admin_get, envoy_binary, eventually, prometheus
 
 
 def rule(name="api", limits=None, key=None, **extra):
@@ -26,14 +26,6 @@ def sleep_until(t):
 
 def statuses(responses):
     return [r.status for r in responses]
-
-
-def prometheus(envoy):
-    """The filter's stats from the admin endpoint's Prometheus output: name -> value."""
-    def read():
-        text = admin_get(envoy.admin_port, "/stats/prometheus")
-        return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(ratelimit_\w+)\{\} (\d+)$", text, re.M)}
-    return settled(read)
 
 
 def test_exact_admission_count_across_four_workers(start_envoy):

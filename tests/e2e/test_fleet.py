@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: F401 (fixtures)
-from harness import ROOT, grpc_cluster
-from test_filter import prometheus
+from harness import ROOT, grpc_cluster, prometheus
 
 TOOL = ROOT / "target" / "debug" / "ratelimit-config"
 LIMIT, WINDOW_S, N = 10, 4, 4  # 10 per 4 s, sub-windows of 1 s

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import admin_get, settled
+from harness import prometheus
 
 SPRAY_SECONDS = int(os.environ.get("SPRAY_SECONDS", "4"))
 MAX_CLIENTS = 512  # 32 pages of 16
@@ -71,11 +71,6 @@ def wrk(envoy, seconds, lua_path, *args, env=None):
     # rotate_keys.lua: where its first thread stopped, for the next run to go on from
     walked = re.search(r"bench_keys next (\d+)", run.stdout)
     return requests, rps, int(non_2xx.group(1)) if non_2xx else 0, int(walked.group(1)) if walked else None
-
-
-def prometheus(envoy):
-    return settled(lambda: {m.group(1): int(m.group(2)) for m in re.finditer(
-        r"^(ratelimit_\w+)\{\} (\d+)$", admin_get(envoy.admin_port, "/stats/prometheus"), re.M)})
 
 
 def error_of(response):
