@@ -1,8 +1,10 @@
 //! Test fakes and helpers shared by the unit tests of every module.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::request::RequestView;
+use crate::store::{CasMismatch, Contended, SharedStore};
 
 /// A request from a map of headers, with a client address and an optional route name.
 #[derive(Default)]
@@ -34,6 +36,39 @@ impl RequestView for FakeRequest {
     }
     fn route_name(&self) -> Option<Vec<u8>> {
         self.route.clone()
+    }
+}
+
+/// A store that changes each value in place under its own lock, as a native store does: no copy
+/// out and back, no race to lose. What a change leaves unwritten stays changed.
+#[derive(Default)]
+pub struct InPlaceStore {
+    map: RefCell<HashMap<String, Vec<u8>>>,
+}
+
+impl SharedStore for InPlaceStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        let map = self.map.borrow();
+        let value = map.get(key).filter(|v| !v.is_empty()).cloned();
+        (value, map.contains_key(key).then_some(1))
+    }
+
+    fn set(&self, key: &str, value: &[u8], _cas: Option<u32>) -> Result<(), CasMismatch> {
+        self.map
+            .borrow_mut()
+            .insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        _attempts: u32,
+        change: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> Result<u32, Contended> {
+        let mut map = self.map.borrow_mut();
+        change(map.entry(key.to_string()).or_default());
+        Ok(0)
     }
 }
 

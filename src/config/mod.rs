@@ -15,6 +15,9 @@ pub(crate) use error::{name_rule, valid_header_name, valid_name, Errors, Report}
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
+/// The largest cost, limit level or count the configuration accepts (counts are 32-bit).
+pub const MAX_REQUESTS: u64 = u32::MAX as u64;
+
 /// Parses the configuration; `Err` names the JSON path of every shape problem.
 pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigErrors> {
     reader::read(bytes).map_err(ConfigErrors)

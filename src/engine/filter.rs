@@ -3,7 +3,8 @@
 
 use crate::config::{self, ConfigErrors, Errors, FilterConfig, Mode, RefusalLog, Report};
 use crate::fleet::FleetSettings;
-use crate::request::{fnv1a, Plans};
+use crate::hash::fnv1a;
+use crate::request::Plans;
 use crate::response::ResponseFormat;
 use crate::route::RouteTable;
 use crate::store::{seed_key, shared_seed, SharedStore, StoreSettings};
@@ -85,6 +86,25 @@ impl Filter {
     /// The rate limit service of the fleet-wide limits, if any.
     pub fn fleet_service(&self) -> Option<&FleetSettings> {
         self.fleet.as_ref()
+    }
+
+    /// How many rules the configuration has.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether refusals are logged at the debug level (the host lowers its log level for them).
+    pub fn logs_refusals_at_debug(&self) -> bool {
+        self.refusal_log == RefusalLog::Debug
+    }
+
+    /// Rule `rule`, if it limits (tests that change a compiled rule).
+    #[cfg(test)]
+    pub(crate) fn limited_mut(&mut self, rule: usize) -> Option<&mut LimitedRule> {
+        match &mut self.rules.get_mut(rule)?.action {
+            RuleAction::Limit(limited) => Some(limited),
+            RuleAction::Exempt => None,
+        }
     }
 
     /// Rule `rule`, if it limits (not exempt).

@@ -1,58 +1,97 @@
-//! The refusal log line: at most one per second per worker, with the count of those not written,
-//! so that a flood of refused requests cannot become a flood of log lines. It names the rule, the
-//! limit, the hashed client and the plan — never the key.
+//! The refusal log: the engine notes each refusal in its decision ([`RefusalNote`]); the host
+//! samples the notes with a [`RefusalLog`] of its own per worker (at most one line per second,
+//! with the count of those not written, so that a flood of refused requests cannot become a
+//! flood of log lines) and writes the line. A line names the rule, the limit, the hashed client
+//! and the plan — never the key.
 
-use std::cell::Cell;
+use super::Filter;
+use crate::config::RefusalLog as Level;
+use crate::hash::display_hash;
 
-use crate::config::RefusalLog;
-use crate::request::display_hash;
-
-thread_local! {
-    /// The second of this worker's last refusal line, and the refusals not logged since.
-    static LAST_LINE: Cell<(u64, u64)> = const { Cell::new((u64::MAX, 0)) };
+/// Why the request was refused (the log line's first word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// A limit of the client refused it.
+    Refused,
+    /// Over only through counts the store inherited for lack of room.
+    Capacity,
+    /// The store could not decide (`store.on_contention: deny`).
+    Contention,
 }
 
 /// One refusal, as the log line describes it.
-pub struct Refusal<'a> {
-    pub why: &'a str,
-    pub rule: &'a str,
-    /// The refusing limit's name, `-` when the store could not decide.
-    pub limit: &'a str,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalNote {
+    pub why: Why,
+    pub rule: usize,
+    /// The refusing limit, when a limit refused.
+    pub limit: Option<usize>,
     pub client: u64,
-    pub plan: Option<&'a str>,
-    /// Whether the filter is in shadow mode (the request passes).
-    pub shadow: bool,
+    pub plan: usize,
 }
 
-pub fn log_refusal(level: RefusalLog, refusal: &Refusal, now_ms: u64) {
-    let level = match level {
-        RefusalLog::Off => return,
-        RefusalLog::Info => log::Level::Info,
-        RefusalLog::Debug => log::Level::Debug,
+/// One worker's sampling of refusal lines: the second of its last line and the notes not
+/// written since.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalLog {
+    last_second: u64,
+    unlogged: u64,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog {
+            last_second: u64::MAX,
+            unlogged: 0,
+        }
+    }
+}
+
+impl RefusalLog {
+    /// The line to write for `note` at `now_ms`, and its level, if one is due: the filter logs
+    /// refusals at an enabled level, and no line was written in this second (else the note is
+    /// counted, and told in the next line written).
+    pub fn line(
+        &mut self,
+        filter: &Filter,
+        note: &RefusalNote,
+        now_ms: u64,
+    ) -> Option<(log::Level, String)> {
+        let level = match filter.refusal_log {
+            Level::Off => return None,
+            Level::Info => log::Level::Info,
+            Level::Debug => log::Level::Debug,
+        };
+        if !log::log_enabled!(level) {
+            return None;
+        }
+        let second = now_ms / 1000;
+        if self.last_second == second {
+            self.unlogged += 1;
+            return None;
+        }
+        let unlogged = std::mem::take(&mut self.unlogged);
+        self.last_second = second;
+        Some((level, describe(filter, note, unlogged)))
+    }
+}
+
+fn describe(filter: &Filter, note: &RefusalNote, unlogged: u64) -> String {
+    let why = match note.why {
+        Why::Refused => "refused",
+        Why::Capacity => "capacity",
+        Why::Contention => "contention",
     };
-    if !log::log_enabled!(level) {
-        return;
-    }
-    let second = now_ms / 1000;
-    let (last, unlogged) = LAST_LINE.get();
-    if last == second {
-        LAST_LINE.set((last, unlogged + 1));
-        return;
-    }
-    LAST_LINE.set((second, 0));
-    let Refusal {
-        why,
-        rule,
-        limit,
-        client,
-        plan,
-        shadow,
-    } = refusal;
-    log::log!(
-        level,
-        "ratelimit: {why} rule={rule} limit={limit} client={} plan={} action={} shadow={shadow} unlogged_since_last={unlogged}",
-        display_hash(*client),
-        plan.unwrap_or("-"),
-        if *shadow { "pass" } else { "refuse" },
-    );
+    let rule = &filter.rules[note.rule].name;
+    let limit = note
+        .limit
+        .and_then(|l| Some(filter.limited(note.rule)?.texts.get(l)?.name.as_str()))
+        .unwrap_or("-");
+    let plan = filter.plans.shown(note.plan).unwrap_or("-");
+    let shadow = filter.shadow;
+    let action = if shadow { "pass" } else { "refuse" };
+    format!(
+        "ratelimit: {why} rule={rule} limit={limit} client={} plan={plan} action={action} shadow={shadow} unlogged_since_last={unlogged}",
+        display_hash(note.client),
+    )
 }

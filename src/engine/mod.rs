@@ -1,20 +1,38 @@
-//! The engine: the configuration compiled as a whole ([`Filter`]), and the pipeline that decides
-//! one request with it ([`decide`]). Plain Rust; the host layer only carries decisions out.
+//! The engine: the configuration compiled as a whole ([`Filter`]), the pipeline that decides
+//! one request with it ([`begin`]), the settling of what an admitted request holds when its
+//! stream ends ([`settle`]), and the bookkeeping of requests that wait for the rate limit
+//! service ([`Waitlist`]). Plain Rust, host-neutral.
+//!
+//! This module is the engine's face: everything a host (the proxy-wasm filter, the native
+//! module) uses is here, and a host imports nothing else of the crate.
 
-mod charge;
 mod filter;
+mod ledger;
 mod log;
 mod memory;
 mod pipeline;
 mod refusals;
 mod rule;
+mod settle;
 mod stats;
+mod waitlist;
 
 pub use filter::Filter;
+pub use log::{RefusalLog, RefusalNote};
 pub use memory::Memory;
+pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};
+pub use settle::{settle, ResponseFacts, Ticket};
+pub use stats::{stat_names, Event, Events, StatKind};
+pub use waitlist::{Call, CallHost, Client, Waitlist};
+
+// What hosts hand the engine, and what they carry out, defined where it belongs.
+pub use crate::fleet::protocol::{METHOD as FLEET_METHOD, SERVICE as FLEET_SERVICE};
+pub use crate::fleet::{FleetSettings, Verdict as FleetVerdict};
+pub use crate::request::RequestView;
+pub use crate::response::{HeaderName, HeaderValue, Headers, Reply};
+pub use crate::store::{CasMismatch, Contended, SharedStore};
+
 #[cfg(feature = "cli")]
 pub use pipeline::Selection;
-pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};
 #[cfg(feature = "cli")]
 pub use rule::{LimitedRule, RuleAction};
-pub use stats::{stat_names, Event, Events, StatKind};

@@ -7,11 +7,14 @@ use crate::config::{
     format_window, name_rule, valid_name, Errors, OnFailure, OnMissingKey, Report, RuleConfig,
 };
 use crate::fleet::{FleetRule, FleetSettings};
+use crate::hash::KeyKind;
 use crate::limiter::{Limit, Limiter};
-use crate::request::{extract_key, Cost, KeyKind, KeySource, Plans, Request};
+use crate::request::{extract_key, Cost, KeySource, Plans, Request};
 use crate::response::{LimitText, ResponseFormat};
 use crate::route::RouteMatcher;
 use crate::store::{PageKeys, StoreSettings};
+
+use super::settle::Settling;
 
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -44,11 +47,13 @@ pub struct LimitedRule {
     pub pages: PageKeys,
     /// The limits also counted by the rate limit service, if any.
     pub fleet: Option<FleetRule>,
+    /// What is settled when a request's response is known (nothing, by default).
+    pub settling: Settling,
     /// Nothing is ever charged after this rule in a request (it names no other rule in `also`,
-    /// comes last wherever it is named, and has no fleet-wide limit), so nothing it counts is
-    /// ever given back, and a client's levels cannot change between its requests (no plan
-    /// header, or the same levels for every plan): its refusals stay true until their retry
-    /// time (see `RefusalMemory`).
+    /// comes last wherever it is named, and has no fleet-wide limit), nothing it counts is given
+    /// back or charged more when a response settles (see `super::settle`), and a client's levels
+    /// cannot change between its requests (no plan header, or the same levels for every plan):
+    /// its refusals stay true until their retry time (see `RefusalMemory`).
     pub refusals_last: bool,
 }
 
@@ -61,6 +66,14 @@ impl LimitedRule {
     /// The level of every limit for `plan` (0: not enforced).
     pub fn levels(&self, plan: usize) -> &[u64] {
         &self.levels_by_plan[plan]
+    }
+
+    /// Settles responses as `settling` says (tests, until the configuration can say it); a rule
+    /// that settles remembers no refusal.
+    #[cfg(test)]
+    pub fn settle_with(&mut self, settling: Settling) {
+        self.refusals_last &= !settling.settles();
+        self.settling = settling;
     }
 }
 
@@ -139,7 +152,9 @@ impl LimitedRule {
                 format,
             );
         }
-        let refusals_last = refusals_last(rule, cx, fleet.is_some(), &levels_by_plan);
+        let settling = Settling::default();
+        let refusals_last =
+            !settling.settles() && refusals_last(rule, cx, fleet.is_some(), &levels_by_plan);
         LimitedRule {
             key: KeySource::compile_chain(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
@@ -152,6 +167,7 @@ impl LimitedRule {
             texts,
             levels_by_plan,
             fleet,
+            settling,
             refusals_last,
         }
     }
@@ -199,7 +215,7 @@ fn compile_limits(
     let mut texts = Vec::new();
     for (j, config) in rule.limits.iter().enumerate() {
         let at = format!("{at}.limits[{j}]");
-        let limit = Limit::compile(config, plans, &at, errors);
+        let limit = Limit::compile(config, (&plans.names, plans.declared), &at, errors);
         let name = config
             .name
             .clone()

@@ -21,7 +21,7 @@ pub use protocol::{Answer, Code, Descriptor};
 pub use settings::{FleetLimit, FleetRule, FleetSettings};
 
 use crate::config::FleetCounting;
-use crate::request::display_hash;
+use crate::hash::display_hash;
 
 /// One call to the service: what to send, and on whose behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]

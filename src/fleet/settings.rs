@@ -3,7 +3,7 @@
 use crate::config::{
     name_rule, valid_name, Errors, FleetConfig, FleetCounting, OnFleetError, Report, RuleConfig,
 };
-use crate::request::fnv1a;
+use crate::hash::fnv1a;
 
 const MAX_TIMEOUT_MS: u64 = 60_000;
 const MAX_SUB_WINDOWS: u32 = 20;

@@ -1,40 +1,43 @@
 //! One request: decided when its headers arrive (or, when it waits for the rate limit service,
-//! by the root once the answer is in), and its response headers written.
+//! by the root once the answer is in), its response headers written, and what it holds settled
+//! when its stream ends.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 
-use super::calls::{self, Calls, Carried};
-use super::io::{HostRequest, HostStore};
-use super::{now_ms, Loaded};
-use crate::engine::begin;
-use crate::response::Headers;
+use super::calls::Waiting;
+use super::io::{response_status, HostRequest, HostStore};
+use super::loaded::{Carried, Loaded};
+use super::now_ms;
+use crate::engine::{begin, settle, Headers, Progress, ResponseFacts, Ticket};
 
 pub struct RateLimitHttp {
     id: u32,
     config: Rc<Loaded>,
-    calls: Rc<RefCell<Calls>>,
+    waiting: Rc<Waiting>,
     /// Headers to add to the response (decided in this context's own callback).
-    response_headers: Option<Headers>,
+    response_headers: Headers,
+    /// What the request holds in the store, settled when its stream ends.
+    ticket: Ticket,
 }
 
 impl RateLimitHttp {
-    pub fn new(id: u32, config: Rc<Loaded>, calls: Rc<RefCell<Calls>>) -> Self {
+    pub fn new(id: u32, config: Rc<Loaded>, waiting: Rc<Waiting>) -> Self {
         RateLimitHttp {
             id,
             config,
-            calls,
-            response_headers: None,
+            waiting,
+            response_headers: Headers::new(),
+            ticket: Ticket::default(),
         }
     }
 }
 
 impl Context for RateLimitHttp {
     fn on_done(&mut self) -> bool {
-        calls::forget(&self.calls, self.id);
+        self.waiting.forget(self.id);
         true
     }
 }
@@ -42,22 +45,27 @@ impl Context for RateLimitHttp {
 impl HttpContext for RateLimitHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
         let now = now_ms(self);
+        let loaded = &self.config;
         let progress = {
-            let mut memory = self.config.memory.borrow_mut();
-            begin(
-                &self.config.filter,
-                &HostStore,
-                &mut memory,
-                &HostRequest,
-                now,
-            )
+            let mut memory = loaded.memory.borrow_mut();
+            begin(&loaded.filter, &HostStore, &mut memory, &HostRequest, now)
         };
-        match calls::carry_out(&self.calls, self.id, &self.config, progress) {
-            Carried::Continue(headers) => {
-                self.response_headers = headers;
-                HostAction::Continue
+        match progress {
+            Progress::Done(decision) => match loaded.carry_out(decision, now) {
+                Carried::Continue(headers, ticket) => {
+                    (self.response_headers, self.ticket) = (headers, ticket);
+                    HostAction::Continue
+                }
+                Carried::Replied => HostAction::Pause,
+            },
+            Progress::Waiting(waiting) => {
+                if self.waiting.park(self.id, loaded.clone(), waiting) {
+                    if let Some(queue) = loaded.queue {
+                        let _ = proxy_wasm::hostcalls::enqueue_shared_queue(queue, Some(b"call"));
+                    }
+                }
+                HostAction::Pause
             }
-            Carried::Replied | Carried::Parked => HostAction::Pause,
         }
     }
 
@@ -66,14 +74,29 @@ impl HttpContext for RateLimitHttp {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
-        // A local reply passes through here too: it carries its own headers (no entry here).
-        let headers = self
-            .response_headers
-            .take()
-            .or_else(|| calls::headers_for(&self.calls, self.id));
-        for (name, value) in headers.iter().flatten() {
-            self.set_http_response_header(name, Some(value));
+        // A local reply passes through here too: it carries its own headers (none kept here).
+        if let Some((headers, ticket)) = self.waiting.take_kept(self.id) {
+            (self.response_headers, self.ticket) = (headers, ticket);
+        }
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            self.set_http_response_header(&name, Some(value.as_str()));
         }
         HostAction::Continue
+    }
+
+    fn on_log(&mut self) {
+        // A resumed request whose stream ended before its response kept its ticket there.
+        if let Some((_, ticket)) = self.waiting.take_kept(self.id) {
+            self.ticket = ticket;
+        }
+        if self.ticket.is_empty() {
+            return;
+        }
+        let facts = ResponseFacts {
+            status: response_status(),
+            cost: None,
+        };
+        let filter = &self.config.filter;
+        settle(filter, &HostStore, &self.ticket, &facts, now_ms(self));
     }
 }

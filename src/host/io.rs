@@ -4,8 +4,7 @@
 
 use proxy_wasm::types::MapType;
 
-use crate::request::RequestView;
-use crate::store::{CasMismatch, SharedStore};
+use crate::engine::{CasMismatch, RequestView, SharedStore};
 
 /// proxy-wasm shared data: one map per VM id, shared by every worker thread.
 pub struct HostStore;
@@ -31,13 +30,24 @@ impl RequestView for HostRequest {
             .flatten()
     }
     fn source_address(&self) -> Option<Vec<u8>> {
-        proxy_wasm::hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
+        property(&["source", "address"])
     }
     fn route_name(&self) -> Option<Vec<u8>> {
-        proxy_wasm::hostcalls::get_property(vec!["xds", "route_name"])
-            .ok()
-            .flatten()
+        property(&["xds", "route_name"])
     }
+}
+
+/// A property of the effective context (`get_property`).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    proxy_wasm::hostcalls::get_property(path.to_vec())
+        .ok()
+        .flatten()
+}
+
+/// The status of the response, when there is one (`response.code`, an i64 little-endian).
+pub fn response_status() -> Option<u32> {
+    let bytes: [u8; 8] = property(&["response", "code"])?.try_into().ok()?;
+    u32::try_from(i64::from_le_bytes(bytes))
+        .ok()
+        .filter(|&s| s > 0)
 }

@@ -1,30 +1,29 @@
-//! The proxy-wasm glue: the root context (configuration, stats, this worker's calls to the rate
-//! limit service) and the HTTP context (one request). Thin by design; the decisions are made in
-//! [`crate::engine`].
+//! The proxy-wasm host: the root context (configuration, stats, this worker's calls to the rate
+//! limit service) and the HTTP context (one request). Thin by design: it translates host calls
+//! for the engine ([`crate::engine`], its face and nothing else of the crate) and carries out
+//! what the engine decides.
 
 mod calls;
 mod http;
 mod io;
+mod loaded;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{ContextType, LogLevel};
 
-use calls::Calls;
+use crate::engine::{Filter, FleetVerdict};
+use calls::{RootCalls, Waiting};
 use http::RateLimitHttp;
 use io::HostStore;
-
-use crate::config::RefusalLog;
-use crate::engine::{stat_names, Event, Filter, Memory, StatKind};
-use crate::fleet::Verdict as FleetVerdict;
+use loaded::Loaded;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
-        Box::new(RateLimitRoot { id, config: None, calls: Rc::new(RefCell::new(Calls::default())) })
+        Box::new(RateLimitRoot { id, config: None, waiting: Rc::default() })
     });
 }}
 
@@ -32,7 +31,7 @@ struct RateLimitRoot {
     id: u32,
     config: Option<Rc<Loaded>>,
     /// This worker's requests waiting for the rate limit service, and its calls in flight.
-    calls: Rc<RefCell<Calls>>,
+    waiting: Rc<Waiting>,
 }
 
 /// The wall clock in milliseconds.
@@ -44,42 +43,48 @@ fn now_ms(context: &dyn Context) -> u64 {
         .unwrap_or(0)
 }
 
-/// The compiled config, this VM's stat ids (by rule, by slot; see `metrics`) and the counts not
-/// yet handed to Envoy: stats are added up here and flushed once per tick, not per request.
-struct Loaded {
-    filter: Filter,
-    /// This worker's memory: the rate limit service's answers, its refusals still true.
-    memory: RefCell<Memory>,
-    /// The queue that wakes this root to send calls, when some limit is fleet-wide.
-    queue: Option<u32>,
-    stats: Vec<Vec<u32>>,
-    pending: RefCell<Vec<Vec<i64>>>,
+/// A random number per call (a per-process hash seed, a queue name).
+fn random(context: &dyn Context) -> u64 {
+    let state = std::collections::hash_map::RandomState::new();
+    std::hash::BuildHasher::hash_one(&state, context.get_current_time())
 }
 
 /// How often this VM hands its counts to Envoy's stats.
 const STATS_FLUSH: Duration = Duration::from_secs(1);
 
-impl Loaded {
-    fn record(&self, events: &[Event]) {
-        let mut pending = self.pending.borrow_mut();
-        for event in events {
-            let (rule, slot) = event.slot();
-            if let Some(count) = pending.get_mut(rule).and_then(|s| s.get_mut(slot)) {
-                *count += 1;
-            }
+impl RateLimitRoot {
+    fn calls(&self) -> RootCalls<'_> {
+        RootCalls {
+            root: self,
+            root_id: self.id,
+            waiting: &self.waiting,
+            now: now_ms(self),
         }
     }
 
-    fn flush(&self) {
-        let mut pending = self.pending.borrow_mut();
-        for (ids, counts) in self.stats.iter().zip(pending.iter_mut()) {
-            for (&id, count) in ids.iter().zip(counts.iter_mut()) {
-                if *count != 0 {
-                    let _ = proxy_wasm::hostcalls::increment_metric(id, *count);
-                    *count = 0;
-                }
-            }
+    /// A configuration that loaded: seeded, with its stats defined and, when some limit is
+    /// fleet-wide, the queue that wakes this root to send calls.
+    fn adopt(&mut self, mut filter: Filter) {
+        // One random seed per Envoy process for hashing client keys, so that nobody can aim keys
+        // at another client's page; the config's own seed is the fallback.
+        filter.adopt_shared_seed(&HostStore, random(self));
+        log::info!(
+            "ratelimit: configuration loaded ({} rules)",
+            filter.rule_count()
+        );
+        if filter.logs_refusals_at_debug() {
+            proxy_wasm::set_log_level(LogLevel::Debug);
         }
+        // Requests that wait for the service wake this worker's root through its own queue: only
+        // the root sends calls, so their answers reach a context that outlives them.
+        let queue = filter
+            .fleet_service()
+            .map(|_| self.register_shared_queue(&format!("ratelimit/fleet/{:016x}", random(self))));
+        let loaded = Loaded::new(filter, queue);
+        if let Some(previous) = self.config.replace(Rc::new(loaded)) {
+            previous.flush();
+        }
+        self.set_tick_period(STATS_FLUSH);
     }
 }
 
@@ -93,9 +98,9 @@ impl Context for RateLimitRoot {
         .ok()
         .flatten();
         let verdict = FleetVerdict::of(status, body.as_deref());
-        let now = now_ms(self);
-        calls::answered(&self.calls, token, verdict, now);
-        calls::send(&self.calls, self, self.id, now);
+        let mut calls = self.calls();
+        self.waiting.answered(u64::from(token), verdict, &mut calls);
+        self.waiting.send(&mut calls);
     }
 }
 
@@ -103,60 +108,8 @@ impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Filter::load(&bytes) {
-            Ok(mut filter) => {
-                // One random seed per Envoy process for hashing client keys, so that nobody
-                // can aim keys at another client's page; the config's own seed is the fallback.
-                let candidate = std::hash::BuildHasher::hash_one(
-                    &std::collections::hash_map::RandomState::new(),
-                    self.get_current_time(),
-                );
-                filter.adopt_shared_seed(&HostStore, candidate);
-                log::info!(
-                    "ratelimit: configuration loaded ({} rules)",
-                    filter.rules.len()
-                );
-                if filter.refusal_log == RefusalLog::Debug {
-                    proxy_wasm::set_log_level(LogLevel::Debug);
-                }
-                let stats: Vec<Vec<u32>> = stat_names(&filter)
-                    .iter()
-                    .map(|rule| {
-                        rule.iter()
-                            .map(|(name, kind)| {
-                                let kind = match kind {
-                                    StatKind::Counter => MetricType::Counter,
-                                    StatKind::Gauge => MetricType::Gauge,
-                                };
-                                proxy_wasm::hostcalls::define_metric(kind, name).unwrap_or(u32::MAX)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let pending = RefCell::new(
-                    stats
-                        .iter()
-                        .map(|ids: &Vec<u32>| vec![0; ids.len()])
-                        .collect(),
-                );
-                // Requests that wait for the service wake this worker's root through its own queue:
-                // only the root sends calls, so their answers reach a context that outlives them.
-                let queue = filter.fleet_service().map(|_| {
-                    let id = std::hash::BuildHasher::hash_one(
-                        &std::collections::hash_map::RandomState::new(),
-                        self.get_current_time(),
-                    );
-                    self.register_shared_queue(&format!("ratelimit/fleet/{id:016x}"))
-                });
-                if let Some(previous) = self.config.replace(Rc::new(Loaded {
-                    filter,
-                    memory: RefCell::new(Memory::default()),
-                    queue,
-                    stats,
-                    pending,
-                })) {
-                    previous.flush();
-                }
-                self.set_tick_period(STATS_FLUSH);
+            Ok(filter) => {
+                self.adopt(filter);
                 true
             }
             Err(errors) => {
@@ -170,16 +123,13 @@ impl RootContext for RateLimitRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(RateLimitHttp::new(
-            context_id,
-            config,
-            self.calls.clone(),
-        )))
+        let waiting = self.waiting.clone();
+        Some(Box::new(RateLimitHttp::new(context_id, config, waiting)))
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
         while let Ok(Some(_)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {}
-        calls::send(&self.calls, self, self.id, now_ms(self));
+        self.waiting.send(&mut self.calls());
     }
 
     fn on_tick(&mut self) {

@@ -29,8 +29,8 @@ pub use page::PageLayout;
 pub use window::RING;
 use window::{Evaluation, Part, Ring, SlidingWindow, MAX_PARTS};
 
+use crate::config::MAX_REQUESTS;
 use crate::config::{format_window, Errors, LimitConfig, Report, Requests};
-use crate::request::{Plans, IMPLICIT_PLAN, MAX_REQUESTS};
 
 pub const MIN_WINDOW_MS: u64 = 100;
 
@@ -48,7 +48,14 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn compile(limit: &LimitConfig, plans: &Plans, at: &str, errors: &mut Errors) -> Self {
+    /// `plans` names the plans (index = plan id) and says whether the configuration declares
+    /// them (else the one implicit plan).
+    pub fn compile(
+        limit: &LimitConfig,
+        (plans, declared): (&[String], bool),
+        at: &str,
+        errors: &mut Errors,
+    ) -> Self {
         let check_level = |errors: &mut Errors, path: String, n: u64| {
             if n > MAX_REQUESTS {
                 let message = format!("must be between 0 (no limit) and {MAX_REQUESTS}, got {n}");
@@ -58,16 +65,16 @@ impl Limit {
         let requests = match &limit.requests {
             Requests::All(n) => {
                 check_level(errors, format!("{at}.requests"), *n);
-                vec![*n; plans.names.len()]
+                vec![*n; plans.len()]
             }
             Requests::PerPlan(levels) => {
-                let mut per_plan = vec![0; plans.names.len()];
+                let mut per_plan = vec![0; plans.len()];
                 for (plan, &n) in levels {
                     let path = format!("{at}.requests.{plan}");
                     check_level(errors, path.clone(), n);
-                    match plans.names.iter().position(|p| p == plan) {
+                    match plans.iter().position(|p| p == plan) {
                         Some(p) => per_plan[p] = n,
-                        None if plans.names == [IMPLICIT_PLAN] => {
+                        None if !declared => {
                             errors.add(path, "requests per plan need \"plans\" at the top level")
                         }
                         None => errors.add(path, format!("{plan:?} is not one of plans.names")),
@@ -115,6 +122,14 @@ pub struct LimitStatus {
     pub reset_at_ms: u64,
     /// When a request of the same cost fits again (refused limits only); `None` if it never can.
     pub retry_at_ms: Option<u64>,
+}
+
+impl LimitStatus {
+    /// When a request refused by this limit fits again: its retry time, or for a cost that never
+    /// fits, one window from `now_ms` (the one retry-time rule of every reply).
+    pub fn retry_at(&self, now_ms: u64) -> u64 {
+        self.retry_at_ms.unwrap_or(now_ms + self.window_ms)
+    }
 }
 
 /// What one charge decided.
@@ -301,113 +316,102 @@ impl Limiter {
     }
 
     /// Decides one request of `cost` for `client` against limit `i` at level `levels[i]` (0: not
-    /// enforced, still counted), given the client's page as stored (`None`: missing). Returns
-    /// the page to write (`None` when nothing changes: refused) and the decision.
+    /// enforced, still counted), given the client's page as stored (empty: missing), which it
+    /// changes in place. Returns whether the page is to be written (not when refused) and the
+    /// decision. A page left unwritten may still have been rolled forward to now, which changes
+    /// no count: a store that keeps it (an in-place store) keeps the same counts.
     pub fn charge(
         &self,
-        page: Option<Vec<u8>>,
+        page: &mut Vec<u8>,
         client: u64,
         cost: u64,
         levels: &[u64],
         now_ms: u64,
-    ) -> (Option<Vec<u8>>, Charged) {
+    ) -> (bool, Charged) {
         debug_assert_eq!(levels.len(), self.windows.len());
         let identity = client.max(1);
         let layout = &self.layout;
-        let mut page = match page {
-            Some(bytes) if layout.recognises(&bytes) => bytes,
+        if !layout.recognises(page) {
             // Missing, emptied, or another layout: start afresh (the write still checks the cas).
-            _ => layout.empty_page(),
-        };
+            *page = layout.empty_page();
+        }
         // The page's clock never runs backwards: a step back is read as "no time passed".
-        let now = now_ms.max(layout.clock_ms(&page));
-        self.roll(&mut page, now);
+        let now = now_ms.max(layout.clock_ms(page));
+        self.roll(page, now);
         let request = Request {
             identity,
             cost,
             levels,
             now,
         };
-        match (0..layout.slots()).find(|&s| layout.identity(&page, s) == identity) {
+        match (0..layout.slots()).find(|&s| layout.identity(page, s) == identity) {
             Some(slot) => self.charge_resident(page, slot, &request),
             None => self.charge_newcomer(page, &request),
         }
     }
 
     /// A client with a slot: its own ring and its inherited parts.
-    fn charge_resident(
-        &self,
-        mut page: Vec<u8>,
-        slot: usize,
-        request: &Request,
-    ) -> (Option<Vec<u8>>, Charged) {
+    fn charge_resident(&self, page: &mut [u8], slot: usize, request: &Request) -> (bool, Charged) {
         let layout = &self.layout;
         let now = request.now;
-        let last = layout.last_ms(&page, slot);
-        let seeded = layout.seeded_ms(&page, slot);
-        let door = layout.door(&page, slot);
+        let last = layout.last_ms(page, slot);
+        let seeded = layout.seeded_ms(page, slot);
+        let door = layout.door(page, slot);
         // Each limit's counts are read from the page when needed (no list of them to move
         // around: in V8 every move of a value over 64 bytes is a call out of the VM).
         let counts = |i: usize| {
-            let inherited = layout.inherited(&page, slot, i);
+            let inherited = layout.inherited(page, slot, i);
             let parts = if inherited == [0, 0] && door == [false, false] {
                 [Part::default(); MAX_PARTS] // nothing inherited: the common case
             } else {
                 self.inherited_parts(inherited, door, i, seeded)
             };
             Counts {
-                ring: self.own_ring(&page, slot, i, last, now),
+                ring: self.own_ring(page, slot, i, last, now),
                 parts,
             }
         };
         let judged = self.judge(counts, request);
         if judged.verdict != Verdict::Admitted {
-            return (None, judged.charged(SlotUse::None, now));
+            return (false, judged.charged(SlotUse::None, now));
         }
         let cost = u32::try_from(request.cost).unwrap_or(u32::MAX);
         for (i, window) in self.windows.iter().enumerate() {
-            let mut ring = self.own_ring(&page, slot, i, last, now);
+            let mut ring = self.own_ring(page, slot, i, last, now);
             window.record(&mut ring, now, cost);
-            layout.write_ring(&mut page, slot, i, &ring);
+            layout.write_ring(page, slot, i, &ring);
         }
-        layout.set_header(&mut page, slot, request.identity, now);
-        (Some(page), judged.charged(SlotUse::Own, now))
+        layout.set_header(page, slot, request.identity, now);
+        (true, judged.charged(SlotUse::Own, now))
     }
 
     /// A client without a slot: judged by the summary's estimate; admitted into a free slot, or
     /// (a first request of cost 1) into the doorkeeper, or into the slot of the cheapest client.
-    fn charge_newcomer(&self, mut page: Vec<u8>, request: &Request) -> (Option<Vec<u8>>, Charged) {
+    fn charge_newcomer(&self, page: &mut [u8], request: &Request) -> (bool, Charged) {
         let now = request.now;
-        let estimate = self.estimate(&page, request.identity, now);
+        let estimate = self.estimate(page, request.identity, now);
         let counts = |i: usize| Counts {
             ring: [0; RING],
             parts: self.estimate_parts(&estimate, i, now),
         };
         let judged = self.judge(counts, request);
         if judged.verdict != Verdict::Admitted {
-            return (None, judged.charged(SlotUse::None, now));
+            return (false, judged.charged(SlotUse::None, now));
         }
-        let (slot, free) = self.cheapest_slot(&page, now);
+        let (slot, free) = self.cheapest_slot(page, now);
         let door_half = (self.windows[self.door_limit].generation(now) % 2) as usize;
         let slot_use = if let Some(how) = free {
             how
-        } else if request.cost == 1 && !self.in_door(&page, door_half, request.identity) {
-            self.record_door(&mut page, request.identity, now);
-            return (Some(page), judged.charged(SlotUse::Door, now));
-        } else if self.evict(&mut page, slot, now) {
+        } else if request.cost == 1 && !self.in_door(page, door_half, request.identity) {
+            self.record_door(page, request.identity, now);
+            return (true, judged.charged(SlotUse::Door, now));
+        } else if self.evict(page, slot, now) {
             SlotUse::Evicted
         } else {
             SlotUse::Reused
         };
-        self.install(
-            &mut page,
-            slot,
-            request.identity,
-            &estimate,
-            request.cost,
-            now,
-        );
-        (Some(page), judged.charged(slot_use, now))
+        self.install(page, slot, request.identity, &estimate, request.cost, now);
+        (true, judged.charged(slot_use, now))
     }
 
     /// The slot a newcomer may take: a free one (`Some(how)`: never used, else the client idle
@@ -509,38 +513,64 @@ impl Limiter {
     /// Takes back `cost` counted for `client` at `at_ms` (the `now_ms` of its admitting charge),
     /// when a later rule refuses the same request. A count that has already left the window, a
     /// slot since taken again, or a first request recorded in the doorkeeper (which cannot be
-    /// taken out) is left alone: the client is over-counted, never under-counted. Returns the
-    /// page to write and whether anything was given back.
-    pub fn refund(
-        &self,
-        page: Option<Vec<u8>>,
-        client: u64,
-        cost: u64,
-        at_ms: u64,
-    ) -> (Option<Vec<u8>>, bool) {
+    /// taken out) is left alone: the client is over-counted, never under-counted. Changes the
+    /// page in place; returns whether anything was given back (the page is to be written).
+    pub fn refund(&self, page: &mut [u8], client: u64, cost: u64, at_ms: u64) -> bool {
         let identity = client.max(1);
         let layout = &self.layout;
-        let Some(mut page) = page.filter(|p| layout.recognises(p)) else {
-            return (None, false);
-        };
-        let Some(slot) = (0..layout.slots()).find(|&s| {
-            layout.identity(&page, s) == identity && layout.seeded_ms(&page, s) <= at_ms
-        }) else {
-            return (None, false);
+        if !layout.recognises(page) {
+            return false;
+        }
+        let Some(slot) = (0..layout.slots())
+            .find(|&s| layout.identity(page, s) == identity && layout.seeded_ms(page, s) <= at_ms)
+        else {
+            return false;
         };
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-        let last_ms = layout.last_ms(&page, slot);
+        let last_ms = layout.last_ms(page, slot);
         for (i, window) in self.windows.iter().enumerate() {
             let at = window.sub_window(at_ms);
             if window.sub_window(last_ms).saturating_sub(at) >= RING as u64 {
                 continue;
             }
-            let mut ring = layout.read_ring(&page, slot, i);
+            let mut ring = layout.read_ring(page, slot, i);
             let count = &mut ring[(at % RING as u64) as usize];
             *count = count.saturating_sub(cost);
-            layout.write_ring(&mut page, slot, i, &ring);
+            layout.write_ring(page, slot, i, &ring);
         }
-        (Some(page), true)
+        true
+    }
+
+    /// Counts `extra` more for `client` at `now_ms`, whatever its limits say: an admitted
+    /// request's response said it cost more than it held. In the client's own ring when it has a
+    /// slot, else in the summary's cells of every limit (an over-estimate of the client, never
+    /// lost). Changes the page in place; returns whether it is to be written.
+    pub fn add(&self, page: &mut Vec<u8>, client: u64, extra: u64, now_ms: u64) -> bool {
+        if extra == 0 {
+            return false;
+        }
+        let identity = client.max(1);
+        let layout = &self.layout;
+        if !layout.recognises(page) {
+            *page = layout.empty_page();
+        }
+        let now = now_ms.max(layout.clock_ms(page));
+        self.roll(page, now);
+        let Some(slot) = (0..layout.slots()).find(|&s| layout.identity(page, s) == identity) else {
+            for i in 0..self.windows.len() {
+                self.add_to_cells(page, i, now, identity, extra);
+            }
+            return true;
+        };
+        let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+        let last = layout.last_ms(page, slot);
+        for (i, window) in self.windows.iter().enumerate() {
+            let mut ring = self.own_ring(page, slot, i, last, now);
+            window.record(&mut ring, now, extra);
+            layout.write_ring(page, slot, i, &ring);
+        }
+        layout.set_header(page, slot, identity, now.max(last));
+        true
     }
 }
 

@@ -20,7 +20,7 @@
 //! layout differs is recognised and never misread.
 
 use super::window::{Ring, RING};
-use crate::request::fnv1a;
+use crate::hash::fnv1a;
 
 const MAGIC: [u8; 4] = *b"RLW\x02";
 const HEADER_LEN: usize = 16;

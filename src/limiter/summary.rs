@@ -95,7 +95,14 @@ impl Limiter {
 
     /// Adds `count` for `client` to limit `limit`'s cells of the current generation, with
     /// conservative update: each of its cells rises to at least its estimate plus `count`.
-    fn add_to_cells(&self, page: &mut [u8], limit: usize, now: u64, client: u64, count: u64) {
+    pub(super) fn add_to_cells(
+        &self,
+        page: &mut [u8],
+        limit: usize,
+        now: u64,
+        client: u64,
+        count: u64,
+    ) {
         let half = Self::half(self.windows[limit].generation(now));
         let target = (self.cell_estimate(page, limit, half, client) + count)
             .min(self.layout.cell_max(limit));

@@ -362,7 +362,8 @@ fn a_refund_gives_back_only_what_it_can_prove() {
     let p = policy(&[(2, 60_000)], 1, 1);
     let refund = |client: u64, at: u64| {
         store::update(&store, &p.page_key(client), 8, |page| {
-            p.limiter.refund(page, client, 1, at)
+            let given = p.limiter.refund(page, client, 1, at);
+            (given, given)
         })
         .unwrap()
         .result
@@ -380,6 +381,44 @@ fn a_refund_gives_back_only_what_it_can_prove() {
     let d = check(&store, &p, 2, 1, T0 + 2);
     assert_eq!(d.slot, SlotUse::Door);
     assert!(!refund(2, d.now_ms));
+}
+
+#[test]
+fn more_counted_at_settling_lands_with_the_client_slot_or_not() {
+    let store = MemoryStore::new();
+    let p = policy(&[(10, 60_000)], 1, 1);
+    let add = |client: u64, extra: u64, at: u64| {
+        store::update(&store, &p.page_key(client), 8, |page| {
+            (p.limiter.add(page, client, extra, at), ())
+        })
+        .unwrap();
+    };
+    let remaining = |client: u64, at: u64| {
+        check(&store, &p, client, 1, at)
+            .headline()
+            .unwrap()
+            .remaining
+    };
+    // A client with the slot: counted in its ring, whatever the limit says.
+    check(&store, &p, 1, 1, T0);
+    add(1, 4, T0 + 1);
+    assert_eq!(remaining(1, T0 + 2), 4, "1 + 4 + this 1 of 10");
+    add(1, 30, T0 + 3);
+    assert_eq!(check(&store, &p, 1, 1, T0 + 4).verdict, Verdict::Refused);
+    // A client without a slot: into the summary, which the client then inherits.
+    let d = check(&store, &p, 2, 1, T0 + 5);
+    assert_eq!(d.slot, SlotUse::Door);
+    add(2, 6, T0 + 6);
+    let d = check(&store, &p, 2, 1, T0 + 7);
+    assert!(d.allowed());
+    assert!(
+        d.headline().unwrap().remaining <= 2,
+        "at least 1 + 6 + 1 counted: {d:?}"
+    );
+    // Nothing to add writes nothing.
+    let before = store.get(&p.page_key(1));
+    add(1, 0, T0 + 8);
+    assert_eq!(store.get(&p.page_key(1)), before);
 }
 
 #[test]

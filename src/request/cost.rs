@@ -2,10 +2,7 @@
 //! header or query parameter (bulk and batch endpoints).
 
 use super::{key::query_value, Request};
-use crate::config::{valid_header_name, CostConfig, Errors, Report};
-
-/// The largest cost, limit level or count the filter accepts.
-pub const MAX_REQUESTS: u64 = u32::MAX as u64;
+use crate::config::{valid_header_name, CostConfig, Errors, Report, MAX_REQUESTS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cost {

@@ -3,10 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::hash::KeyKind;
 use super::percent;
 use super::Request;
 use crate::config::{self, valid_header_name, Errors, Report};
+use crate::hash::KeyKind;
 
 /// At most this many proxies may be trusted in front of Envoy.
 pub const MAX_TRUSTED_HOPS: u32 = 32;

@@ -2,17 +2,15 @@
 //! hash, the client's plan and the request's cost.
 
 mod cost;
-mod hash;
 mod key;
 pub(crate) mod percent;
 mod plan;
 
 use std::cell::OnceCell;
 
-pub use cost::{Cost, MAX_REQUESTS};
-pub use hash::{client_hash, display_hash, fnv1a, KeyKind};
+pub use cost::Cost;
 pub use key::{extract as extract_key, KeySource};
-pub use plan::{Plans, IMPLICIT_PLAN};
+pub use plan::Plans;
 
 /// The request attributes key extraction and routing read. The host implements it with one host
 /// call per attribute, asked for only when a rule needs it; tests implement it with a map.

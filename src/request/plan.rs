@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{name_rule, valid_header_name, valid_name, Errors, PlansConfig, Report};
 
 /// The plan of every request when the config declares no plans.
-pub const IMPLICIT_PLAN: &str = "default";
+const IMPLICIT_PLAN: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct Plans {

@@ -2,7 +2,7 @@
 //! for an outcome.
 
 use super::time::seconds_until;
-use super::{retry_at_ms, HeaderName, HeaderValue, Headers, Outcome, ResponseFormat};
+use super::{HeaderName, HeaderValue, Headers, Outcome, ResponseFormat};
 use crate::config::{valid_header_name, Errors, HeaderStyle, HeadersConfig, Report, ResetFormat};
 
 /// The headers a style can send, by the names the configuration uses for them.
@@ -90,7 +90,6 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
     let Some(headline) = outcome.headline() else {
         return Headers::new();
     };
-    let now = outcome.now_ms;
     let status = &headline.status;
     let names = &format.names.0;
     // Room for a refusal's `Retry-After` and `Content-Type` too: one allocation, no regrowth.
@@ -107,50 +106,68 @@ pub fn rate_limit_headers(format: &ResponseFormat, outcome: &Outcome, refusal: b
     );
     add(REMAINING, HeaderValue::number(status.remaining));
     if names[RESET].is_some() {
-        let reset_at = if refusal {
-            outcome.retry_at_ms()
-        } else {
-            status.reset_at_ms
-        };
-        let delta =
-            format.style == HeaderStyle::Draft03 || format.reset == ResetFormat::DeltaSeconds;
-        let value = if delta {
-            seconds_until(now, reset_at)
-        } else {
-            reset_at.div_ceil(1000)
-        };
-        add(RESET, HeaderValue::number(value));
+        add(RESET, HeaderValue::number(reset(format, outcome, refusal)));
     }
     if names[POLICY].is_some() {
-        let items: Vec<String> = outcome
-            .checked
-            .iter()
-            .map(|c| {
-                let (q, w) = (c.status.requests, c.status.window_ms.div_ceil(1000));
-                format!("\"{}\";q={q};w={w}", c.limit.name)
-            })
-            .collect();
-        add(POLICY, items.join(", ").into());
+        add(POLICY, policy_items(outcome).into());
     }
     if names[RATELIMIT].is_some() {
-        let items: Vec<String> = outcome
-            .checked
-            .iter()
-            .map(|c| {
-                let at = if refusal && !c.status.fits {
-                    retry_at_ms(&c.status, now)
-                } else {
-                    c.status.reset_at_ms
-                };
-                let (r, t) = (c.status.remaining, seconds_until(now, at));
-                format!("\"{}\";r={r};t={t}", c.limit.name)
-            })
-            .collect();
-        add(RATELIMIT, items.join(", ").into());
+        add(RATELIMIT, ratelimit_items(outcome, refusal).into());
     }
     if refusal {
         let retry_after = HeaderValue::number(outcome.retry_after_seconds());
         headers.push((HeaderName::from("retry-after"), retry_after));
     }
     headers
+}
+
+/// The reset header's value: when the headline's quota returns (on a refusal, when the retry is
+/// admitted), in epoch seconds or seconds from now.
+fn reset(format: &ResponseFormat, outcome: &Outcome, refusal: bool) -> u64 {
+    let Some(headline) = outcome.headline() else {
+        return 0;
+    };
+    let reset_at = if refusal {
+        outcome.retry_at_ms()
+    } else {
+        headline.status.reset_at_ms
+    };
+    let delta = format.style == HeaderStyle::Draft03 || format.reset == ResetFormat::DeltaSeconds;
+    if delta {
+        seconds_until(outcome.now_ms, reset_at)
+    } else {
+        reset_at.div_ceil(1000)
+    }
+}
+
+/// `RateLimit-Policy`: one item per limit checked.
+fn policy_items(outcome: &Outcome) -> String {
+    let items: Vec<String> = outcome
+        .checked
+        .iter()
+        .map(|c| {
+            let (q, w) = (c.status.requests, c.status.window_ms.div_ceil(1000));
+            format!("\"{}\";q={q};w={w}", c.limit.name)
+        })
+        .collect();
+    items.join(", ")
+}
+
+/// `RateLimit`: each limit's remaining quota and when it returns.
+fn ratelimit_items(outcome: &Outcome, refusal: bool) -> String {
+    let now = outcome.now_ms;
+    let items: Vec<String> = outcome
+        .checked
+        .iter()
+        .map(|c| {
+            let at = if refusal && !c.status.fits {
+                c.status.retry_at(now)
+            } else {
+                c.status.reset_at_ms
+            };
+            let (r, t) = (c.status.remaining, seconds_until(now, at));
+            format!("\"{}\";r={r};t={t}", c.limit.name)
+        })
+        .collect();
+    items.join(", ")
 }

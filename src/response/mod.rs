@@ -7,7 +7,7 @@ mod headers;
 mod template;
 mod time;
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use body::{default_body, problem_json_body, FixedValues, RefusalValues, DEFAULT_MESSAGE};
 pub use headers::rate_limit_headers;
@@ -22,8 +22,8 @@ use crate::decimal;
 use crate::limiter::{headline_index, LimitStatus};
 use smallvec::SmallVec;
 
-/// Header names are shared with the compiled config (no copy per request).
-pub type HeaderName = Rc<str>;
+/// Header names are shared with the compiled config (no copy per request), across workers.
+pub type HeaderName = Arc<str>;
 /// The headers of a decision: names shared with the config, values inline when short (every
 /// number the headers carry): one allocation for the list. (An inline list would be moved by
 /// value from the engine to the host, each move a call out of V8 for `memory.copy`.)
@@ -269,11 +269,6 @@ pub struct Outcome<'a> {
     pub plan_id: usize,
 }
 
-/// When a request refused by this limit fits again; a cost that never fits counts as one window.
-fn retry_at_ms(status: &LimitStatus, now_ms: u64) -> u64 {
-    status.retry_at_ms.unwrap_or(now_ms + status.window_ms)
-}
-
 impl<'a> Outcome<'a> {
     /// The most restrictive limit: the violated one that frees up last, else the one with the
     /// least quota left.
@@ -286,14 +281,14 @@ impl<'a> Outcome<'a> {
         self.checked
             .iter()
             .filter(|c| !c.status.fits)
-            .map(|c| retry_at_ms(&c.status, self.now_ms))
+            .map(|c| c.status.retry_at(self.now_ms))
             .max()
             .unwrap_or(self.now_ms)
     }
 
     /// Seconds for `Retry-After`: rounded up, at least 1.
     pub fn retry_after_seconds(&self) -> u64 {
-        seconds_until(self.now_ms, self.retry_at_ms()).max(1)
+        retry_after(self.now_ms, self.retry_at_ms())
     }
 }
 
@@ -305,6 +300,35 @@ pub struct Reply {
     pub body: String,
 }
 
+/// `Retry-After` for a retry admitted at `retry_at_ms`: whole seconds, rounded up, at least 1.
+fn retry_after(now_ms: u64, retry_at_ms: u64) -> u64 {
+    seconds_until(now_ms, retry_at_ms).max(1)
+}
+
+/// Every local reply is built here: `headers` (the rate-limit headers and `Retry-After` of a
+/// reply about the client's limits, else `Retry-After` alone when there is a time to give),
+/// then the content type, and the body.
+fn reply(status: u32, mut headers: Headers, content_type: &str, body: String) -> Reply {
+    headers.push((HeaderName::from("content-type"), content_type.into()));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A JSON reply that says nothing of the client's limits, with `Retry-After` when given.
+fn json_reply(status: u32, retry_after: Option<u64>, body: String) -> Reply {
+    let headers = match retry_after {
+        Some(seconds) => vec![(
+            HeaderName::from("retry-after"),
+            HeaderValue::number(seconds),
+        )],
+        None => Headers::new(),
+    };
+    reply(status, headers, "application/json", body)
+}
+
 /// The reply to a refused request.
 pub fn refusal(
     format: &ResponseFormat,
@@ -312,11 +336,7 @@ pub fn refusal(
     rule: &str,
     request_id: Option<String>,
 ) -> Reply {
-    let mut headers = rate_limit_headers(format, outcome, true);
-    headers.push((
-        HeaderName::from("content-type"),
-        format.content_type.as_str().into(),
-    ));
+    let headers = rate_limit_headers(format, outcome, true);
     let body = match outcome.headline() {
         Some(headline) => {
             let values = RefusalValues {
@@ -337,11 +357,7 @@ pub fn refusal(
         }
         None => String::new(),
     };
-    Reply {
-        status: format.status,
-        headers,
-        body,
-    }
+    reply(format.status, headers, &format.content_type, body)
 }
 
 /// The reply to a capacity refusal: the request is over quota only through counts the store
@@ -349,14 +365,14 @@ pub fn refusal(
 /// said of the client's limits; `Retry-After` is when the request is admitted again if nothing
 /// else changes. The configured status (429 by default): the client is to slow down.
 pub fn capacity(format: &ResponseFormat, now_ms: u64, retry_at_ms: u64) -> Reply {
-    let retry_after = seconds_until(now_ms, retry_at_ms).max(1);
+    let retry_after = retry_after(now_ms, retry_at_ms);
     // Fixed text and a number: JSON as written.
     let body = format!(
         "{{\"error\":\"rate_limit_capacity\",\"message\":\"Too many clients for the rate limiter \
          to tell this client's requests from others'. Retry in {retry_after} seconds.\",\
          \"retry_after\":{retry_after}}}"
     );
-    json_reply(format.status, retry_after, body)
+    json_reply(format.status, Some(retry_after), body)
 }
 
 /// The reply when the store could not decide (every compare-and-swap attempt lost its race)
@@ -365,21 +381,7 @@ pub fn capacity(format: &ResponseFormat, now_ms: u64, retry_at_ms: u64) -> Reply
 pub fn unavailable() -> Reply {
     let body = "{\"error\":\"rate_limit_unavailable\",\"message\":\"The rate limiter could not \
                 decide on this request. Retry in 1 second.\",\"retry_after\":1}";
-    json_reply(503, 1, body.to_string())
-}
-
-fn json_reply(status: u32, retry_after: u64, body: String) -> Reply {
-    Reply {
-        status,
-        headers: vec![
-            (
-                HeaderName::from("retry-after"),
-                HeaderValue::number(retry_after),
-            ),
-            (HeaderName::from("content-type"), "application/json".into()),
-        ],
-        body,
-    }
+    json_reply(503, Some(1), body.to_string())
 }
 
 /// The reply when the rate limit service failed and `fleet.on_error` says deny: the service's
@@ -389,14 +391,7 @@ pub fn service_unavailable() -> Reply {
         "error": "rate_limit_unavailable",
         "message": "The rate limit service did not answer in time. Retry shortly.",
     });
-    Reply {
-        status: 503,
-        headers: vec![
-            (HeaderName::from("retry-after"), "1".into()),
-            (HeaderName::from("content-type"), "application/json".into()),
-        ],
-        body: body.to_string(),
-    }
+    json_reply(503, Some(1), body.to_string())
 }
 
 /// The reply to a request without a client key under `on_missing_key: deny`.
@@ -405,12 +400,9 @@ pub fn missing_key(rule: &str) -> Reply {
         "error": "missing_client_key",
         "message": format!("This endpoint needs a client key (rule {rule})."),
     });
-    Reply {
-        status: 401,
-        headers: vec![(HeaderName::from("content-type"), "application/json".into())],
-        body: body.to_string(),
-    }
+    json_reply(401, None, body.to_string())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! The shared key-value store the limiter counts in, behind a trait, and the one compare-and-swap
-//! loop every writer goes through.
+//! The shared key-value store the limiter counts in, behind a trait that owns the one update
+//! loop every writer goes through (compare-and-swap by default; in place where a store can).
 //!
 //! In Envoy it is proxy-wasm shared data (see `host.rs`); in tests, [`MemoryStore`], which
 //! reproduces the host's semantics exactly: every write stamps a fresh global cas, a write with a
@@ -11,7 +11,7 @@ mod memory;
 mod seed;
 mod settings;
 
-pub use keys::{seed_key, PageKeys};
+pub use keys::{seed_key, PageKey, PageKeys};
 pub use memory::MemoryStore;
 pub use seed::shared_seed;
 pub use settings::StoreSettings;
@@ -20,11 +20,41 @@ pub use settings::StoreSettings;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CasMismatch;
 
+/// A store of byte values shared by every worker. The limiter's pages live in one.
 pub trait SharedStore {
     /// The value and its cas; `(None, None)` when the key does not exist.
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` if `cas` is `None`, the key is missing, or `cas` is the key's current cas.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), CasMismatch>;
+
+    /// Changes the value of `key` with `change`, which is given the current value (empty when
+    /// missing or emptied), may change it in place, and says whether it is to be written.
+    /// `change` must be a pure function of the value it is given: it may run several times.
+    /// Returns the races lost on the way; `Err` when every one of `attempts` lost.
+    ///
+    /// The provided loop reads, lets `change` decide and writes under the value's cas, starting
+    /// again from a fresh read after a lost race. A store that can change a value in place (a
+    /// native store with its own locks) overrides it: no copy out and back, no race to lose.
+    fn update(
+        &self,
+        key: &str,
+        attempts: u32,
+        change: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+    ) -> Result<u32, Contended> {
+        let mut lost_races = 0;
+        for _ in 0..attempts.max(1) {
+            let (value, cas) = self.get(key);
+            let mut value = value.unwrap_or_default();
+            if !change(&mut value) {
+                return Ok(lost_races);
+            }
+            match self.set(key, &value, Some(cas.unwrap_or(CREATE_CAS))) {
+                Ok(()) => return Ok(lost_races),
+                Err(CasMismatch) => lost_races += 1,
+            }
+        }
+        Err(Contended { lost_races })
+    }
 }
 
 /// The cas a write of a missing key carries. No live value carries it in practice (the host hands
@@ -45,29 +75,23 @@ pub struct Contended {
     pub lost_races: u32,
 }
 
-/// Reads `key`, lets `change` decide from the current value (`None`: missing or emptied) what to
-/// write (`None`: nothing) and what to return, and writes under the value's cas; a lost race
-/// starts again from a fresh read, up to `attempts` times. `change` is a pure function of the
-/// value it is given: it may run several times.
+/// [`SharedStore::update`] with a result: `change` returns whether to write and what to give
+/// back (from its last run).
 pub fn update<T>(
     store: &dyn SharedStore,
     key: &str,
     attempts: u32,
-    mut change: impl FnMut(Option<Vec<u8>>) -> (Option<Vec<u8>>, T),
+    mut change: impl FnMut(&mut Vec<u8>) -> (bool, T),
 ) -> Result<Updated<T>, Contended> {
-    let mut lost_races = 0;
-    for _ in 0..attempts.max(1) {
-        let (value, cas) = store.get(key);
-        let (write, result) = change(value);
-        let Some(new_value) = write else {
-            return Ok(Updated { result, lost_races });
-        };
-        match store.set(key, &new_value, Some(cas.unwrap_or(CREATE_CAS))) {
-            Ok(()) => return Ok(Updated { result, lost_races }),
-            Err(CasMismatch) => lost_races += 1,
-        }
-    }
-    Err(Contended { lost_races })
+    let mut result = None;
+    let lost_races = store.update(key, attempts, &mut |value| {
+        let (write, out) = change(value);
+        result = Some(out);
+        write
+    })?;
+    // `change` runs at least once before the loop returns `Ok`.
+    let result = result.ok_or(Contended { lost_races })?;
+    Ok(Updated { result, lost_races })
 }
 
 #[cfg(test)]
@@ -98,8 +122,9 @@ mod tests {
         };
         store.inner.force("k", b"mine");
         let seen = update(&store, "k", 3, |value| {
-            let seen = value.unwrap();
-            (Some([&seen[..], b"+1"].concat()), seen)
+            let seen = value.clone();
+            value.extend_from_slice(b"+1");
+            (true, seen)
         })
         .unwrap();
         assert_eq!(seen.result, b"theirs");
@@ -113,7 +138,7 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         let kept = update(&store, "k", 5, |value| {
             calls.set(calls.get() + 1);
-            (None, value.is_none())
+            (false, value.is_empty())
         });
         assert_eq!(
             kept,
@@ -134,7 +159,10 @@ mod tests {
                 Err(CasMismatch)
             }
         }
-        let lost = update(&AlwaysLoses, "k", 4, |_| (Some(b"w".to_vec()), ()));
+        let lost = update(&AlwaysLoses, "k", 4, |value| {
+            *value = b"w".to_vec();
+            (true, ())
+        });
         assert_eq!(lost, Err(Contended { lost_races: 4 }));
     }
 }

@@ -7,14 +7,15 @@ use super::{update, SharedStore};
 /// and later config reloads read that one back. `None` if the store could not settle on one (the
 /// caller keeps its own seed).
 pub fn shared_seed(store: &dyn SharedStore, key: &str, candidate: u64) -> Option<u64> {
-    let settled = update(store, key, 4, |value| match value {
-        Some(bytes) if bytes.len() == 8 => {
-            let mut seed = [0u8; 8];
-            seed.copy_from_slice(&bytes);
-            (None, u64::from_le_bytes(seed))
+    let settled = update(store, key, 4, |value| {
+        match <[u8; 8]>::try_from(&value[..]) {
+            Ok(seed) => (false, u64::from_le_bytes(seed)),
+            // Missing: create it; another value (not ours): replace it under its cas.
+            Err(_) => {
+                *value = candidate.to_le_bytes().to_vec();
+                (true, candidate)
+            }
         }
-        // Missing: create it; another value (not ours): replace it under its cas.
-        _ => (Some(candidate.to_le_bytes().to_vec()), candidate),
     });
     settled.ok().map(|u| u.result)
 }

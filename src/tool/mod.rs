@@ -9,7 +9,8 @@ pub use engines::{engine_config, Engine};
 
 use crate::config::{format_window, OnMissingKey};
 use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};
-use crate::request::{client_hash, display_hash, Request, RequestView};
+use crate::hash::{client_hash, display_hash};
+use crate::request::{Request, RequestView};
 use crate::store::MemoryStore;
 
 /// `check`: "ok" with a summary, or every error with its JSON path.

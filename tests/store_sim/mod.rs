@@ -519,8 +519,11 @@ fn probe(
     let mut sums = vec![(0u64, 0u64); rule.limits.len()];
     for _ in 0..n {
         let key = r.key();
-        let page = store.get(&pages.page(limiter.page_of(key))).0;
-        let (_, d) = limiter.charge(page, key, 1, &rule.limits, t);
+        let mut page = store
+            .get(&pages.page(limiter.page_of(key)))
+            .0
+            .unwrap_or_default();
+        let (_, d) = limiter.charge(&mut page, key, 1, &rule.limits, t);
         for (status, sum) in d.statuses.iter().zip(&mut sums) {
             // remaining = level - inherited - 1 when admitted, level - inherited when refused.
             let used = status.requests - status.remaining - status.fits as u64;

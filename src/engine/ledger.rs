@@ -1,6 +1,6 @@
-//! Charging one rule for a request: the limiter's pure page transform run inside the store's
-//! compare-and-swap loop, and the undo that gives back what a charge took when a later rule
-//! refuses the same request.
+//! A rule's counts in the store: what one request is charged, given back when a later rule of the
+//! same request stops it, and settled at the end of its stream. Each is the limiter's pure page
+//! transform run in the store's own update loop.
 
 use super::rule::LimitedRule;
 use super::stats::Stat;
@@ -12,8 +12,9 @@ use crate::store::{self, SharedStore};
 pub struct Charge {
     /// The rule's index in the config.
     pub rule: usize,
-    client: u64,
-    cost: u64,
+    pub client: u64,
+    /// What was counted in each of the rule's limits.
+    pub cost: u64,
     /// The clock the charge counted at.
     pub at_ms: u64,
     /// The rule's enforced limits after the charge.
@@ -44,18 +45,22 @@ pub enum Charging {
     Contended,
 }
 
+/// The page key of `client` in `limited`'s pages.
+fn page_key(limited: &LimitedRule, client: u64) -> store::PageKey {
+    limited.pages.page(limited.limiter.page_of(client))
+}
+
 /// Charges `cost` to `client` in rule `rule`, at the given levels (see [`LimitedRule::levels`]);
 /// also gives the rule's stats of how the store placed the client.
 pub fn charge(
     store: &dyn SharedStore,
     attempts: u32,
     (rule, limited): (usize, &LimitedRule),
-    client: u64,
-    cost: u64,
+    (client, cost): (u64, u64),
     levels: &[u64],
     now_ms: u64,
 ) -> (Charging, [Option<Stat>; 2]) {
-    let key = limited.pages.page(limited.limiter.page_of(client));
+    let key = page_key(limited, client);
     let updated = store::update(store, &key, attempts, |page| {
         limited.limiter.charge(page, client, cost, levels, now_ms)
     });
@@ -72,29 +77,27 @@ pub fn charge(
         placed,
         result.over_capacity.then_some(Stat::CapacityRefused),
     ];
+    let now_ms = result.now_ms;
     let charging = match result.verdict {
         Verdict::Admitted => Charging::Admitted(Charge {
             rule,
             client,
             cost,
-            at_ms: result.now_ms,
+            at_ms: now_ms,
             statuses: result.statuses,
             undone: false,
         }),
         Verdict::Refused => Charging::Refused {
             statuses: result.statuses,
-            now_ms: result.now_ms,
+            now_ms,
             own_counts_only: result.own_counts_only,
         },
         Verdict::Capacity => Charging::Capacity {
-            retry_at_ms: result
-                .statuses
-                .iter()
-                .filter(|s| !s.fits)
-                .map(|s| s.retry_at_ms.unwrap_or(result.now_ms + s.window_ms))
+            retry_at_ms: (result.statuses.iter().filter(|s| !s.fits))
+                .map(|s| s.retry_at(now_ms))
                 .max()
-                .unwrap_or(result.now_ms),
-            now_ms: result.now_ms,
+                .unwrap_or(now_ms),
+            now_ms,
         },
     };
     (charging, stats)
@@ -107,14 +110,49 @@ impl Charge {
         if std::mem::replace(&mut self.undone, true) {
             return;
         }
-        let key = limited.pages.page(limited.limiter.page_of(self.client));
-        let _ = store::update(store, &key, attempts, |page| {
-            limited
-                .limiter
-                .refund(page, self.client, self.cost, self.at_ms)
-        });
+        give_back(
+            limited,
+            store,
+            attempts,
+            (self.client, self.cost, self.at_ms),
+        );
         for status in &mut self.statuses {
             status.remaining = (status.remaining + self.cost).min(status.requests);
         }
     }
+
+    /// Whether the count stands (it was not given back).
+    pub fn stands(&self) -> bool {
+        !self.undone
+    }
+}
+
+/// Gives back `cost` counted for `client` at `at_ms` (best effort within `attempts`: a count
+/// that cannot be proven the client's stays counted; see `Limiter::refund`).
+pub fn give_back(
+    limited: &LimitedRule,
+    store: &dyn SharedStore,
+    attempts: u32,
+    (client, cost, at_ms): (u64, u64, u64),
+) {
+    let key = page_key(limited, client);
+    let _ = store::update(store, &key, attempts, |page| {
+        let given = limited.limiter.refund(page, client, cost, at_ms);
+        (given, ())
+    });
+}
+
+/// Counts `extra` more for `client` at `now_ms` in every limit of the rule, whatever the limits
+/// say (a response that cost more than its request held). Best effort within `attempts`.
+pub fn charge_more(
+    limited: &LimitedRule,
+    store: &dyn SharedStore,
+    attempts: u32,
+    (client, extra): (u64, u64),
+    now_ms: u64,
+) {
+    let key = page_key(limited, client);
+    let _ = store::update(store, &key, attempts, |page| {
+        (limited.limiter.add(page, client, extra, now_ms), ())
+    });
 }

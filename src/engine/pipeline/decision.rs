@@ -1,0 +1,42 @@
+//! What the pipeline gives the host for one request.
+
+use crate::engine::log::RefusalNote;
+use crate::engine::settle::Ticket;
+use crate::engine::stats::Events;
+use crate::response::{Headers, Reply};
+
+/// What the host does with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Let it through and write nothing.
+    Pass,
+    /// Let it through and add these headers to the response.
+    Allow(Headers),
+    /// Answer locally.
+    Refuse(Reply),
+}
+
+/// The action, what happened on the way (for the stats), what the request holds in the store
+/// until it settles, and the refusal to note in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub events: Events,
+    /// What an admitted request holds, to settle when its stream ends (`super::settle`); empty
+    /// when nothing is to be settled (refused, or no rule that settles).
+    pub ticket: Ticket,
+    /// A refusal for the refusal log (the host samples these: `RefusalLog`).
+    pub refusal: Option<RefusalNote>,
+}
+
+impl Decision {
+    /// A request the filter leaves alone.
+    pub fn pass() -> Self {
+        Decision {
+            action: Action::Pass,
+            events: Events::new(),
+            ticket: Ticket::default(),
+            refusal: None,
+        }
+    }
+}
