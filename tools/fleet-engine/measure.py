@@ -1,8 +1,8 @@
-"""Measurements behind fleet/engine/README.md, against the real engine and a Redis of its own.
+"""Measurements behind tools/fleet-engine/README.md, against the real engine and a Redis of its own.
 
-    .venv/bin/python fleet/engine/measure.py concurrency [--rounds 10]
-    .venv/bin/python fleet/engine/measure.py latency [--calls 3000]
-    .venv/bin/python fleet/engine/measure.py spans [--seconds 12]
+    .venv/bin/python tools/fleet-engine/measure.py concurrency [--rounds 10]
+    .venv/bin/python tools/fleet-engine/measure.py latency [--calls 3000]
+    .venv/bin/python tools/fleet-engine/measure.py spans [--seconds 12]
 
 Every process is started on a free loopback port and stopped by pid (tests/e2e/fleet_harness.py).
 """
