@@ -3,7 +3,9 @@
 
 - no function outside tests longer than 60 lines;
 - no file with more than 600 lines of code outside tests (comments and blank lines not counted);
-- no import cycle among the crate's top-level modules (`use crate::x`);
+- no import cycle among the crate's top-level modules (`use crate::x`), nor among its files (a file
+  inside a folder imports from the file that defines a name, not from the folder's `mod.rs` that
+  re-exports it);
 - the hosts (`src/host/`, `src/native/`) import the engine's face (`crate::engine`) and nothing
   else of the crate.
 
@@ -128,6 +130,9 @@ def main() -> int:
     cycle = find_cycle(graph)
     if cycle:
         breaches.append("import cycle among top-level modules: " + " -> ".join(cycle))
+    cycle = find_cycle(file_graph())
+    if cycle:
+        breaches.append("import cycle among files: " + " -> ".join(cycle))
     if args.report:
         print("longest functions:")
         for length, where in sorted(longest, reverse=True)[:10]:
@@ -141,6 +146,92 @@ def main() -> int:
     for breach in sorted(set(breaches)):
         print(breach)
     return 1 if breaches else 0
+
+
+def module_files() -> dict[tuple[str, ...], Path]:
+    """Every module of the crate (outside tests) by its path, e.g. ("engine", "pipeline")."""
+    modules = {(): SRC / "lib.rs"}
+    for path in SRC.rglob("*.rs"):
+        rel = path.relative_to(SRC)
+        if "bin" in rel.parts or path.name in ("lib.rs", "tests.rs", "testing.rs") or "tests" in rel.parts[:-1]:
+            continue
+        parts = rel.with_suffix("").parts
+        modules[parts[:-1] if parts[-1] == "mod" else parts] = path
+    return modules
+
+
+def use_paths(lines: list[str]) -> list[tuple[list[str], list[str]]]:
+    """The paths a file's `use` declarations name, braces expanded (`a::{b, c::d}`), each with
+    the inline modules (`mod name { ... }`) the declaration sits in."""
+    out = []
+    inline: list[tuple[int, str]] = []  # (indentation, name) of the open inline modules
+    text = "\n".join(lines)
+    offsets, pos = [], 0
+    for line in lines:
+        offsets.append(pos)
+        pos += len(line) + 1
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        inline = [(d, n) for d, n in inline if d < indent or (d == indent and not line.strip().startswith("}"))]
+        m = re.match(r"\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*\{", line)
+        if m:
+            inline.append((indent, m.group(3)))
+            continue
+        u = re.match(r"\s*(pub(\([^)]*\))?\s+)?use\s+", line)
+        if not u:
+            continue
+        end = text.index(";", offsets[i])
+        tree = re.sub(r"\s+", "", text[offsets[i] + u.end():end])
+        for path in expand(tree):
+            out.append(([p for p in path.split("::") if p], [n for _, n in inline]))
+    return out
+
+
+def expand(tree: str) -> list[str]:
+    if "{" not in tree:
+        return [tree.split(" as ")[0]]
+    head, rest = tree.split("{", 1)
+    inner = rest[: rest.rindex("}")]
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(inner):
+        depth += c == "{"
+        depth -= c == "}"
+        if c == "," and depth == 0:
+            items.append(inner[start:i])
+            start = i + 1
+    items.append(inner[start:])
+    return [p for item in items if item for p in expand(head + item)]
+
+
+def file_graph() -> dict[str, set[str]]:
+    """Which file imports from which, among the crate's files outside tests."""
+    modules = module_files()
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        lines = [re.sub(r"//.*", "", line) for _, line in code_lines(path.read_text().splitlines())]
+        for parts, inner in use_paths(lines):
+            here = module + tuple(inner)
+            if parts[0] == "crate":
+                target = parts[1:]
+            elif parts[0] == "super":
+                base = list(here)
+                while parts and parts[0] == "super":
+                    base = base[:-1]
+                    parts = parts[1:]
+                target = base + parts
+            elif parts[0] == "self":
+                target = list(here) + parts[1:]
+            elif tuple(list(here) + parts[:1]) in modules:
+                target = list(here) + parts
+            else:
+                continue  # another crate
+            # The longest module the path names; an item of it lives in that module's file.
+            while target and tuple(target) not in modules:
+                target = target[:-1]
+            imported = modules[tuple(target)]
+            if imported != path and tuple(target) != ():
+                graph[str(path.relative_to(ROOT))].add(str(imported.relative_to(ROOT)))
+    return graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

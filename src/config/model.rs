@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::WindowSpec;
+use super::duration::WindowSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]

@@ -4,7 +4,7 @@
 //! flood of log lines) and writes the line. A line names the rule, the limit, the hashed client
 //! and the plan — never the key.
 
-use super::Filter;
+use super::filter::Filter;
 use crate::config::RefusalLog as Level;
 use crate::hash::display_hash;
 

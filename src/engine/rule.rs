@@ -14,8 +14,6 @@ use crate::response::{LimitText, ResponseFormat};
 use crate::route::RouteMatcher;
 use crate::store::{PageKeys, StoreSettings};
 
-use super::settle::Settling;
-
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
@@ -256,4 +254,23 @@ fn compile_also(index: usize, rules: &[RuleConfig], at: &str, errors: &mut Error
         }
     }
     also
+}
+
+/// What a rule does with a request's charge once the response is known. The default settles
+/// nothing: every admitted request stays counted as charged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settling {
+    /// The statuses (inclusive ranges) whose requests stay counted; the charges of the others,
+    /// and of a stream that ended without a response, are given back. `None`: every request
+    /// stays counted.
+    pub counted: Option<Vec<(u32, u32)>>,
+    /// What the response says it cost replaces what the request held.
+    pub actual_cost: bool,
+}
+
+impl Settling {
+    /// Whether anything is ever settled: else the rule's charges need no ticket.
+    pub fn settles(&self) -> bool {
+        self.counted.is_some() || self.actual_cost
+    }
 }

@@ -12,43 +12,10 @@
 
 use smallvec::SmallVec;
 
+use super::filter::Filter;
 use super::ledger;
-use super::rule::LimitedRule;
-use super::Filter;
+use super::rule::{LimitedRule, Settling};
 use crate::store::SharedStore;
-
-/// What a rule does with a request's charge once the response is known. The default settles
-/// nothing: every admitted request stays counted as charged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settling {
-    /// The statuses (inclusive ranges) whose requests stay counted; the charges of the others,
-    /// and of a stream that ended without a response, are given back. `None`: every request
-    /// stays counted.
-    pub counted: Option<Vec<(u32, u32)>>,
-    /// What the response says it cost replaces what the request held.
-    pub actual_cost: bool,
-}
-
-impl Settling {
-    /// Whether anything is ever settled: else the rule's charges need no ticket.
-    pub fn settles(&self) -> bool {
-        self.counted.is_some() || self.actual_cost
-    }
-
-    /// What a request that held `held` finally costs, given its response.
-    fn final_cost(&self, held: u64, facts: &ResponseFacts) -> u64 {
-        let counted = match (&self.counted, facts.status) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(ranges), Some(status)) => ranges.iter().any(|&(a, b)| (a..=b).contains(&status)),
-        };
-        match (counted, self.actual_cost) {
-            (false, _) => 0,
-            (true, true) => facts.cost.unwrap_or(held),
-            (true, false) => held,
-        }
-    }
-}
 
 /// What the response says, as far as settling needs it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,6 +80,20 @@ pub fn settle(
     }
 }
 
+/// What a request that held `held` finally costs under `settling`, given its response.
+fn final_cost(settling: &Settling, held: u64, facts: &ResponseFacts) -> u64 {
+    let counted = match (&settling.counted, facts.status) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(ranges), Some(status)) => ranges.iter().any(|&(a, b)| (a..=b).contains(&status)),
+    };
+    match (counted, settling.actual_cost) {
+        (false, _) => 0,
+        (true, true) => facts.cost.unwrap_or(held),
+        (true, false) => held,
+    }
+}
+
 fn settle_rule(
     limited: &LimitedRule,
     store: &dyn SharedStore,
@@ -121,7 +102,7 @@ fn settle_rule(
     facts: &ResponseFacts,
     now_ms: u64,
 ) {
-    let cost = limited.settling.final_cost(held.cost, facts);
+    let cost = final_cost(&limited.settling, held.cost, facts);
     if cost < held.cost {
         let back = held.cost - cost;
         ledger::give_back(limited, store, attempts, (held.client, back, held.at_ms));
@@ -134,7 +115,7 @@ fn settle_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{decide, Action, Decision};
+    use crate::engine::{decide, Action, Decision, Filter};
     use crate::store::MemoryStore;
     use crate::testing::FakeRequest;
 

@@ -8,9 +8,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 
 use super::calls::Waiting;
+use super::io::now_ms;
 use super::io::{response_status, HostRequest, HostStore};
 use super::loaded::{Carried, Loaded};
-use super::now_ms;
 use crate::engine::{begin, settle, Headers, Progress, ResponseFacts, Ticket};
 
 pub struct RateLimitHttp {

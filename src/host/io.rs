@@ -2,6 +2,9 @@
 //! Both go through the host calls of the *effective* context, so the root can decide on behalf
 //! of a request it resumes.
 
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::traits::Context;
 use proxy_wasm::types::MapType;
 
 use crate::engine::{CasMismatch, RequestView, SharedStore};
@@ -50,4 +53,19 @@ pub fn response_status() -> Option<u32> {
     u32::try_from(i64::from_le_bytes(bytes))
         .ok()
         .filter(|&s| s > 0)
+}
+
+/// The wall clock in milliseconds.
+pub fn now_ms(context: &dyn Context) -> u64 {
+    context
+        .get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random number per call (a per-process hash seed, a queue name).
+pub fn random(context: &dyn Context) -> u64 {
+    let state = std::collections::hash_map::RandomState::new();
+    std::hash::BuildHasher::hash_one(&state, context.get_current_time())
 }

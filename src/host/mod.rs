@@ -9,7 +9,7 @@ mod io;
 mod loaded;
 
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -17,7 +17,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use crate::engine::{Filter, FleetVerdict};
 use calls::{RootCalls, Waiting};
 use http::RateLimitHttp;
-use io::HostStore;
+use io::{now_ms, random, HostStore};
 use loaded::Loaded;
 
 proxy_wasm::main! {{
@@ -32,21 +32,6 @@ struct RateLimitRoot {
     config: Option<Rc<Loaded>>,
     /// This worker's requests waiting for the rate limit service, and its calls in flight.
     waiting: Rc<Waiting>,
-}
-
-/// The wall clock in milliseconds.
-fn now_ms(context: &dyn Context) -> u64 {
-    context
-        .get_current_time()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A random number per call (a per-process hash seed, a queue name).
-fn random(context: &dyn Context) -> u64 {
-    let state = std::collections::hash_map::RandomState::new();
-    std::hash::BuildHasher::hash_one(&state, context.get_current_time())
 }
 
 /// How often this VM hands its counts to Envoy's stats.

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::percent;
-use super::Request;
+use super::view::Request;
 use crate::config::{self, valid_header_name, Errors, Report};
 use crate::hash::KeyKind;
 

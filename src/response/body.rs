@@ -1,11 +1,9 @@
-//! The refusal body: the presets, the one default message, and what each placeholder is filled
-//! with for a refused request.
+//! The refusal body's presets, the one default message, and the placeholders' values that every
+//! refusal by one limit, for one plan, shares (rendered at load).
 
 use serde_json::{json, Value};
 
-use super::template::{Filled, Placeholder, Placeholders, TextTemplate};
-use super::time::iso8601_utc;
-use super::{Checked, LimitText};
+use super::template::{Filled, Placeholder};
 use crate::config::format_window;
 
 /// The message of a limit that has none of its own, and of both presets.
@@ -36,63 +34,13 @@ pub fn problem_json_body() -> Value {
     })
 }
 
-/// What the placeholders of a refusal are filled with.
-pub struct RefusalValues<'a> {
-    pub status: u32,
-    pub headline: Checked<'a>,
-    /// Every limit checked (the violated ones are named by `{{violated_policies}}`).
-    pub checked: &'a [Checked<'a>],
-    pub retry_after: u64,
-    pub retry_at_ms: u64,
-    pub rule: &'a str,
-    pub plan: Option<&'a str>,
-    pub request_id: Option<String>,
-    pub default_message: &'a TextTemplate,
-}
-
-impl Placeholders for RefusalValues<'_> {
-    fn fill(&self, placeholder: Placeholder) -> Filled {
-        let status = &self.headline.status;
-        match placeholder {
-            Placeholder::Remaining => Filled::Number(status.remaining),
-            Placeholder::RetryAfter => Filled::Number(self.retry_after),
-            Placeholder::Reset => Filled::Number(self.retry_at_ms.div_ceil(1000)),
-            Placeholder::ResetIso => Filled::Text(iso8601_utc(self.retry_at_ms)),
-            Placeholder::RequestId => self.request_id.clone().map_or(Filled::Null, Filled::Text),
-            Placeholder::Message => Filled::Text(
-                self.headline
-                    .limit
-                    .message
-                    .as_ref()
-                    .unwrap_or(self.default_message)
-                    .render(self),
-            ),
-            Placeholder::ViolatedPolicies => Filled::List(
-                self.checked
-                    .iter()
-                    .filter(|c| !c.status.fits)
-                    .map(|c| c.limit.name.clone())
-                    .collect(),
-            ),
-            other => FixedValues {
-                status: self.status,
-                limit: self.headline.limit,
-                requests: status.requests,
-                window_ms: status.window_ms,
-                rule: self.rule,
-                plan: self.plan,
-            }
-            .fill(other)
-            .unwrap_or(Filled::Null),
-        }
-    }
-}
-
 /// What every refusal by one limit, for one plan, says alike (rendered at load); the rest
 /// (`None`) changes from request to request.
 pub struct FixedValues<'a> {
     pub status: u32,
-    pub limit: &'a LimitText,
+    /// The limit's name and error code.
+    pub name: &'a str,
+    pub code: &'a str,
     /// The limit's level for the plan.
     pub requests: u64,
     pub window_ms: u64,
@@ -106,10 +54,10 @@ impl FixedValues<'_> {
             Placeholder::Limit => Filled::Number(self.requests),
             Placeholder::Window => Filled::Text(format_window(self.window_ms)),
             Placeholder::WindowSeconds => Filled::Number(self.window_ms.div_ceil(1000)),
-            Placeholder::Policy => Filled::Text(self.limit.name.clone()),
+            Placeholder::Policy => Filled::Text(self.name.to_string()),
             Placeholder::Rule => Filled::Text(self.rule.to_string()),
             Placeholder::Status => Filled::Number(self.status as u64),
-            Placeholder::Code => Filled::Text(self.limit.code.clone()),
+            Placeholder::Code => Filled::Text(self.code.to_string()),
             Placeholder::Plan => self
                 .plan
                 .map_or(Filled::Null, |p| Filled::Text(p.to_string())),

@@ -1,8 +1,16 @@
 //! What a rule asks of a request: compiled path patterns, methods, hosts and route names.
 
 use super::path::{canonical_segments, CanonicalPath};
-use super::RouteFacts;
 use crate::config::{Errors, MatchConfig, PathMatch, Report};
+
+/// The request attributes routing needs, read once per request.
+#[derive(Debug, Clone, Default)]
+pub struct RouteFacts<'a> {
+    pub path: CanonicalPath<'a>,
+    pub method: Option<Vec<u8>>,
+    pub authority: Option<Vec<u8>>,
+    pub route_name: Option<Vec<u8>>,
+}
 
 /// A path pattern, compiled to canonical segments (see [`super::path`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

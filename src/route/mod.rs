@@ -5,19 +5,10 @@
 mod matcher;
 mod path;
 
-pub use matcher::RouteMatcher;
+pub use matcher::{RouteFacts, RouteMatcher};
 use path::CanonicalPath;
 
 use crate::request::Request;
-
-/// The request attributes routing needs, read once per request.
-#[derive(Debug, Clone, Default)]
-pub struct RouteFacts<'a> {
-    pub path: CanonicalPath<'a>,
-    pub method: Option<Vec<u8>>,
-    pub authority: Option<Vec<u8>>,
-    pub route_name: Option<Vec<u8>>,
-}
 
 /// Every rule's matcher, in config order, and which attributes any of them reads (the others are
 /// never asked of the host).

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::{CasMismatch, SharedStore};
+use super::shared::{CasMismatch, SharedStore};
 
 /// An in-process store with the host's semantics, for tests and the native tools.
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
 //! The per-process seed of the client-key hash, agreed on by every worker through shared data.
 
-use super::{update, SharedStore};
+use super::shared::{update, SharedStore};
 
 /// The hash seed every worker of this Envoy process uses: the first worker to configure stores
 /// its random `candidate` under `key` (a create-if-absent write), and every worker, the canary VM

@@ -12,8 +12,8 @@ mod sections;
 
 use serde_json::Value;
 
+use super::error::{ConfigError, Errors};
 use super::model::FilterConfig;
-use super::{ConfigError, Errors};
 
 /// Parses the configuration bytes; `Err` lists every shape problem with its path.
 pub fn read(bytes: &[u8]) -> Result<FilterConfig, Errors> {

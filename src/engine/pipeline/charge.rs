@@ -4,12 +4,12 @@
 
 use super::stop::Stop;
 use crate::config::{OnFailure, OnMissingKey};
+use crate::engine::filter::Filter;
 use crate::engine::ledger::{self, Charge, Charging};
 use crate::engine::log::{RefusalNote, Why};
 use crate::engine::refusals::RefusalMemory;
 use crate::engine::rule::LimitedRule;
 use crate::engine::stats::{Event, Events, Stat};
-use crate::engine::Filter;
 use crate::hash::{client_hash, KeyKind};
 use crate::limiter::headline_index;
 use crate::request::Request;

@@ -5,10 +5,10 @@
 
 use super::stop::Stop;
 use crate::config::OnFleetError;
+use crate::engine::filter::Filter;
 use crate::engine::ledger::Charge;
 use crate::engine::rule::LimitedRule;
 use crate::engine::stats::{Event, Events, Stat};
-use crate::engine::Filter;
 use crate::fleet::{FleetCall, FleetMemory, Recall, Verdict};
 
 /// A call to the service for a request's last charge: the request's own (`call`), or one in

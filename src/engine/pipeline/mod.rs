@@ -22,12 +22,12 @@ pub use select::Selection;
 
 use smallvec::SmallVec;
 
+use super::filter::Filter;
 use super::ledger::Charge;
 use super::log::RefusalNote;
 use super::memory::Memory;
 use super::settle::Ticket;
 use super::stats::{Event, Events};
-use super::Filter;
 use crate::fleet::{FleetCall, Verdict};
 use crate::hash::KeyKind;
 use crate::request::{Request, RequestView};

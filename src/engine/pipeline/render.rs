@@ -3,9 +3,9 @@
 
 use super::decision::Action;
 use super::stop::Stop;
+use crate::engine::filter::Filter;
 use crate::engine::ledger::Charge;
 use crate::engine::stats::Stat;
-use crate::engine::Filter;
 use crate::limiter::LimitStatus;
 use crate::request::Request;
 use crate::response::{self, Checked, Outcome};

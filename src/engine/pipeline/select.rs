@@ -2,7 +2,7 @@
 
 use smallvec::SmallVec;
 
-use crate::engine::Filter;
+use crate::engine::filter::Filter;
 use crate::hash::KeyKind;
 use crate::request::Request;
 
