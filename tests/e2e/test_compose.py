@@ -89,7 +89,8 @@ def test_the_compose_tool_accepts_the_file(profile):
     services = yaml.safe_load(run.stdout)["services"]
     assert {"envoy", "upstream"} <= set(services)
     # docker compose v2 leaves out the services of inactive profiles; docker-compose 1.29 lists them.
-    assert "prometheus" in services if profile else services.get("prometheus", {"profiles": ["metrics"]})["profiles"] == ["metrics"]
+    for name in ("prometheus", "grafana"):
+        assert name in services if profile else services.get(name, {"profiles": ["metrics"]})["profiles"] == ["metrics"]
 
 
 # --- running it ----------------------------------------------------------------------------------
