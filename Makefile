@@ -9,7 +9,7 @@ CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 WASM := target/filter/envoy_ratelimit_wasm.wasm
 CONCURRENCY ?= 2
 
-.PHONY: all help setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config clean
+.PHONY: all help setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean
 
 all: build
 
@@ -72,8 +72,9 @@ run-fleet: setup build fleet-engine tool
 tool:
 	cargo build --quiet --features cli --bin ratelimit-config
 
-## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark)
-test: setup .wrk build bench-setup fleet-engine docker-images fleet-engine-unit unit e2e
+## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark),
+## and the docs' checks (make docs-check)
+test: setup .wrk .promtool build bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
 	cargo test --quiet --features cli,internals
@@ -101,7 +102,46 @@ schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
 e2e: setup build
-	FLEET_ENGINE_REQUIRED=1 $(PY) -m pytest tests/e2e -q
+	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
+
+# promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries
+# (tests/e2e/test_dashboards.py). The package's service is not started (no init system here; on
+# a machine with one, apt's policy decides).
+.promtool:
+	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	touch $@
+
+# The book (docs/): mdBook, pinned, where `cargo install` puts it (installed when that binary is
+# missing or another version; without the live-reload server, which nothing here uses).
+MDBOOK_VERSION := 0.5.4
+MDBOOK := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/mdbook
+.mdbook:
+	@if [ "$$($(MDBOOK) --version 2>/dev/null)" != "mdbook v$(MDBOOK_VERSION)" ]; then \
+	  echo "installing mdbook $(MDBOOK_VERSION) with cargo (a few minutes, once)"; \
+	  nice cargo install mdbook --version $(MDBOOK_VERSION) --locked --quiet --no-default-features --features search; \
+	fi
+	touch $@
+
+## docs: the book, built into target/book/ (open target/book/index.html)
+docs: .mdbook
+	$(MDBOOK) build docs
+
+## docs-check: every JSON configuration of the README and the book through the configuration check,
+## every Envoy bootstrap through envoy --mode validate, every link followed, and the book built
+## without a warning (tools/check_docs.py; run by make test)
+docs-check: setup build tool .mdbook
+	$(PY) tools/check_docs.py --tool target/debug/ratelimit-config --envoy $(ENVOY)
+	@out=$$($(MDBOOK) build docs 2>&1); status=$$?; echo "$$out" | tail -n 3; \
+	if [ $$status -ne 0 ] || echo "$$out" | grep -E '(WARN|ERROR)'; then \
+	  echo "docs-check: mdbook build failed or warned" >&2; exit 1; fi
+
+## pictures: the book's pictures, from the simulator, the real core and BENCHMARKS.md's figures
+## (docs/pictures/; writes docs/src/images/*.png, committed; not part of make test)
+pictures: setup
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r docs/pictures/requirements.txt
+	cd bench/micro && nice cargo run --quiet --release --example picture_data > ../../target/picture-data.json
+	$(PY) docs/pictures/make_pictures.py target/picture-data.json docs/src/images
 
 ## compose-config: regenerate the compose stacks' generated files from envoy/envoy.yaml:
 ## envoy/envoy.compose.yaml (docker-compose.yml), envoy/envoy.fleet.compose.yaml and
@@ -125,4 +165,4 @@ include tests/docker/docker.mk
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .wasm-target .wrk .binaryen .fleet-apt
+	rm -rf $(VENV) .wasm-target .wrk .binaryen .fleet-apt .promtool .mdbook

@@ -169,9 +169,11 @@ def test_compose_envoy_configs_validate(path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
-# --- docker-compose: the optional Prometheus (profile "metrics") --------------------------------
-# Its image cannot be built here (no Prometheus binary on the machine), so this profile is checked
-# by structure only; `docker compose config` reads it in test_compose.py.
+# --- docker-compose: the optional Prometheus and Grafana (profile "metrics") --------------------
+# Neither image can be had here (no registry; Grafana is in neither Debian nor PyPI; Debian's
+# Prometheus is 2.42, not the compose file's v3.5.0), so this profile is checked by structure;
+# `docker compose config` reads it in test_compose.py, and test_dashboards.py checks the dashboard
+# and the alert rules with promtool against a real Envoy's stats.
 
 def test_compose_metrics_profile_scrapes_envoy_admin():
     services = compose()["services"]
@@ -193,6 +195,30 @@ def test_compose_metrics_profile_scrapes_envoy_admin():
     targets = [t for group in envoy_job["static_configs"] for t in group["targets"]]
     admin_port = socket_of(yaml.safe_load(COMPOSE_CONFIG.read_text()), "admin", "address")[1]
     assert targets == [f"envoy:{admin_port}"]
+    # The alert rules are mounted where prometheus.yml loads them from.
+    rule_files = yaml.safe_load(PROMETHEUS_YML.read_text())["rule_files"]
+    assert [files[f] for f in rule_files] == [(ROOT / "deploy" / "prometheus" / "ratelimit-alerts.yml").resolve()]
+
+
+def test_compose_metrics_profile_has_grafana_with_the_dashboard_provisioned():
+    services = compose()["services"]
+    grafana = services["grafana"]
+    assert grafana["profiles"] == ["metrics"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    assert published(grafana) == {3000: ("127.0.0.1", "GRAFANA_PORT", 3000)}
+    assert "prometheus" in grafana["depends_on"]
+    files = mounts(grafana)
+    provisioning = files["/etc/grafana/provisioning"]
+    assert provisioning == (ROOT / "deploy" / "grafana" / "provisioning").resolve()
+    # The datasource is the compose Prometheus, by its service name and container port.
+    source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    # The dashboard provider reads the folder the dashboard is mounted into.
+    provider = yaml.safe_load((provisioning / "dashboards" / "ratelimit.yml").read_text())["providers"][0]
+    folder = provider["options"]["path"]
+    dashboards = {target: host for target, host in files.items() if target.startswith(folder + "/")}
+    assert list(dashboards.values()) == [(ROOT / "deploy" / "grafana" / "ratelimit-dashboard.json").resolve()]
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] in dashboards
 
 # --- docker-compose.fleet.yml: the file's structure (tests/e2e/test_compose_fleet.py runs it) ----
 
@@ -503,8 +529,8 @@ def test_before_jwt_answers_429_before_401(echo_upstream):
         assert envoy.get("/healthz").status == 200
 
 
-def demo_token_from_deploy_md():
-    text = (ROOT / "envoy" / "DEPLOY.md").read_text()
+def demo_token_from_the_book():
+    text = (ROOT / "docs" / "src" / "deploying" / "envoy.md").read_text()
     return re.search(r"DEMO_TOKEN=(ey[\w-]+\.[\w-]+\.[\w-]+)", text).group(1)
 
 
@@ -537,14 +563,14 @@ def test_after_jwt_limits_each_verified_subject(echo_upstream):
         assert no_sub.status == 401
         assert no_sub.json()["error"] == "missing_client_key"
 
-        # The demo token DEPLOY.md gives for curl is accepted.
-        assert envoy.get("/api/items", bearer(demo_token_from_deploy_md())).status == 200
+        # The demo token the book's Envoy chapter gives for curl is accepted.
+        assert envoy.get("/api/items", bearer(demo_token_from_the_book())).status == 200
         assert envoy.get("/healthz").status == 200
 
 
 def test_filter_stats_reach_prometheus_through_an_istio_style_stats_matcher(echo_upstream):
     """Istio only creates the Envoy stats its inclusion list matches. The filter's stats are
-    matched as `wasmcustom.<key_prefix>...` (DEPLOY.md's proxyStatsMatcher), and Prometheus sees
+    matched as `wasmcustom.<key_prefix>...` (the book's Istio chapter: proxyStatsMatcher), and Prometheus sees
     them as `<key_prefix>_<rule>_<stat>` on the path prometheus.yml scrapes."""
     config = render_config(None, echo_upstream, 0, 0)
     config["stats_config"] = {"stats_matcher": {"inclusion_list": {"patterns": [{"prefix": "wasmcustom.ratelimit"}]}}}
