@@ -32,7 +32,11 @@ fn burst() -> String {
         let t_ms = 30_000 + i * 100;
         let action = decide(&filter, &store, &request, BASE_MS + t_ms).action;
         times.push(t_ms.to_string());
-        admitted.push(if matches!(action, Action::Allow(_)) { "1" } else { "0" });
+        admitted.push(if matches!(action, Action::Allow(_)) {
+            "1"
+        } else {
+            "0"
+        });
     }
     format!(
         "{{\"limit\": 100, \"window_ms\": 60000, \"t_ms\": [{}], \"admitted\": [{}]}}",
@@ -44,7 +48,8 @@ fn burst() -> String {
 fn spray() -> String {
     let limits = r#"[{"name": "per_minute", "requests": 10, "window": "1m"},
                      {"name": "per_day", "requests": 1000, "window": "1d"}]"#;
-    let filter = Filter::load(config(limits, r#", "store": {"max_clients": 1000}"#).as_bytes()).unwrap();
+    let filter =
+        Filter::load(config(limits, r#", "store": {"max_clients": 1000}"#).as_bytes()).unwrap();
     let store = MemoryStore::new();
     let mut request = Request::get("/api/spray", "");
     let (spray_from, spray_to, end) = (30_000u64, 130_000u64, 240_000u64);
@@ -70,7 +75,9 @@ fn spray() -> String {
                 sent += 1;
                 match decide(&filter, &store, &request, BASE_MS + now).action {
                     Action::Allow(_) => admitted += 1,
-                    Action::Refuse(reply) if reply.body.contains("rate_limit_capacity") => capacity += 1,
+                    Action::Refuse(reply) if reply.body.contains("rate_limit_capacity") => {
+                        capacity += 1
+                    }
                     _ => {}
                 }
             }
