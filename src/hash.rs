@@ -13,6 +13,14 @@ pub enum KeyKind {
     ClientIp,
     /// The one counter shared by requests without a key.
     Missing,
+    Metadata,
+    FilterState,
+    RouteName,
+    Method,
+    /// Several sources' values together (`"key": {"all": [...]}`).
+    Composite,
+    /// The one counter of a rule keyed `"shared"`.
+    Shared,
 }
 
 /// SipHash-1-3 of the seed, the kind and the key bytes.

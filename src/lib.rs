@@ -34,9 +34,10 @@ pub use config::{ConfigError, ConfigErrors};
 pub use engine::{
     begin, decide, settle, stat_names, Action, Call, CallHost, CasMismatch, Client, Contended,
     Decision, Event, Events, Filter, FleetSettings, FleetVerdict, HeaderName, HeaderValue, Headers,
-    Memory, Progress, RefusalLog, RefusalNote, Reply, RequestView, ResponseFacts, SharedStore,
-    StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
+    Memory, Progress, RefusalLog, RefusalNote, Reply, RequestStatus, RequestView, ResponseFacts,
+    SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
 };
+pub use engine::{Computed, MetadataPath};
 pub use store::MemoryStore;
 
 /// The core's inner pieces, for the accuracy simulator (`tests/accuracy.rs`) and the native

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::request::RequestView;
+use crate::request::{Computed, MetadataPath, RequestView};
 use crate::store::{CasMismatch, Contended, SharedStore};
 
 /// A request from a map of headers, with a client address and an optional route name.
@@ -12,6 +12,9 @@ pub struct FakeRequest {
     pub headers: HashMap<String, Vec<u8>>,
     pub source: Option<Vec<u8>>,
     pub route: Option<Vec<u8>>,
+    /// Dynamic metadata, by `namespace/key.path.steps`.
+    pub metadata: HashMap<String, Computed>,
+    pub filter_state: HashMap<String, Vec<u8>>,
 }
 
 impl FakeRequest {
@@ -22,8 +25,14 @@ impl FakeRequest {
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             source: Some(b"192.0.2.7:51234".to_vec()),
-            route: None,
+            ..FakeRequest::default()
         }
+    }
+
+    /// Sets a dynamic metadata value at `namespace/key.path.steps`.
+    pub fn metadata(mut self, at: &str, value: Computed) -> Self {
+        self.metadata.insert(at.to_string(), value);
+        self
     }
 }
 
@@ -36,6 +45,14 @@ impl RequestView for FakeRequest {
     }
     fn route_name(&self) -> Option<Vec<u8>> {
         self.route.clone()
+    }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        let steps: String = at.path.iter().map(|p| format!(".{p}")).collect();
+        let name = format!("{}/{}{steps}", at.namespace, at.key);
+        self.metadata.get(&name).cloned()
+    }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        self.filter_state.get(key).cloned()
     }
 }
 

@@ -40,6 +40,7 @@ fn run_limiter(trace: &[Arrival], limit: u64, window_ms: u64, clients: u64) -> R
     let limits = [Limit {
         window_ms,
         requests: vec![limit],
+        ..Limit::default()
     }];
     let limiter = Limiter::new(&limits, clients * 2, 16);
     let pages = PageKeys::new("sim", "r");
@@ -540,7 +541,7 @@ proptest! {
         gaps in prop::collection::vec((0u64..300, 0u64..12, 1u64..4), 1..800),
     ) {
         let (short, long) = (windows.0, windows.0 * windows.1);
-        let rule = [Limit { window_ms: short, requests: vec![limits.0] }, Limit { window_ms: long, requests: vec![limits.1] }];
+        let rule = [Limit { window_ms: short, requests: vec![limits.0], ..Limit::default() }, Limit { window_ms: long, requests: vec![limits.1], ..Limit::default() }];
         let levels = [limits.0, limits.1];
         let limiter = Limiter::new(&rule, 2, 2);
         let store = MemoryStore::new();

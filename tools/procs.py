@@ -95,3 +95,24 @@ def admin_get(port: int, path: str, timeout: float = 5, host: str = "127.0.0.1")
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def wait_envoy_ready(admin_port: int, listen_port: int | None, proc: subprocess.Popen,
+                     timeout: float = 60) -> None:
+    """Waits until Envoy's admin interface says LIVE and (when given) its listener accepts
+    connections. A slow or refused admin read is retried until `timeout` (Envoy's main thread
+    can be busy for seconds compiling the .wasm on a loaded machine); fails at once if `proc`
+    exits."""
+    wait_for_port(admin_port, proc, "Envoy", timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if admin_get(admin_port, "/ready").strip() == "LIVE":
+                if listen_port is not None:
+                    wait_for_port(listen_port, proc, "Envoy", max(deadline - time.monotonic(), 1))
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {proc.returncode} before it was ready")
+        time.sleep(0.05)
+    raise TimeoutError(f"Envoy not ready after {timeout:.0f} s")

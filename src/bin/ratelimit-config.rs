@@ -13,6 +13,7 @@ const USAGE: &str = "usage:
   ratelimit-config check CONFIG.json [CONFIG.json ...]
   ratelimit-config explain CONFIG.json [--method GET] --path /api/x [--host h] [--ip 1.2.3.4]
                            [--route NAME] [--header 'name: value' ...]
+                           [--metadata 'namespace/key.path=value' ...] [--filter-state 'key=value' ...]
   ratelimit-config engine-config CONFIG.json [--engine limitador|envoy-ratelimit]
   ratelimit-config schema";
 
@@ -95,27 +96,9 @@ fn explain(path: &str, args: &[String]) -> ExitCode {
             eprintln!("{flag} needs a value\n{USAGE}");
             return ExitCode::from(2);
         };
-        match flag.as_str() {
-            "--method" => request.method = value.to_ascii_uppercase(),
-            "--path" => request.path = value.clone(),
-            "--host" => request.host = Some(value.clone()),
-            "--ip" => request.client_ip = value.clone(),
-            "--route" => request.route_name = Some(value.clone()),
-            "--header" => match value.split_once(':') {
-                Some((name, v)) => {
-                    request
-                        .headers
-                        .insert(name.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-                None => {
-                    eprintln!("--header takes 'name: value'");
-                    return ExitCode::from(2);
-                }
-            },
-            _ => {
-                eprintln!("unknown option {flag}\n{USAGE}");
-                return ExitCode::from(2);
-            }
+        if let Err(message) = describe(&mut request, flag, value) {
+            eprintln!("{message}");
+            return ExitCode::from(2);
         }
     }
     let now = SystemTime::now()
@@ -124,6 +107,39 @@ fn explain(path: &str, args: &[String]) -> ExitCode {
         .unwrap_or(0);
     print!("{}", config_tool::explain(&config, &request, now));
     ExitCode::SUCCESS
+}
+
+/// One `explain` option into the described request.
+fn describe(request: &mut DescribedRequest, flag: &str, value: &str) -> Result<(), String> {
+    match flag {
+        "--method" => request.method = value.to_ascii_uppercase(),
+        "--path" => request.path = value.to_string(),
+        "--host" => request.host = Some(value.to_string()),
+        "--ip" => request.client_ip = value.to_string(),
+        "--route" => request.route_name = Some(value.to_string()),
+        "--header" => {
+            let (name, v) = value
+                .split_once(':')
+                .ok_or("--header takes 'name: value'")?;
+            let name = name.trim().to_ascii_lowercase();
+            request.headers.insert(name, v.trim().to_string());
+        }
+        "--metadata" => {
+            let usage = "--metadata takes 'namespace/key.path=value'";
+            let (at, v) = value.split_once('=').ok_or(usage)?;
+            let (namespace, key) = at.split_once('/').ok_or(usage)?;
+            let at = (namespace.to_string(), key.to_string());
+            request.metadata.insert(at, v.to_string());
+        }
+        "--filter-state" => {
+            let (key, v) = value
+                .split_once('=')
+                .ok_or("--filter-state takes 'key=value'")?;
+            request.filter_state.insert(key.to_string(), v.to_string());
+        }
+        _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+    }
+    Ok(())
 }
 
 /// The rate limit service's configuration for the fleet-wide limits (Limitador by default).

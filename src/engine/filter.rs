@@ -88,6 +88,20 @@ impl Filter {
         self.fleet.as_ref()
     }
 
+    /// Whether rule `rule` is in shadow mode: its own `mode`, else the filter's.
+    pub(crate) fn shadow_for(&self, rule: usize) -> bool {
+        match self.limited(rule).and_then(|l| l.mode) {
+            Some(mode) => mode == Mode::Shadow,
+            None => self.shadow,
+        }
+    }
+
+    /// Whether the host writes each request's status in its filter state (`response.
+    /// status_filter_state`), for the access log.
+    pub fn records_status(&self) -> bool {
+        self.response.status_filter_state
+    }
+
     /// How many rules the configuration has.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
@@ -119,7 +133,7 @@ impl Filter {
 mod tests {
     use super::*;
     use crate::config::{OnFailure, OnMissingKey};
-    use crate::request::KeySource;
+    use crate::request::{Key, KeySource};
     use crate::testing::assert_each_error_once;
 
     fn load(json: &[u8]) -> Result<Filter, ConfigErrors> {
@@ -152,10 +166,10 @@ mod tests {
         };
         assert_eq!(
             api.key,
-            vec![
+            Key::First(vec![
                 KeySource::Header("x-api-key".into()),
                 KeySource::client_ip(1)
-            ]
+            ])
         );
         assert_eq!(api.texts[0].name, "1m");
         assert_eq!(api.texts[1].name, "daily");
@@ -244,7 +258,7 @@ mod tests {
         let RuleAction::Limit(rule) = &c.rules[0].action else {
             panic!()
         };
-        assert_eq!(rule.key, vec![KeySource::client_ip(0)]);
+        assert_eq!(rule.key, Key::First(vec![KeySource::client_ip(0)]));
         assert_eq!(rule.on_missing_key, OnMissingKey::Shared);
         assert_eq!(c.store.on_full, OnFailure::Deny);
         assert_eq!(c.store.on_contention, OnFailure::Allow);

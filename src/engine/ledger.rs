@@ -93,7 +93,8 @@ pub fn charge(
             own_counts_only: result.own_counts_only,
         },
         Verdict::Capacity => Charging::Capacity {
-            retry_at_ms: (result.statuses.iter().filter(|s| !s.fits))
+            retry_at_ms: (result.statuses.iter())
+                .filter(|s| !s.fits && !limited.is_candidate(s.limit))
                 .map(|s| s.retry_at(now_ms))
                 .max()
                 .unwrap_or(now_ms),
@@ -104,6 +105,19 @@ pub fn charge(
 }
 
 impl Charge {
+    /// A rule's statuses for a request it counted nothing for (a refusal shadow mode lets
+    /// through): shown in the headers, nothing to give back or settle.
+    pub fn nothing_taken(rule: usize, client: u64, statuses: Statuses, at_ms: u64) -> Self {
+        Charge {
+            rule,
+            client,
+            cost: 0,
+            at_ms,
+            statuses,
+            undone: true,
+        }
+    }
+
     /// Gives back what this charge took (best effort within `attempts`; once); its statuses then
     /// report the quota as it stands.
     pub fn undo(&mut self, limited: &LimitedRule, store: &dyn SharedStore, attempts: u32) {

@@ -28,6 +28,8 @@ pub struct RefusalNote {
     pub limit: Option<usize>,
     pub client: u64,
     pub plan: usize,
+    /// The request passes all the same (shadow mode, a rule's or a candidate limit's).
+    pub shadow: bool,
 }
 
 /// One worker's sampling of refusal lines: the second of its last line and the notes not
@@ -88,7 +90,7 @@ fn describe(filter: &Filter, note: &RefusalNote, unlogged: u64) -> String {
         .and_then(|l| Some(filter.limited(note.rule)?.texts.get(l)?.name.as_str()))
         .unwrap_or("-");
     let plan = filter.plans.shown(note.plan).unwrap_or("-");
-    let shadow = filter.shadow;
+    let shadow = note.shadow;
     let action = if shadow { "pass" } else { "refuse" };
     format!(
         "ratelimit: {why} rule={rule} limit={limit} client={} plan={plan} action={action} shadow={shadow} unlogged_since_last={unlogged}",

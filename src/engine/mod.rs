@@ -8,6 +8,7 @@
 
 mod filter;
 mod ledger;
+mod levels;
 mod log;
 mod memory;
 mod pipeline;
@@ -20,7 +21,7 @@ mod waitlist;
 pub use filter::Filter;
 pub use log::{RefusalLog, RefusalNote};
 pub use memory::Memory;
-pub use pipeline::{begin, decide, Action, Decision, Progress, Waiting};
+pub use pipeline::{begin, decide, Action, Decision, Progress, RequestStatus, Waiting};
 pub use settle::{settle, ResponseFacts, Ticket};
 pub use stats::{stat_names, Event, Events, StatKind};
 pub use waitlist::{Call, CallHost, Client, Waitlist};
@@ -28,7 +29,7 @@ pub use waitlist::{Call, CallHost, Client, Waitlist};
 // What hosts hand the engine, and what they carry out, defined where it belongs.
 pub use crate::fleet::protocol::{METHOD as FLEET_METHOD, SERVICE as FLEET_SERVICE};
 pub use crate::fleet::{FleetSettings, Verdict as FleetVerdict};
-pub use crate::request::RequestView;
+pub use crate::request::{Computed, MetadataPath, RequestView};
 pub use crate::response::{HeaderName, HeaderValue, Headers, Reply};
 pub use crate::store::{CasMismatch, Contended, SharedStore};
 

@@ -3,13 +3,15 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::levels::{LevelSource, Levels};
 use crate::config::{
-    format_window, name_rule, valid_name, Errors, OnFailure, OnMissingKey, Report, RuleConfig,
+    format_window, name_rule, valid_name, Errors, KeyConfig, Mode, OnFailure, OnMissingKey, Report,
+    RuleConfig,
 };
 use crate::fleet::{FleetRule, FleetSettings};
 use crate::hash::KeyKind;
 use crate::limiter::{Limit, Limiter};
-use crate::request::{extract_key, Cost, KeySource, Plans, Request};
+use crate::request::{Cost, Key, Plans, Request};
 use crate::response::{LimitText, ResponseFormat};
 use crate::route::RouteMatcher;
 use crate::store::{PageKeys, StoreSettings};
@@ -29,7 +31,7 @@ pub enum RuleAction {
 
 #[derive(Debug, Clone)]
 pub struct LimitedRule {
-    pub key: Vec<KeySource>,
+    pub key: Key,
     pub on_missing_key: OnMissingKey,
     pub cost: Cost,
     /// Indices of the other rules whose limits apply too.
@@ -39,8 +41,12 @@ pub struct LimitedRule {
     pub limits: Vec<Limit>,
     /// Each limit as refusals name it, in the same order.
     pub texts: Vec<LimitText>,
-    /// `levels_by_plan[plan][limit]`, computed at load.
-    levels_by_plan: Vec<Vec<u64>>,
+    /// Every limit's level per plan, and those a request brings.
+    pub levels: Levels,
+    /// Candidate limits (`shadow`), by limit: counted, never refusing, in no header.
+    pub candidates: Vec<bool>,
+    /// `enforce` or `shadow` for this rule alone; `None`: the filter's mode.
+    pub mode: Option<Mode>,
     pub limiter: Limiter,
     pub pages: PageKeys,
     /// The limits also counted by the rate limit service, if any.
@@ -50,20 +56,26 @@ pub struct LimitedRule {
     /// Nothing is ever charged after this rule in a request (it names no other rule in `also`,
     /// comes last wherever it is named, and has no fleet-wide limit), nothing it counts is given
     /// back or charged more when a response settles (see `super::settle`), and a client's levels
-    /// cannot change between its requests (no plan header, or the same levels for every plan):
-    /// its refusals stay true until their retry time (see `RefusalMemory`).
+    /// cannot change between its requests (no plan from the request, or the same levels for
+    /// every plan, and no level from the request): its refusals stay true until their retry time
+    /// (see `RefusalMemory`).
     pub refusals_last: bool,
 }
 
 impl LimitedRule {
     /// The client key: the first of the rule's sources that yields one.
     pub fn key_of(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
-        extract_key(&self.key, request)
+        self.key.extract(request)
     }
 
-    /// The level of every limit for `plan` (0: not enforced).
+    /// The level of every limit for `plan` (0: not enforced), as fixed at load.
     pub fn levels(&self, plan: usize) -> &[u64] {
-        &self.levels_by_plan[plan]
+        self.levels.of(plan)
+    }
+
+    /// Whether limit `limit` is a candidate (`shadow`).
+    pub fn is_candidate(&self, limit: usize) -> bool {
+        self.candidates.get(limit).copied().unwrap_or(false)
     }
 
     /// Settles responses as `settling` says (tests, until the configuration can say it); a rule
@@ -117,7 +129,7 @@ impl Rule {
 fn check_exempt(rule: &RuleConfig, at: &str, errors: &mut Errors) {
     let given = [
         ("limits", !rule.limits.is_empty()),
-        ("key", !rule.key.is_empty()),
+        ("key", rule.key != KeyConfig::default()),
         ("cost", rule.cost.is_some()),
         ("also", !rule.also.is_empty()),
     ];
@@ -142,28 +154,29 @@ impl LimitedRule {
         let levels_by_plan: Vec<Vec<u64>> = (0..cx.plans.names.len())
             .map(|p| limits.iter().map(|l| l.requests[p]).collect())
             .collect();
+        let levels = Levels::new(levels_by_plan, level_sources(rule, at, errors));
+        let candidates: Vec<bool> = rule.limits.iter().map(|l| l.shadow).collect();
         if let Some(format) = cx.response {
-            prepare_bodies(
-                &mut texts,
-                (rule, &limits, &levels_by_plan),
-                cx.plans,
-                format,
-            );
+            prepare_bodies(&mut texts, (rule, &limits, &levels), cx.plans, format);
         }
         let settling = Settling::default();
-        let refusals_last =
-            !settling.settles() && refusals_last(rule, cx, fleet.is_some(), &levels_by_plan);
+        let refusals_last = !settling.settles()
+            && !levels.per_request()
+            && refusals_last(rule, cx, fleet.is_some(), &levels);
         LimitedRule {
-            key: KeySource::compile_chain(&rule.key, &format!("{at}.key"), errors),
+            key: Key::compile(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
             cost: Cost::compile(rule.cost.as_ref(), &format!("{at}.cost"), errors),
             also: compile_also(index, cx.rules, at, errors),
             limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)
-                .admitting_over_capacity(cx.store.on_full == OnFailure::Allow),
+                .admitting_over_capacity(cx.store.on_full == OnFailure::Allow)
+                .with_candidates(candidates.clone()),
             pages: PageKeys::new(&cx.store.key_prefix, &rule.name),
             limits,
             texts,
-            levels_by_plan,
+            levels,
+            candidates,
+            mode: rule.mode,
             fleet,
             settling,
             refusals_last,
@@ -174,31 +187,27 @@ impl LimitedRule {
 /// Each limit's refusal body for each plan, rendered at load.
 fn prepare_bodies(
     texts: &mut [LimitText],
-    (rule, limits, levels_by_plan): (&RuleConfig, &[Limit], &[Vec<u64>]),
+    (rule, limits, levels): (&RuleConfig, &[Limit], &Levels),
     plans: &Plans,
     format: &ResponseFormat,
 ) {
     let shown: Vec<Option<&str>> = (0..plans.names.len()).map(|p| plans.shown(p)).collect();
     for (i, (text, limit)) in texts.iter_mut().zip(limits).enumerate() {
-        let levels: Vec<u64> = levels_by_plan.iter().map(|l| l[i]).collect();
+        let levels: Vec<u64> = (0..plans.names.len()).map(|p| levels.of(p)[i]).collect();
         text.prepare(format, &rule.name, (&levels, limit.window_ms), &shown);
     }
 }
 
 /// Whether nothing is ever charged after `rule` (see [`LimitedRule::refusals_last`]).
-fn refusals_last(
-    rule: &RuleConfig,
-    cx: &Context,
-    fleet: bool,
-    levels_by_plan: &[Vec<u64>],
-) -> bool {
+fn refusals_last(rule: &RuleConfig, cx: &Context, fleet: bool, levels: &Levels) -> bool {
     let named_last = |other: &RuleConfig| {
         !other.also.contains(&rule.name) || other.also.last() == Some(&rule.name)
     };
     // A client whose plan can change from request to request (a plan header) could be
     // admitted under another plan's levels while refused under this one's.
+    let plans = cx.plans.names.len();
     let one_plan_per_client =
-        cx.plans.header.is_none() || levels_by_plan.windows(2).all(|w| w[0] == w[1]);
+        !cx.plans.per_request() || (1..plans).all(|p| levels.of(p) == levels.of(0));
     rule.also.is_empty() && !fleet && one_plan_per_client && cx.rules.iter().all(named_last)
 }
 
@@ -228,6 +237,23 @@ fn compile_limits(
         limits.push(limit);
     }
     (limits, texts)
+}
+
+/// Each limit's per-request level source (`requests_from`), if any; one that is fleet-wide is an
+/// error: the rate limit service holds fixed limits.
+fn level_sources(rule: &RuleConfig, at: &str, errors: &mut Errors) -> Vec<Option<LevelSource>> {
+    let limits = rule.limits.iter().enumerate();
+    limits
+        .map(|(j, limit)| {
+            let config = limit.requests_from.as_ref()?;
+            let at = format!("{at}.limits[{j}].requests_from");
+            if rule.fleet || limit.fleet {
+                let message = "a level from the request cannot be fleet-wide: the rate limit service holds fixed limits";
+                errors.add(&at, message);
+            }
+            LevelSource::compile(config, &at, errors)
+        })
+        .collect()
 }
 
 /// The rules named in `also`: limited, not the rule itself, without an `also` of their own.

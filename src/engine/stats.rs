@@ -67,6 +67,9 @@ pub enum Event {
     Rule { rule: usize, stat: Stat },
     /// Limit `limit` of rule `rule` refused the request.
     Limit { rule: usize, limit: usize },
+    /// Limit `limit` of rule `rule` would have refused the request, and let it through: a
+    /// candidate limit (`shadow`), or a rule in shadow mode.
+    ShadowLimit { rule: usize, limit: usize },
 }
 
 /// What happened while deciding one request: a few events, kept without a heap allocation.
@@ -77,13 +80,15 @@ impl Event {
     pub fn slot(self) -> (usize, usize) {
         match self {
             Event::Rule { rule, stat } => (rule, stat as usize),
-            Event::Limit { rule, limit } => (rule, STATS.len() + limit),
+            Event::Limit { rule, limit } => (rule, STATS.len() + 2 * limit),
+            Event::ShadowLimit { rule, limit } => (rule, STATS.len() + 2 * limit + 1),
         }
     }
 }
 
 /// For each rule (exempt rules: none), its stats' names and kinds, by slot:
-/// `<key_prefix>.<rule>.<stat>`, then `<key_prefix>.<rule>.<limit>.refused` per limit.
+/// `<key_prefix>.<rule>.<stat>`, then per limit `<key_prefix>.<rule>.<limit>.refused` and
+/// `<key_prefix>.<rule>.<limit>.shadow_refused`.
 pub fn stat_names(filter: &Filter) -> Vec<Vec<(String, StatKind)>> {
     filter
         .rules
@@ -95,10 +100,10 @@ pub fn stat_names(filter: &Filter) -> Vec<Vec<(String, StatKind)>> {
                 let per_rule = STATS
                     .iter()
                     .map(|(_, stat, kind)| (format!("{base}.{stat}"), *kind));
-                let per_limit = limited
-                    .texts
-                    .iter()
-                    .map(|l| (format!("{base}.{}.refused", l.name), StatKind::Counter));
+                let per_limit = limited.texts.iter().flat_map(|l| {
+                    ["refused", "shadow_refused"]
+                        .map(|what| (format!("{base}.{}.{what}", l.name), StatKind::Counter))
+                });
                 per_rule.chain(per_limit).collect()
             }
         })
@@ -140,7 +145,9 @@ mod tests {
                 "edge.api.door_admitted",
                 "edge.api.refused_from_memory",
                 "edge.api.minute.refused",
+                "edge.api.minute.shadow_refused",
                 "edge.api.1d.refused",
+                "edge.api.1d.shadow_refused",
             ]
         );
         let tracked = Event::Rule {
@@ -152,6 +159,8 @@ mod tests {
         assert_eq!(names[1][tracked.1].1, StatKind::Gauge);
         let by_day = Event::Limit { rule: 1, limit: 1 }.slot();
         assert_eq!(names[1][by_day.1].0, "edge.api.1d.refused");
+        let shadow = Event::ShadowLimit { rule: 1, limit: 0 }.slot();
+        assert_eq!(names[1][shadow.1].0, "edge.api.minute.shadow_refused");
         for (i, (stat, _, _)) in STATS.iter().enumerate() {
             assert_eq!(*stat as usize, i, "the list is in slot order");
         }

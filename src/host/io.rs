@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::MapType;
 
-use crate::engine::{CasMismatch, RequestView, SharedStore};
+use crate::engine::{CasMismatch, Computed, MetadataPath, RequestView, SharedStore};
 
 /// proxy-wasm shared data: one map per VM id, shared by every worker thread.
 pub struct HostStore;
@@ -37,6 +37,14 @@ impl RequestView for HostRequest {
     }
     fn route_name(&self) -> Option<Vec<u8>> {
         property(&["xds", "route_name"])
+    }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        let mut path = vec!["metadata", "filter_metadata", &at.namespace, &at.key];
+        path.extend(at.path.iter().map(String::as_str));
+        property(&path).map(Computed::from_proxy_wasm)
+    }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        property(&["filter_state", key])
     }
 }
 

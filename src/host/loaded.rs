@@ -62,6 +62,10 @@ impl Loaded {
                 log::log!(level, "{line}");
             }
         }
+        if let Some(status) = decision.status.filter(|_| self.filter.records_status()) {
+            let value = Some(status.as_str().as_bytes());
+            let _ = proxy_wasm::hostcalls::set_property(vec!["ratelimit_status"], value);
+        }
         match decision.action {
             Action::Pass => Carried::Continue(Headers::new(), decision.ticket),
             Action::Allow(headers) => Carried::Continue(headers, decision.ticket),

@@ -41,10 +41,13 @@ pub type Statuses = Vec<LimitStatus>;
 pub const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
 
 /// One limit: a window and, per plan, the requests it admits (0: no limit for that plan).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limit {
     pub window_ms: u64,
     pub requests: Vec<u64>,
+    /// The largest level a request may bring beyond its plan's (`requests_from.max`; 0: none):
+    /// the page's counters are sized for it.
+    pub ceiling: u64,
 }
 
 impl Limit {
@@ -94,6 +97,10 @@ impl Limit {
         Limit {
             window_ms: window_ms.max(1),
             requests,
+            ceiling: limit
+                .requests_from
+                .as_ref()
+                .map_or(0, |r| r.max.min(MAX_REQUESTS)),
         }
     }
 }
@@ -215,6 +222,8 @@ pub struct Limiter {
     door_limit: usize,
     /// Admit (and count) a request over quota only through inherited counts.
     admit_over_capacity: bool,
+    /// Candidate limits (`shadow`), by limit: judged and counted, never refusing.
+    candidates: Vec<bool>,
     #[cfg(any(test, feature = "internals"))]
     mutant: Option<Mutant>,
 }
@@ -233,7 +242,7 @@ impl Limiter {
             .collect();
         let max_requests: Vec<u64> = limits
             .iter()
-            .map(|l| l.requests.iter().copied().max().unwrap_or(0))
+            .map(|l| l.requests.iter().copied().max().unwrap_or(0).max(l.ceiling))
             .collect();
         let windows_ms: Vec<u64> = limits.iter().map(|l| l.window_ms).collect();
         let door_limit = (0..limits.len())
@@ -246,6 +255,7 @@ impl Limiter {
             pages: max_clients.div_ceil(slots_per_page as u64).max(1),
             door_limit,
             admit_over_capacity: false,
+            candidates: vec![false; limits.len()],
             #[cfg(any(test, feature = "internals"))]
             mutant: None,
         }
@@ -255,6 +265,15 @@ impl Limiter {
     /// them as capacity refusals (`store.on_full: allow`).
     pub fn admitting_over_capacity(mut self, admit: bool) -> Self {
         self.admit_over_capacity = admit;
+        self
+    }
+
+    /// Limits that are candidates (`candidates[i]`): judged and counted like the others, but a
+    /// request over one is not refused for it (its status says so: `fits` false).
+    pub fn with_candidates(mut self, candidates: Vec<bool>) -> Self {
+        if candidates.len() == self.windows.len() {
+            self.candidates = candidates;
+        }
         self
     }
 
@@ -452,9 +471,11 @@ impl Limiter {
         let mut statuses = Statuses::with_capacity(request.levels.len());
         for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
             let (status, e) = self.status(&counts(i), i, level, request.now, request.cost);
-            over |= !status.fits;
-            over_own |= !status.fits && !e.own_fits;
-            own_counts_only &= status.fits || !e.inherited;
+            if !self.candidates[i] {
+                over |= !status.fits;
+                over_own |= !status.fits && !e.own_fits;
+                own_counts_only &= status.fits || !e.inherited;
+            }
             statuses.push(status);
         }
         let verdict = match (over, over_own) {
@@ -471,7 +492,7 @@ impl Limiter {
                     *status = self.status(&counts(limit), limit, level, request.now, 0).0;
                 }
                 // Admitted over capacity: counted, nothing left.
-                Verdict::Admitted if !status.fits => {
+                Verdict::Admitted if !status.fits && !self.candidates[status.limit] => {
                     status.fits = true;
                     status.remaining = 0;
                     status.retry_at_ms = None;

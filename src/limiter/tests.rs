@@ -23,6 +23,7 @@ fn policy(limits: &[(u64, u64)], max_clients: u64, slots: usize) -> P {
         .map(|&(requests, window_ms)| Limit {
             window_ms,
             requests: vec![requests],
+            ..Limit::default()
         })
         .collect();
     P {

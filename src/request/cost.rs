@@ -1,7 +1,7 @@
 //! What one request costs against a rule's limits: a fixed number, or a whole number read from a
 //! header or query parameter (bulk and batch endpoints).
 
-use super::key::query_value;
+use super::values::query_value;
 use super::view::Request;
 use crate::config::{valid_header_name, CostConfig, Errors, Report, MAX_REQUESTS};
 

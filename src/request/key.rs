@@ -1,11 +1,12 @@
-//! Finding the client key of a request: header, query parameter, bearer token, client IP, or the
-//! first of an ordered chain of these that yields a usable value.
+//! Finding the client key of a request: one source (a header, a query parameter, a bearer token,
+//! the client IP, a value another filter computed, the route or the method), the first of an
+//! ordered chain of them that yields a usable value, every one of them together (one counter per
+//! combination), or one key for every request.
 
-use std::net::{IpAddr, SocketAddr};
-
-use super::percent;
-use super::view::Request;
-use crate::config::{self, valid_header_name, Errors, Report};
+use super::address::{client_ip, ip_key};
+use super::values::{bearer_token, query_value, usable};
+use super::view::{MetadataPath, Request};
+use crate::config::{self, valid_header_name, Errors, KeyConfig, Report};
 use crate::hash::KeyKind;
 
 /// At most this many proxies may be trusted in front of Envoy.
@@ -23,6 +24,21 @@ pub enum KeySource {
         ipv4_prefix: u8,
         ipv6_prefix: u8,
     },
+    Metadata(MetadataPath),
+    FilterState(String),
+    RouteName,
+    Method,
+}
+
+/// A rule's key, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The first source that yields a value.
+    First(Vec<KeySource>),
+    /// Every source's value, together.
+    All(Vec<KeySource>),
+    /// One key for every request.
+    Shared,
 }
 
 impl KeySource {
@@ -34,25 +50,126 @@ impl KeySource {
             ipv6_prefix: 128,
         }
     }
+
+    /// This source's value in the request, if it yields a usable one (empty or whitespace-only
+    /// values and values over `MAX_KEY_BYTES` yield none).
+    pub fn read(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
+        let (kind, value) = match self {
+            KeySource::Header(name) => (KeyKind::Header, request.header(name).and_then(usable)),
+            KeySource::Query(name) => {
+                let value = request.path().and_then(|p| query_value(p, name));
+                (KeyKind::Query, value.and_then(usable))
+            }
+            KeySource::Bearer => {
+                let authorization = request.header("authorization");
+                (KeyKind::Bearer, authorization.and_then(bearer_token))
+            }
+            KeySource::ClientIp {
+                trusted_hops,
+                ipv4_prefix,
+                ipv6_prefix,
+            } => {
+                let ip = client_ip(request, *trusted_hops);
+                let key = ip.map(|ip| ip_key(ip, *ipv4_prefix, *ipv6_prefix));
+                (KeyKind::ClientIp, key)
+            }
+            KeySource::Metadata(at) => {
+                let value = request.metadata(at).map(|v| v.text().into_owned());
+                (KeyKind::Metadata, value.and_then(usable))
+            }
+            KeySource::FilterState(key) => (
+                KeyKind::FilterState,
+                request.filter_state(key).and_then(usable),
+            ),
+            KeySource::RouteName => (KeyKind::RouteName, request.route_name().and_then(usable)),
+            KeySource::Method => (KeyKind::Method, request.header(":method").and_then(usable)),
+        };
+        value.map(|v| (kind, v))
+    }
+
+    /// How `explain` names the source.
+    #[cfg(feature = "cli")]
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Header(name) => format!("header {name}"),
+            KeySource::Query(name) => format!("query {}", String::from_utf8_lossy(name)),
+            KeySource::Bearer => "bearer token".into(),
+            KeySource::ClientIp { trusted_hops, .. } => {
+                format!("client_ip (trusted_hops {trusted_hops})")
+            }
+            KeySource::Metadata(at) => {
+                let path: String = at.path.iter().map(|p| format!(".{p}")).collect();
+                format!("metadata {}/{}{path}", at.namespace, at.key)
+            }
+            KeySource::FilterState(key) => format!("filter state {key}"),
+            KeySource::RouteName => "route name".into(),
+            KeySource::Method => "method".into(),
+        }
+    }
+}
+
+impl Key {
+    /// A rule's key; a chain of no sources means the client IP.
+    pub fn compile(key: &KeyConfig, at: &str, errors: &mut Errors) -> Self {
+        let sources = |list: &[config::KeySource], at: &str, errors: &mut Errors| -> Vec<_> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(k, s)| KeySource::compile(s, &format!("{at}[{k}]"), errors))
+                .collect()
+        };
+        match key {
+            KeyConfig::First(list) if list.is_empty() => Key::First(vec![KeySource::client_ip(0)]),
+            KeyConfig::First(list) => Key::First(sources(list, at, errors)),
+            KeyConfig::All(list) => {
+                if list.is_empty() {
+                    errors.add(format!("{at}.all"), "needs at least one source");
+                }
+                Key::All(sources(list, &format!("{at}.all"), errors))
+            }
+            KeyConfig::Shared => Key::Shared,
+        }
+    }
+
+    /// The request's key, and what kind of value it is: the first source's that yields one, all
+    /// of them together (`None` when any is missing), or the one shared key.
+    pub fn extract(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
+        match self {
+            Key::First(sources) => sources.iter().find_map(|s| s.read(request)),
+            Key::All(sources) => {
+                let mut key = Vec::new();
+                for source in sources {
+                    let (kind, value) = source.read(request)?;
+                    // Each part with its kind and length: no two combinations read alike.
+                    key.push(kind as u8);
+                    key.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    key.extend_from_slice(&value);
+                }
+                Some((KeyKind::Composite, key))
+            }
+            Key::Shared => Some((KeyKind::Shared, Vec::new())),
+        }
+    }
+
+    /// Each source and what it read (`explain`).
+    #[cfg(feature = "cli")]
+    pub fn describe(&self, request: &Request) -> Vec<String> {
+        let sources = match self {
+            Key::First(sources) | Key::All(sources) => sources,
+            Key::Shared => return vec!["shared: one counter for every request".into()],
+        };
+        sources
+            .iter()
+            .map(|s| {
+                let value = s.read(request).map_or("none".to_string(), |(_, v)| {
+                    format!("{:?}", String::from_utf8_lossy(&v))
+                });
+                format!("{}: {value}", s.describe())
+            })
+            .collect()
+    }
 }
 
 impl KeySource {
-    /// The key sources of a rule; none given means the client IP.
-    pub fn compile_chain(
-        sources: &[config::KeySource],
-        at: &str,
-        errors: &mut Errors,
-    ) -> Vec<Self> {
-        if sources.is_empty() {
-            return vec![KeySource::client_ip(0)];
-        }
-        sources
-            .iter()
-            .enumerate()
-            .filter_map(|(k, s)| Self::compile(s, &format!("{at}[{k}]"), errors))
-            .collect()
-    }
-
     fn compile(source: &config::KeySource, at: &str, errors: &mut Errors) -> Option<Self> {
         match source {
             config::KeySource::Header(name) => {
@@ -76,194 +193,71 @@ impl KeySource {
                 Some(KeySource::Query(name.clone().into_bytes()))
             }
             config::KeySource::Bearer {} => Some(KeySource::Bearer),
-            config::KeySource::ClientIp(ip) => {
-                let mut valid = true;
-                if ip.trusted_hops > MAX_TRUSTED_HOPS {
+            config::KeySource::Metadata(m) => {
+                let at = format!("{at}.metadata");
+                MetadataPath::compile((&m.namespace, &m.key, &m.path), &at, errors)
+                    .map(KeySource::Metadata)
+            }
+            config::KeySource::FilterState(key) => {
+                if key.is_empty() {
                     errors.add(
-                        format!("{at}.client_ip.trusted_hops"),
-                        format!(
-                            "must be at most {MAX_TRUSTED_HOPS}, got {}",
-                            ip.trusted_hops
-                        ),
+                        format!("{at}.filter_state"),
+                        "a filter state key may not be empty",
                     );
-                    valid = false;
+                    return None;
                 }
-                for (field, bits, max) in [
-                    ("ipv4_prefix", ip.ipv4_prefix, 32),
-                    ("ipv6_prefix", ip.ipv6_prefix, 128),
-                ] {
-                    if !(1..=max).contains(&bits) {
-                        let message = format!("must be between 1 and {max} (bits), got {bits}");
-                        errors.add(format!("{at}.client_ip.{field}"), message);
-                        valid = false;
-                    }
-                }
-                valid.then_some(KeySource::ClientIp {
-                    trusted_hops: ip.trusted_hops,
-                    ipv4_prefix: ip.ipv4_prefix as u8,
-                    ipv6_prefix: ip.ipv6_prefix as u8,
-                })
+                Some(KeySource::FilterState(key.clone()))
             }
+            config::KeySource::RouteName {} => Some(KeySource::RouteName),
+            config::KeySource::Method {} => Some(KeySource::Method),
+            config::KeySource::ClientIp(ip) => Self::compile_client_ip(ip, at, errors),
         }
     }
-}
 
-/// A key value, bounded: longer values are hashed whole, so nothing is lost by the bound on what
-/// the filter would keep; this is the cap on what it accepts at all.
-pub const MAX_KEY_BYTES: usize = 8 * 1024;
-
-/// The first key the chain yields. Empty or whitespace-only values, and values over
-/// [`MAX_KEY_BYTES`], yield nothing and the chain moves on.
-pub fn extract(sources: &[KeySource], request: &Request) -> Option<(KeyKind, Vec<u8>)> {
-    sources.iter().find_map(|source| {
-        let (kind, value) = match source {
-            KeySource::Header(name) => (KeyKind::Header, request.header(name).and_then(usable)),
-            KeySource::Query(name) => (
-                KeyKind::Query,
-                request
-                    .path()
-                    .and_then(|p| query_value(p, name))
-                    .and_then(usable),
-            ),
-            KeySource::Bearer => (
-                KeyKind::Bearer,
-                request.header("authorization").and_then(bearer_token),
-            ),
-            KeySource::ClientIp {
-                trusted_hops,
-                ipv4_prefix,
-                ipv6_prefix,
-            } => {
-                let ip = client_ip(request, *trusted_hops);
-                let key = ip.map(|ip| ip_key(ip, *ipv4_prefix, *ipv6_prefix));
-                (KeyKind::ClientIp, key)
-            }
-        };
-        value.map(|v| (kind, v))
-    })
-}
-
-fn usable(value: Vec<u8>) -> Option<Vec<u8>> {
-    keep(value, |v| bounded(v.trim_ascii()))
-}
-
-/// A key value that is neither empty nor over [`MAX_KEY_BYTES`].
-fn bounded(key: &[u8]) -> Option<&[u8]> {
-    (!key.is_empty() && key.len() <= MAX_KEY_BYTES).then_some(key)
-}
-
-/// The part of `value` that `pick` finds, in the buffer `value` came in (no copy on the heap).
-fn keep(mut value: Vec<u8>, pick: impl FnOnce(&[u8]) -> Option<&[u8]>) -> Option<Vec<u8>> {
-    let part = pick(&value)?;
-    let start = part.as_ptr() as usize - value.as_ptr() as usize;
-    let end = start + part.len();
-    value.truncate(end);
-    value.drain(..start);
-    Some(value)
-}
-
-/// The token of `Bearer <token>` (scheme case-insensitive, one token, no spaces inside), in the
-/// buffer the header came in.
-pub fn bearer_token(authorization: Vec<u8>) -> Option<Vec<u8>> {
-    keep(authorization, |authorization| {
-        let value = authorization.trim_ascii();
-        if value.len() < 7
-            || !value[..6].eq_ignore_ascii_case(b"bearer")
-            || !value[6].is_ascii_whitespace()
-        {
-            return None;
+    fn compile_client_ip(
+        ip: &config::ClientIpConfig,
+        at: &str,
+        errors: &mut Errors,
+    ) -> Option<Self> {
+        let mut valid = true;
+        if ip.trusted_hops > MAX_TRUSTED_HOPS {
+            errors.add(
+                format!("{at}.client_ip.trusted_hops"),
+                format!(
+                    "must be at most {MAX_TRUSTED_HOPS}, got {}",
+                    ip.trusted_hops
+                ),
+            );
+            valid = false;
         }
-        let token = value[7..].trim_ascii();
-        if token.iter().any(|b| b.is_ascii_whitespace() || *b == b',') {
-            return None;
-        }
-        bounded(token)
-    })
-}
-
-/// The first value of query parameter `name` in a `:path`, percent- and `+`-decoded.
-pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let start = path.iter().position(|&b| b == b'?')? + 1;
-    let end = path[start..]
-        .iter()
-        .position(|&b| b == b'#')
-        .map_or(path.len(), |e| start + e);
-    path[start..end].split(|&b| b == b'&').find_map(|pair| {
-        let (key, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-            None => (pair, &b""[..]),
-        };
-        (percent::decode(key, true).as_ref() == name)
-            .then(|| percent::decode(value, true).into_owned())
-    })
-}
-
-/// The client IP: `source.address` with no trusted hops, else the address the outermost
-/// trusted proxy saw, i.e. the `trusted_hops`-th entry from the right of `x-forwarded-for`.
-/// A chain shorter than that falls back to `source.address` (as Envoy's own XFF handling does);
-/// an entry that is not an IP address yields no key. IPv4-mapped IPv6 addresses are IPv4
-/// (`::ffff:1.2.3.4` and `1.2.3.4` are one client).
-pub fn client_ip(request: &Request, trusted_hops: u32) -> Option<IpAddr> {
-    if trusted_hops > 0 {
-        if let Some(xff) = request.header("x-forwarded-for") {
-            let entries: Vec<&[u8]> = xff.split(|&b| b == b',').map(|e| e.trim_ascii()).collect();
-            let hops = trusted_hops as usize;
-            if entries.len() >= hops {
-                return parse_ip(entries[entries.len() - hops]).map(canonical_ip);
+        for (field, bits, max) in [
+            ("ipv4_prefix", ip.ipv4_prefix, 32),
+            ("ipv6_prefix", ip.ipv6_prefix, 128),
+        ] {
+            if !(1..=max).contains(&bits) {
+                let message = format!("must be between 1 and {max} (bits), got {bits}");
+                errors.add(format!("{at}.client_ip.{field}"), message);
+                valid = false;
             }
         }
-    }
-    request
-        .source_address()
-        .and_then(|a| parse_ip(&a))
-        .map(canonical_ip)
-}
-
-/// The key of an address: its text, or with fewer prefix bits than the address has, the text of
-/// its network (`203.0.113.0/24`, `2001:db8:1:2::/64`), so every address in it is one client.
-fn ip_key(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> Vec<u8> {
-    let text = match ip {
-        IpAddr::V4(v4) if ipv4_prefix < 32 => {
-            let mask = u32::MAX << (32 - ipv4_prefix as u32);
-            let network = std::net::Ipv4Addr::from(u32::from(v4) & mask);
-            format!("{network}/{ipv4_prefix}")
-        }
-        IpAddr::V6(v6) if ipv6_prefix < 128 => {
-            let mask = u128::MAX << (128 - ipv6_prefix as u32);
-            let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
-            format!("{network}/{ipv6_prefix}")
-        }
-        whole => whole.to_string(),
-    };
-    text.into_bytes()
-}
-
-/// Parses `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
-fn parse_ip(text: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(text).ok()?.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    text.parse::<SocketAddr>().ok().map(|s| s.ip())
-}
-
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
+        valid.then_some(KeySource::ClientIp {
+            trusted_hops: ip.trusted_hops,
+            ipv4_prefix: ip.ipv4_prefix as u8,
+            ipv6_prefix: ip.ipv6_prefix as u8,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::values::{bearer_token, query_value, MAX_KEY_BYTES};
     use super::*;
     use crate::testing::FakeRequest;
 
     fn key(sources: &[KeySource], request: &FakeRequest) -> Option<(KeyKind, String)> {
-        extract(sources, &Request::new(request)).map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        let key = Key::First(sources.to_vec());
+        key.extract(&Request::new(request))
+            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
     }
 
     #[test]

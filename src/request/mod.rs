@@ -1,13 +1,19 @@
 //! What the filter reads of a request (`view.rs`), and what it derives from it: the client key,
 //! the client's plan and the request's cost.
 
+mod address;
 mod cost;
 mod key;
 pub(crate) mod percent;
 mod plan;
+mod values;
 mod view;
 
+pub use address::client_ip;
 pub use cost::Cost;
-pub use key::{extract as extract_key, KeySource};
+#[cfg(test)]
+pub use key::KeySource;
+pub use key::{Key, MAX_TRUSTED_HOPS};
 pub use plan::Plans;
-pub use view::{Request, RequestView};
+pub use values::query_value;
+pub use view::{Computed, MetadataPath, Request, RequestView};

@@ -4,8 +4,8 @@
 use super::body::{default_body, problem_json_body, FixedValues, DEFAULT_MESSAGE};
 use super::names::HeaderSet;
 use super::template::{BodyTemplate, Placeholder, PreparedBody, TextTemplate};
-use super::value::{Digits, HeaderValue};
-use crate::config::{BodyPreset, Errors, LimitConfig, Report, ResponseConfig};
+use super::value::{Digits, HeaderName, HeaderValue};
+use crate::config::{valid_header_name, BodyPreset, Errors, LimitConfig, Report, ResponseConfig};
 
 /// How refusals and rate-limit headers look: the configuration's `response` part, compiled.
 #[derive(Debug, Clone)]
@@ -16,6 +16,10 @@ pub struct ResponseFormat {
     pub(super) body: BodyTemplate,
     pub(super) content_type: String,
     pub(super) default_message: TextTemplate,
+    /// The header that says what the filter made of a request, when configured.
+    status_header: Option<HeaderName>,
+    /// Whether that status goes in the request's filter state too (the access log).
+    pub status_filter_state: bool,
 }
 
 impl ResponseFormat {
@@ -40,6 +44,14 @@ impl ResponseFormat {
             let message = format!("{content_type:?} is not a content type");
             errors.add("$.response.content_type", message);
         }
+        let status_header = response.status_header.as_ref().and_then(|name| {
+            if valid_header_name(name) {
+                return Some(HeaderName::from(name.to_ascii_lowercase()));
+            }
+            let message = format!("{name:?} is not a header name");
+            errors.add("$.response.status_header", message);
+            None
+        });
         let body = BodyTemplate::compile(response.body.as_ref().unwrap_or(&preset_body))
             .map_err(|e| errors.add(format!("$.response.body{}", e.path), e.message))
             .ok()?;
@@ -49,12 +61,19 @@ impl ResponseFormat {
             body,
             content_type,
             default_message: TextTemplate::compile(DEFAULT_MESSAGE, &[]).expect("a valid template"),
+            status_header,
+            status_filter_state: response.status_filter_state,
         })
     }
 
     /// Whether the headers report the remaining quota of every limit, not only the headline's.
     pub fn lists_every_remaining(&self) -> bool {
         self.headers.lists_every_remaining()
+    }
+
+    /// The header that says what the filter made of a request, when configured.
+    pub fn status_header(&self) -> Option<&HeaderName> {
+        self.status_header.as_ref()
     }
 
     /// Whether rendering a refusal needs the request id (so the host reads it only then).
@@ -126,6 +145,13 @@ impl LimitText {
             .iter()
             .map(|&level| (level, Digits::of(level)))
             .collect();
+    }
+
+    /// The refusal body rendered at load for `plan`, if the limit's level is the plan's (a level
+    /// a request brought is rendered with the request).
+    pub fn prepared(&self, plan: usize, requests: u64) -> Option<&PreparedBody> {
+        let (level, _) = self.levels.get(plan)?;
+        (*level == requests).then(|| self.bodies.get(plan))?
     }
 
     /// `requests` as the limit header shows it: written at load for the plan's level.

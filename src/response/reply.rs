@@ -60,7 +60,8 @@ pub fn refusal(
                 request_id,
                 default_message: &format.default_message,
             };
-            match headline.limit.bodies.get(outcome.plan_id) {
+            let level = headline.status.requests;
+            match headline.limit.prepared(outcome.plan_id, level) {
                 Some(prepared) => prepared.render(&values),
                 None => format.body.render(&values),
             }

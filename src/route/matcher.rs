@@ -1,6 +1,7 @@
 //! What a rule asks of a request: compiled path patterns, methods, hosts and route names.
 
 use super::path::{canonical_segments, CanonicalPath};
+use super::select::Selectors;
 use crate::config::{Errors, MatchConfig, PathMatch, Report};
 
 /// The request attributes routing needs, read once per request.
@@ -155,13 +156,15 @@ pub fn host_of(authority: &[u8]) -> Vec<u8> {
 }
 
 /// What a rule asks of a request; every part given must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteMatcher {
     pub path: Option<PathPattern>,
     /// Upper-case method names.
     pub methods: Vec<Vec<u8>>,
     pub hosts: Vec<HostPattern>,
     pub route_names: Vec<Vec<u8>>,
+    /// Headers, query parameters, the client's range, values of other filters.
+    pub selectors: Selectors,
 }
 
 impl RouteMatcher {
@@ -193,6 +196,7 @@ impl RouteMatcher {
                     name.clone().into_bytes()
                 })
                 .collect(),
+            selectors: Selectors::compile(m, at, errors),
         }
     }
 
@@ -345,6 +349,7 @@ mod tests {
             methods: vec![b"POST".to_vec()],
             hosts: vec![HostPattern::parse("api.example.com").unwrap()],
             route_names: vec![b"links".to_vec()],
+            ..RouteMatcher::default()
         };
         let mut facts = RouteFacts {
             path: path("/api/links"),

@@ -2,8 +2,10 @@
 //! names); the first rule whose matcher accepts the request is the request's rule. Paths are
 //! matched in canonical form, so no spelling of a path dodges its rule.
 
+mod cidr;
 mod matcher;
 mod path;
+mod select;
 
 pub use matcher::{RouteFacts, RouteMatcher};
 use path::CanonicalPath;
@@ -53,7 +55,17 @@ impl RouteTable {
                 .then(|| request.route_name())
                 .flatten(),
         };
-        self.matchers.iter().position(|m| m.matches(&facts))
+        self.matchers
+            .iter()
+            .position(|m| m.matches(&facts) && m.selectors.matches(request))
+    }
+
+    /// Rule `rule`'s selectors: what each read and whether it matched (`explain`).
+    #[cfg(feature = "cli")]
+    pub fn describe_selectors(&self, rule: usize, request: &Request) -> Vec<String> {
+        self.matchers
+            .get(rule)
+            .map_or_else(Vec::new, |m| m.selectors.describe(request))
     }
 }
 

@@ -10,7 +10,7 @@ pub use engines::{engine_config, Engine};
 use crate::config::{format_window, OnMissingKey};
 use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};
 use crate::hash::{client_hash, display_hash};
-use crate::request::{Request, RequestView};
+use crate::request::{Computed, MetadataPath, Request, RequestView};
 use crate::store::MemoryStore;
 
 /// `check`: "ok" with a summary, or every error with its JSON path.
@@ -44,6 +44,9 @@ pub struct DescribedRequest {
     pub headers: HashMap<String, String>,
     pub client_ip: String,
     pub route_name: Option<String>,
+    /// `(namespace, key and path joined by dots)` → value, as another filter would set it.
+    pub metadata: HashMap<(String, String), String>,
+    pub filter_state: HashMap<String, String>,
 }
 
 impl RequestView for DescribedRequest {
@@ -61,6 +64,17 @@ impl RequestView for DescribedRequest {
     fn route_name(&self) -> Option<Vec<u8>> {
         self.route_name.clone().map(String::into_bytes)
     }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        let key = std::iter::once(at.key.as_str())
+            .chain(at.path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(".");
+        let value = self.metadata.get(&(at.namespace.clone(), key))?;
+        Some(Computed::Text(value.clone().into_bytes()))
+    }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        self.filter_state.get(key).map(|v| v.clone().into_bytes())
+    }
 }
 
 /// Requests `explain` sends to show the refusal before giving up.
@@ -72,7 +86,7 @@ pub fn explain(filter: &Filter, request: &DescribedRequest, now_ms: u64) -> Stri
     let view = Request::new(request);
     match Selection::of(filter, &view) {
         Some(selection) => {
-            describe_selection(filter, &selection, &mut out);
+            describe_selection(filter, (&selection, request), &mut out);
             simulate(filter, request, now_ms, &mut out);
             let shared = filter
                 .limited(selection.rule)
@@ -92,7 +106,17 @@ fn why_untouched(filter: &Filter, request: &Request) -> String {
         return "filter: disabled (enabled: false): the request passes untouched".into();
     }
     match filter.routes.select(request) {
-        None => "rule: none matches: the request passes untouched".into(),
+        None => {
+            let mut lines = vec!["rule: none matches: the request passes untouched".to_string()];
+            for (index, rule) in filter.rules.iter().enumerate() {
+                let selectors = filter.routes.describe_selectors(index, request);
+                if !selectors.is_empty() {
+                    lines.push(format!("  selectors of rule {}:", rule.name));
+                    lines.extend(selectors.iter().map(|s| format!("    {s}")));
+                }
+            }
+            lines.join("\n")
+        }
         Some(index) => format!(
             "rule: {} (rules[{index}])\nexempt: the request passes untouched",
             filter.rules[index].name
@@ -100,12 +124,33 @@ fn why_untouched(filter: &Filter, request: &Request) -> String {
     }
 }
 
-fn describe_selection(filter: &Filter, selection: &Selection, out: &mut Vec<String>) {
+fn describe_selection(
+    filter: &Filter,
+    (selection, view): (&Selection, &dyn RequestView),
+    out: &mut Vec<String>,
+) {
     let rule = &filter.rules[selection.rule];
     let Some(limited) = filter.limited(selection.rule) else {
         return;
     };
     out.push(format!("rule: {} (rules[{}])", rule.name, selection.rule));
+    if let Some(mode) = limited.mode {
+        out.push(format!("mode: {mode:?} (this rule's own)"));
+    }
+    let request = Request::new(view);
+    let selectors = filter.routes.describe_selectors(selection.rule, &request);
+    if !selectors.is_empty() {
+        out.push("selectors:".into());
+        out.extend(selectors.iter().map(|s| format!("  {s}")));
+    }
+    out.push("key sources:".into());
+    out.extend(
+        limited
+            .key
+            .describe(&request)
+            .iter()
+            .map(|s| format!("  {s}")),
+    );
     out.push(match &selection.key {
         Some((kind, value)) => format!(
             "key: {kind:?} {:?} (client {} with the config's seed; Envoy hashes with a random per-process seed)",
@@ -127,15 +172,22 @@ fn describe_selection(filter: &Filter, selection: &Selection, out: &mut Vec<Stri
 
 fn describe_limits(name: &str, limited: &LimitedRule, plan: usize, out: &mut Vec<String>) {
     out.push(format!("limits of rule {name} (cost {:?}):", limited.cost));
-    for (limit, text) in limited.limits.iter().zip(&limited.texts) {
-        out.push(match limit.requests[plan] {
+    for (i, (limit, text)) in limited.limits.iter().zip(&limited.texts).enumerate() {
+        let mut line = match limit.requests[plan] {
             0 => format!("  {}: no limit for this plan", text.name),
             n => format!(
                 "  {}: {n} per {}",
                 text.name,
                 format_window(limit.window_ms)
             ),
-        });
+        };
+        if let Some(source) = limited.levels.source(i) {
+            line += &format!("; the request may set it: {}", source.describe());
+        }
+        if limited.is_candidate(i) {
+            line += " (candidate: shadow, never refuses)";
+        }
+        out.push(line);
     }
 }
 
@@ -236,5 +288,51 @@ mod tests {
         assert!(text.contains("minute: no limit for this plan"), "{text}");
         request.path = "/other".into();
         assert!(explain(&config, &request, 0).contains("rule: none matches"));
+    }
+
+    #[test]
+    fn explain_shows_which_selector_matched_and_the_key_parts() {
+        let config = Filter::load(
+            br#"{"rules": [{"name": "tools", "mode": "shadow",
+                 "match": {"headers": [{"name": "x-model", "regex": "gpt-.*"}],
+                           "metadata": [{"namespace": "mcp", "key": "method", "exact": "tools/call"}]},
+                 "key": {"all": [{"header": "x-tenant"}, {"metadata": {"namespace": "mcp", "key": "tool"}}]},
+                 "limits": [{"requests": 5, "window": "1m", "requests_from": {"header": "x-limit", "max": 9}},
+                            {"name": "trial", "requests": 2, "window": "1m", "shadow": true}]}]}"#,
+        )
+        .unwrap();
+        let mut request = DescribedRequest {
+            method: "POST".into(),
+            path: "/mcp".into(),
+            client_ip: "192.0.2.1".into(),
+            ..Default::default()
+        };
+        request.headers.insert("x-model".into(), "gpt-4o".into());
+        request.headers.insert("x-tenant".into(), "acme".into());
+        let at = ("mcp".to_string(), "method".to_string());
+        request.metadata.insert(at, "tools/call".into());
+        request
+            .metadata
+            .insert(("mcp".into(), "tool".into()), "search".into());
+        let text = explain(&config, &request, 1_700_000_000_000);
+        for line in [
+            "mode: Shadow (this rule's own)",
+            "  header x-model regex \"gpt-.*\": matched (value \"gpt-4o\")",
+            "  metadata mcp/method exact \"tools/call\": matched (value \"tools/call\")",
+            "  header x-tenant: \"acme\"",
+            "  metadata mcp/tool: \"search\"",
+            "key: Composite",
+            "the request may set it: header x-limit (at most 9)",
+            "trial: 2 per 1m (candidate: shadow, never refuses)",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        request.headers.insert("x-model".into(), "claude".into());
+        let text = explain(&config, &request, 0);
+        assert!(text.contains("rule: none matches"), "{text}");
+        assert!(
+            text.contains("header x-model regex \"gpt-.*\": did not match (value \"claude\")"),
+            "{text}"
+        );
     }
 }

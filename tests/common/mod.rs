@@ -28,6 +28,8 @@ pub fn config_shaped_json() -> impl Strategy<Value = Value> {
             "/api",
             "free",
             "info",
+            "10.0.0.0/8",
+            "^a+$",
         ])
         .prop_map(|s| json!(s)),
     ];
@@ -77,6 +79,21 @@ pub fn config_shaped_json() -> impl Strategy<Value = Value> {
             "free",
             "burst",
             "typo",
+            "first",
+            "all",
+            "metadata",
+            "filter_state",
+            "route_name",
+            "namespace",
+            "regex",
+            "present",
+            "invert",
+            "query_params",
+            "source_cidr",
+            "cidrs",
+            "requests_from",
+            "shadow",
+            "status_header",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),

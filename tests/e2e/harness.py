@@ -155,17 +155,7 @@ class Envoy:
 
     def wait_ready(self, timeout: float = 60) -> None:
         assert self.proc is not None
-        wait_for_port(self.admin_port, self.proc, "Envoy", timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if admin_get(self.admin_port, "/ready").strip() == "LIVE":
-                    wait_for_port(self.listen_port, self.proc, "Envoy", timeout)
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("envoy not ready")
+        procs.wait_envoy_ready(self.admin_port, self.listen_port, self.proc, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

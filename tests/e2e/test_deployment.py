@@ -36,6 +36,7 @@ from harness import (
     admin_get,
     envoy_binary,
     free_port,
+    procs,
     render_config,
     settled,
     stop,
@@ -471,12 +472,7 @@ def running(config: dict, upstream_port: int):
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
     )
     try:
-        wait_for_port(admin_port, proc)
-        deadline = time.monotonic() + 30
-        while admin_get(admin_port, "/ready").strip() != "LIVE":
-            assert time.monotonic() < deadline, "envoy not ready"
-            time.sleep(0.05)
-        wait_for_port(listen_port, proc)
+        procs.wait_envoy_ready(admin_port, listen_port, proc)
         yield Running(listen_port, admin_port)
     finally:
         stop(proc)

@@ -455,6 +455,7 @@ pub fn run(trace: &Trace, cap: u64, slots: usize, mutant: Option<Mutant>) -> Rep
         .map(|(&window_ms, &l)| Limit {
             window_ms,
             requests: vec![l],
+            ..Limit::default()
         })
         .collect();
     let mut limiter = Limiter::new(&limits, cap, slots);

@@ -23,7 +23,7 @@ fn main() {
             sizes.layout.page_len()
         );
     }
-    let limiter = Limiter::new(&[Limit { window_ms: 60_000, requests: vec![4_000_000_000] }], 10_000, 16);
+    let limiter = Limiter::new(&[Limit { window_ms: 60_000, requests: vec![4_000_000_000], ..Limit::default() }], 10_000, 16);
     let pages = PageKeys::new("ratelimit", "api");
     let last = pages.page(limiter.pages() - 1);
     println!(

@@ -9,6 +9,7 @@
 mod json;
 mod rules;
 mod sections;
+mod select;
 
 use serde_json::Value;
 

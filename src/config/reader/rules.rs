@@ -5,6 +5,7 @@ use serde_json::Value;
 use super::json::{
     boolean, invalid, list, map_of, tagged, text, texts, variant, whole, whole32, window, Fields,
 };
+use super::select::{matcher, metadata_path};
 use crate::config::model::*;
 use crate::config::Errors;
 
@@ -13,6 +14,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "name",
         "match",
         "exempt",
+        "mode",
         "key",
         "on_missing_key",
         "cost",
@@ -27,9 +29,8 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
     Some(RuleConfig {
         matcher: f.or("match", MatchConfig::default(), errors, matcher),
         exempt: f.or("exempt", false, errors, boolean),
-        key: f.or("key", Vec::new(), errors, |v, p, e| {
-            list(v, p, e, key_source)
-        }),
+        mode: f.optional("mode", errors, mode),
+        key: f.or("key", KeyConfig::default(), errors, key),
         on_missing_key: f.or("on_missing_key", OnMissingKey::Shared, errors, |v, p, e| {
             variant(
                 v,
@@ -50,37 +51,54 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
     })
 }
 
-fn matcher(value: &Value, path: &str, errors: &mut Errors) -> Option<MatchConfig> {
-    const KNOWN: &[&str] = &["path", "methods", "hosts", "route_names"];
-    let f = Fields::open(value, path, KNOWN, errors)?;
-    Some(MatchConfig {
-        path: f.optional("path", errors, |v, p, e| {
-            let (tag, inner) = tagged(v, p, e, &["exact", "prefix", "template"])?;
-            let s = text(inner, &format!("{p}.{tag}"), e)?;
+/// `key`: a list of sources, `{"first": [...]}`, `{"all": [...]}` or `"shared"`.
+fn key(value: &Value, path: &str, errors: &mut Errors) -> Option<KeyConfig> {
+    match value {
+        Value::Array(_) => list(value, path, errors, key_source).map(KeyConfig::First),
+        Value::String(s) if s == "shared" => Some(KeyConfig::Shared),
+        Value::String(s) => {
+            let message = format!("unknown variant `{s}`, expected `shared`");
+            errors.push(crate::config::ConfigError::new(path, message));
+            None
+        }
+        Value::Object(_) => {
+            let (tag, inner) = tagged(value, path, errors, &["first", "all"])?;
+            let sources = list(inner, &format!("{path}.{tag}"), errors, key_source)?;
             Some(match tag {
-                "exact" => PathMatch::Exact(s),
-                "prefix" => PathMatch::Prefix(s),
-                _ => PathMatch::Template(s),
+                "first" => KeyConfig::First(sources),
+                _ => KeyConfig::All(sources),
             })
-        }),
-        methods: f.or("methods", Vec::new(), errors, texts),
-        hosts: f.or("hosts", Vec::new(), errors, texts),
-        route_names: f.or("route_names", Vec::new(), errors, texts),
-    })
+        }
+        other => {
+            let expected =
+                "a list of key sources, {\"first\": [...]}, {\"all\": [...]} or \"shared\"";
+            invalid(errors, path, other, expected);
+            None
+        }
+    }
 }
 
 fn key_source(value: &Value, path: &str, errors: &mut Errors) -> Option<KeySource> {
-    let (tag, inner) = tagged(
-        value,
-        path,
-        errors,
-        &["header", "query", "bearer", "client_ip"],
-    )?;
+    const SOURCES: &[&str] = &[
+        "header",
+        "query",
+        "bearer",
+        "client_ip",
+        "metadata",
+        "filter_state",
+        "route_name",
+        "method",
+    ];
+    let (tag, inner) = tagged(value, path, errors, SOURCES)?;
     let at = format!("{path}.{tag}");
     match tag {
         "header" => text(inner, &at, errors).map(KeySource::Header),
         "query" => text(inner, &at, errors).map(KeySource::Query),
         "bearer" => Fields::open(inner, &at, &[], errors).map(|_| KeySource::Bearer {}),
+        "metadata" => metadata_path(inner, &at, errors).map(KeySource::Metadata),
+        "filter_state" => text(inner, &at, errors).map(KeySource::FilterState),
+        "route_name" => Fields::open(inner, &at, &[], errors).map(|_| KeySource::RouteName {}),
+        "method" => Fields::open(inner, &at, &[], errors).map(|_| KeySource::Method {}),
         _ => {
             let names = &["trusted_hops", "ipv4_prefix", "ipv6_prefix"];
             let f = Fields::open(inner, &at, names, errors)?;
@@ -122,7 +140,16 @@ fn cost(value: &Value, path: &str, errors: &mut Errors) -> Option<CostConfig> {
 }
 
 fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> {
-    const KNOWN: &[&str] = &["name", "requests", "window", "code", "message", "fleet"];
+    const KNOWN: &[&str] = &[
+        "name",
+        "requests",
+        "requests_from",
+        "window",
+        "code",
+        "message",
+        "fleet",
+        "shadow",
+    ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let requests = f.required("requests", errors).and_then(|v| {
         let p = f.path("requests");
@@ -150,7 +177,27 @@ fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> 
         code: f.optional("code", errors, text),
         message: f.optional("message", errors, text),
         fleet: f.or("fleet", false, errors, boolean),
+        shadow: f.or("shadow", false, errors, boolean),
+        requests_from: f.optional("requests_from", errors, requests_from),
         requests: requests?,
         window: window?,
     })
+}
+
+fn requests_from(value: &Value, path: &str, errors: &mut Errors) -> Option<RequestsFrom> {
+    let f = Fields::open(value, path, &["header", "metadata", "max"], errors)?;
+    let max = f
+        .required("max", errors)
+        .and_then(|v| whole(v, &f.path("max"), errors));
+    Some(RequestsFrom {
+        header: f.optional("header", errors, text),
+        metadata: f.optional("metadata", errors, metadata_path),
+        max: max?,
+    })
+}
+
+/// `enforce` or `shadow`.
+pub fn mode(value: &Value, path: &str, errors: &mut Errors) -> Option<Mode> {
+    let modes = [("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
+    variant(value, path, errors, &modes)
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::json::{boolean, list, map_of, text, texts, variant, whole, whole32, window, Fields};
-use super::rules::rule;
+use super::rules::{mode, rule};
+use super::select::metadata_path;
 use crate::config::model::*;
 use crate::config::{Errors, WindowSpec};
 
@@ -27,14 +28,7 @@ pub fn filter_config(value: &Value, path: &str, errors: &mut Errors) -> Option<F
         .and_then(|v| list(v, &f.path("rules"), errors, rule));
     Some(FilterConfig {
         enabled: f.or("enabled", true, errors, boolean),
-        mode: f.or("mode", Mode::Enforce, errors, |v, p, e| {
-            variant(
-                v,
-                p,
-                e,
-                &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)],
-            )
-        }),
+        mode: f.or("mode", Mode::Enforce, errors, mode),
         refusal_log: f.or("refusal_log", RefusalLog::Info, errors, |v, p, e| {
             variant(
                 v,
@@ -126,7 +120,7 @@ fn store(value: &Value, path: &str, errors: &mut Errors) -> Option<StoreConfig> 
 }
 
 fn plans(value: &Value, path: &str, errors: &mut Errors) -> Option<PlansConfig> {
-    const KNOWN: &[&str] = &["names", "default", "header", "keys"];
+    const KNOWN: &[&str] = &["names", "default", "header", "metadata", "keys"];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let names = f
         .required("names", errors)
@@ -136,6 +130,7 @@ fn plans(value: &Value, path: &str, errors: &mut Errors) -> Option<PlansConfig> 
         .and_then(|v| text(v, &f.path("default"), errors));
     Some(PlansConfig {
         header: f.optional("header", errors, text),
+        metadata: f.optional("metadata", errors, metadata_path),
         keys: f.or("keys", BTreeMap::new(), errors, |v, p, e| {
             map_of(v, p, e, text)
         }),
@@ -145,7 +140,15 @@ fn plans(value: &Value, path: &str, errors: &mut Errors) -> Option<PlansConfig> 
 }
 
 fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseConfig> {
-    const KNOWN: &[&str] = &["status", "headers", "preset", "body", "content_type"];
+    const KNOWN: &[&str] = &[
+        "status",
+        "headers",
+        "preset",
+        "body",
+        "content_type",
+        "status_header",
+        "status_filter_state",
+    ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let d = ResponseConfig::default();
     Some(ResponseConfig {
@@ -164,6 +167,8 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
         }),
         body: f.get("body").cloned(),
         content_type: f.optional("content_type", errors, text),
+        status_header: f.optional("status_header", errors, text),
+        status_filter_state: f.or("status_filter_state", false, errors, boolean),
     })
 }
 

@@ -3,7 +3,7 @@
 //! refusal of the client that is still true. Returns how it came out; the pipeline records it.
 
 use super::stop::Stop;
-use crate::config::{OnFailure, OnMissingKey};
+use crate::config::{Mode, OnFailure, OnMissingKey};
 use crate::engine::filter::Filter;
 use crate::engine::ledger::{self, Charge, Charging};
 use crate::engine::log::{RefusalNote, Why};
@@ -29,8 +29,19 @@ pub enum Step {
     /// no limit at any level for the plan, or the store could not decide and
     /// `store.on_contention` lets it pass.
     Skipped,
-    /// Counted; `fleet_client` is the client as the rate limit service knows it.
-    Admitted { charge: Charge, fleet_client: u64 },
+    /// Counted; `fleet_client` is the client as the rate limit service knows it. `candidate`
+    /// notes a candidate limit (`shadow`) the request went over.
+    Admitted {
+        charge: Charge,
+        fleet_client: u64,
+        candidate: Option<RefusalNote>,
+    },
+    /// Refused by a rule in shadow mode: nothing counted, and the request goes on; the rule's
+    /// statuses, when a limit refused, for the headers.
+    Shadowed {
+        charge: Option<Charge>,
+        note: RefusalNote,
+    },
     /// The request stops here, decided at the page clock `at_ms` (0: no clock read).
     Stopped {
         stop: Stop,
@@ -52,19 +63,12 @@ pub fn charge(
     let Target { rule, limited, .. } = target;
     let (kind, key) = match target.key {
         Some(found) => found,
-        None => {
-            events.push(Event::Rule {
-                rule,
-                stat: Stat::MissingKey,
-            });
-            match limited.on_missing_key {
-                OnMissingKey::Shared => (KeyKind::Missing, Vec::new()),
-                OnMissingKey::Allow => return Step::Skipped,
-                OnMissingKey::Deny => return stopped(Stop::MissingKey, 0, None),
-            }
-        }
+        None => match missing_key(rule, limited, events) {
+            Ok(shared) => shared,
+            Err(step) => return step,
+        },
     };
-    let levels = limited.levels(target.plan);
+    let levels = limited.levels.for_request(target.plan, request);
     if levels.iter().all(|&level| level == 0) {
         return Step::Skipped; // no limit at any level for this plan
     }
@@ -75,10 +79,19 @@ pub fn charge(
         plan: target.plan,
         client,
     };
-    let charging = charge_or_recall(filter, store, refusals, (at, limited), cost, now, events);
-    let step = record(filter, at, charging, events);
-    match step {
-        Step::Admitted { charge, .. } => {
+    let charging = charge_or_recall(
+        filter,
+        store,
+        refusals,
+        (at, limited),
+        (cost, &levels),
+        now,
+        events,
+    );
+    match record(filter, (at, limited), charging, events) {
+        Step::Admitted {
+            charge, candidate, ..
+        } => {
             // The service knows a client by a hash every Envoy of the fleet computes alike.
             let fleet_client = filter
                 .fleet
@@ -87,9 +100,28 @@ pub fn charge(
             Step::Admitted {
                 charge,
                 fleet_client,
+                candidate,
             }
         }
         other => other,
+    }
+}
+
+/// No key: `on_missing_key` says whether the request counts in the one shared counter (`Ok`),
+/// passes uncounted, or is refused.
+fn missing_key(
+    rule: usize,
+    limited: &LimitedRule,
+    events: &mut Events,
+) -> Result<(KeyKind, Vec<u8>), Step> {
+    events.push(Event::Rule {
+        rule,
+        stat: Stat::MissingKey,
+    });
+    match limited.on_missing_key {
+        OnMissingKey::Shared => Ok((KeyKind::Missing, Vec::new())),
+        OnMissingKey::Allow => Err(Step::Skipped),
+        OnMissingKey::Deny => Err(stopped(Stop::MissingKey, 0, None)),
     }
 }
 
@@ -99,6 +131,19 @@ struct Placed {
     rule: usize,
     plan: usize,
     client: u64,
+}
+
+impl Placed {
+    fn note(self, filter: &Filter, why: Why, limit: Option<usize>) -> RefusalNote {
+        RefusalNote {
+            why,
+            rule: self.rule,
+            limit,
+            client: self.client,
+            plan: self.plan,
+            shadow: filter.shadow_for(self.rule),
+        }
+    }
 }
 
 fn stopped(stop: Stop, at_ms: u64, note: Option<RefusalNote>) -> Step {
@@ -112,7 +157,7 @@ fn charge_or_recall(
     store: &dyn SharedStore,
     refusals: &mut RefusalMemory,
     (at, limited): (Placed, &LimitedRule),
-    cost: u64,
+    (cost, levels): (u64, &[u64]),
     now: u64,
     events: &mut Events,
 ) -> Charging {
@@ -132,7 +177,6 @@ fn charge_or_recall(
         }
     }
     let attempts = filter.store.cas_attempts;
-    let levels = limited.levels(plan);
     let (charging, stats) = ledger::charge(
         store,
         attempts,
@@ -160,49 +204,92 @@ fn charge_or_recall(
     charging
 }
 
-/// An admitted charge, or where the request stops (a refusal, or a store that could not decide
-/// when its policy is deny), with its note for the refusal log.
-fn record(filter: &Filter, at: Placed, charging: Charging, events: &mut Events) -> Step {
-    let Placed { rule, plan, client } = at;
-    let note = |why, limit| {
-        Some(RefusalNote {
-            why,
-            rule,
-            limit,
-            client,
-            plan,
-        })
-    };
+/// An admitted charge (noting a candidate limit it went over), a refusal by a rule in shadow
+/// mode, or where the request stops (a refusal, or a store that could not decide when its policy
+/// is deny), with its note for the refusal log.
+fn record(
+    filter: &Filter,
+    (at, limited): (Placed, &LimitedRule),
+    charging: Charging,
+    events: &mut Events,
+) -> Step {
+    let rule = at.rule;
+    let shadow_rule = limited.mode == Some(Mode::Shadow);
     match charging {
         Charging::Admitted(charge) => Step::Admitted {
+            candidate: candidates_over(filter, (at, limited), &charge, events),
             charge,
-            fleet_client: client,
+            fleet_client: at.client,
         },
         Charging::Refused {
             statuses, now_ms, ..
         } => {
-            let by = headline_index(statuses.iter()).map_or(0, |i| statuses[i].limit);
+            let enforced = statuses.iter().filter(|s| !limited.is_candidate(s.limit));
+            let by = headline_index(enforced.clone())
+                .and_then(|i| enforced.clone().nth(i))
+                .map_or(0, |s| s.limit);
             events.push(Event::Limit { rule, limit: by });
-            let stop = Stop::Refused { rule, statuses };
-            stopped(stop, now_ms, note(Why::Refused, Some(by)))
+            let note = at.note(filter, Why::Refused, Some(by));
+            if shadow_rule {
+                events.push(Event::ShadowLimit { rule, limit: by });
+                let charge = Charge::nothing_taken(rule, at.client, statuses, now_ms);
+                return shadowed(rule, Some(charge), note, events);
+            }
+            stopped(Stop::Refused { rule, statuses }, now_ms, Some(note))
         }
         Charging::Capacity {
             retry_at_ms,
             now_ms,
-        } => stopped(
-            Stop::Capacity { retry_at_ms },
-            now_ms,
-            note(Why::Capacity, None),
-        ),
+        } => {
+            let note = at.note(filter, Why::Capacity, None);
+            if shadow_rule {
+                return shadowed(rule, None, note, events);
+            }
+            stopped(Stop::Capacity { retry_at_ms }, now_ms, Some(note))
+        }
         Charging::Contended => {
             events.push(Event::Rule {
                 rule,
                 stat: Stat::Contention,
             });
-            if filter.store.on_contention == OnFailure::Deny {
-                return stopped(Stop::Unavailable, 0, note(Why::Contention, None));
+            if filter.store.on_contention == OnFailure::Allow {
+                return Step::Skipped;
             }
-            Step::Skipped
+            let note = at.note(filter, Why::Contention, None);
+            if shadow_rule {
+                return shadowed(rule, None, note, events);
+            }
+            stopped(Stop::Unavailable, 0, Some(note))
         }
     }
+}
+
+fn shadowed(rule: usize, charge: Option<Charge>, note: RefusalNote, events: &mut Events) -> Step {
+    events.push(Event::Rule {
+        rule,
+        stat: Stat::ShadowRefused,
+    });
+    Step::Shadowed { charge, note }
+}
+
+/// The candidate limits (`shadow`) an admitted request went over: counted as their shadow
+/// refusals; the first noted for the log.
+fn candidates_over(
+    filter: &Filter,
+    (at, limited): (Placed, &LimitedRule),
+    charge: &Charge,
+    events: &mut Events,
+) -> Option<RefusalNote> {
+    let over = charge.statuses.iter();
+    let mut over = over.filter(|s| !s.fits && limited.is_candidate(s.limit));
+    let first = over.next()?;
+    for status in std::iter::once(first).chain(over) {
+        events.push(Event::ShadowLimit {
+            rule: at.rule,
+            limit: status.limit,
+        });
+    }
+    let mut note = at.note(filter, Why::Refused, Some(first.limit));
+    note.shadow = true;
+    Some(note)
 }

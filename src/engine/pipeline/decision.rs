@@ -27,6 +27,27 @@ pub struct Decision {
     pub ticket: Ticket,
     /// A refusal for the refusal log (the host samples these: `RefusalLog`).
     pub refusal: Option<RefusalNote>,
+    /// What the filter made of the request, when a limit applied to it (for the access log).
+    pub status: Option<RequestStatus>,
+}
+
+/// What the filter made of a request a limit applied to (nginx's `$limit_req_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    Passed,
+    Refused,
+    /// A refusal that shadow mode (the filter's or a rule's) or a candidate limit let through.
+    ShadowRefused,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Passed => "passed",
+            RequestStatus::Refused => "refused",
+            RequestStatus::ShadowRefused => "shadow_refused",
+        }
+    }
 }
 
 impl Decision {
@@ -37,6 +58,7 @@ impl Decision {
             events: Events::new(),
             ticket: Ticket::default(),
             refusal: None,
+            status: None,
         }
     }
 }

@@ -17,7 +17,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
-pub use decision::{Action, Decision};
+pub use decision::{Action, Decision, RequestStatus};
 pub use select::Selection;
 
 use smallvec::SmallVec;
@@ -136,6 +136,8 @@ struct Evaluation {
     clock: u64,
     events: Events,
     refusal: Option<RefusalNote>,
+    /// A refusal was let through (a rule in shadow mode, a candidate limit).
+    shadowed: bool,
 }
 
 impl Evaluation {
@@ -151,6 +153,7 @@ impl Evaluation {
             clock: 0,
             events: Events::new(),
             refusal: None,
+            shadowed: false,
         })
     }
 
@@ -210,10 +213,21 @@ impl Evaluation {
                 self.stop = Some(stop);
                 self.refusal = note;
             }
+            charge::Step::Shadowed { charge, note } => {
+                self.shadow(Some(note));
+                if let Some(charge) = charge {
+                    self.clock = self.clock.max(charge.at_ms);
+                    self.charges.push(charge);
+                }
+            }
             charge::Step::Admitted {
                 charge,
                 fleet_client,
+                candidate,
             } => {
+                if candidate.is_some() {
+                    self.shadow(candidate);
+                }
                 let cost = charge.cost;
                 self.clock = self.clock.max(charge.at_ms);
                 self.charges.push(charge);
@@ -223,6 +237,12 @@ impl Evaluation {
                 self.follow(filter, store, step);
             }
         }
+    }
+
+    /// A refusal let through: noted for the log (the first of the request's).
+    fn shadow(&mut self, note: Option<RefusalNote>) {
+        self.shadowed = true;
+        self.refusal = self.refusal.or(note);
     }
 
     /// Goes on as the fleet tier says.
@@ -270,8 +290,9 @@ impl Evaluation {
             stop: self.stop,
             charges: &self.charges,
             clock: self.clock,
+            shadowed: self.shadowed,
         };
-        let (action, stat) = render::render(filter, decided, request);
+        let (action, stat, status) = render::render(filter, decided, request);
         if let Some(stat) = stat {
             let rule = self.selection.rule;
             self.events.push(Event::Rule { rule, stat });
@@ -281,6 +302,7 @@ impl Evaluation {
             events: self.events,
             ticket: ticket(filter, &self.charges),
             refusal: self.refusal,
+            status,
         }
     }
 }

@@ -27,11 +27,8 @@ impl Selection {
         let limited = filter.limited(rule)?;
         let key = limited.key_of(request);
         let plans = &filter.plans;
-        let plan_header = plans.header.as_deref().and_then(|h| request.header(h));
-        let plan = plans.resolve(
-            key.as_ref().map(|(_, k)| k.as_slice()),
-            plan_header.as_deref(),
-        );
+        let named = plans.named_by(request);
+        let plan = plans.resolve(key.as_ref().map(|(_, k)| k.as_slice()), named.as_deref());
         Some(Selection { rule, key, plan })
     }
 

@@ -890,3 +890,6 @@ fn the_filter_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Filter>();
 }
+
+mod rollout;
+mod selectors;
