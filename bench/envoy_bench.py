@@ -152,6 +152,8 @@ class Config:
     # window, whenever this config is measured.
     walk: bool = False
     live_s: float | None = None
+    # Request headers every request of this config carries besides x-api-key.
+    headers: dict = field(default_factory=dict)
 
 
 def configurations(clients: int = CLIENTS) -> list[Config]:
@@ -184,6 +186,44 @@ def configurations(clients: int = CLIENTS) -> list[Config]:
     ]
 
 
+# Issue 20's goal: a rule choosing requests by two headers and counting them under a key of two
+# parts, against today's rule of one key header, both on requests that carry the same headers.
+SELECTOR_HEADERS = {"x-tier": "gold", "x-model": "gpt-4o"}
+
+
+def selector_rule() -> dict:
+    rule = {"name": "api", "match": {"path": {"prefix": "/api"}, "headers": [
+                {"name": "x-tier", "exact": "gold"}, {"name": "x-model", "regex": "gpt-.*"}]},
+            "key": {"all": [{"header": "x-api-key"}, {"header": "x-model"}]}, "limits": NEVER}
+    return {"rules": [rule]}
+
+
+# A browser's request: 16 more headers, a 1.5 KB cookie among them (for the price of reading every
+# header at once against reading a few one by one).
+BROWSER_HEADERS = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+    "accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "accept-language": "en-GB,en;q=0.9,fr;q=0.8", "accept-encoding": "gzip, deflate, br, zstd",
+    "cache-control": "max-age=0", "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile": "?0", "sec-ch-ua-platform": '"Linux"', "sec-fetch-dest": "document",
+    "sec-fetch-mode": "navigate", "sec-fetch-site": "same-origin", "sec-fetch-user": "?1",
+    "upgrade-insecure-requests": "1", "referer": "https://bench.example/api/start",
+    "dnt": "1", "cookie": "; ".join(f"c{i}={'v' * 60}" for i in range(24)),
+}
+
+
+def selectors() -> list[Config]:
+    return [
+        Config("8", "ratelimit filter, 2 header selectors and a 2-part key (allow path)",
+               ratelimit(selector_rule()), expect_ratelimit_headers=True, headers=SELECTOR_HEADERS),
+        Config("8h", "ratelimit filter, allow path (1 key), with config 8's request headers",
+               ratelimit(one_rule(NEVER)), expect_ratelimit_headers=True, headers=SELECTOR_HEADERS),
+        Config("4c", "ratelimit filter, allow path (1 key), a browser's 18 request headers",
+               ratelimit(one_rule(NEVER)), expect_ratelimit_headers=True, headers=BROWSER_HEADERS),
+        Config("1c", "no filter, a browser's 18 request headers", [], headers=BROWSER_HEADERS),
+    ]
+
+
 def variants() -> list[Config]:
     """Extra configurations for finding where the time goes (`--configs 2,4,p1,...`)."""
     return [
@@ -212,11 +252,11 @@ def variants() -> list[Config]:
 def alternative(wasm: Path) -> list[Config]:
     """Configs 4, 5 and 6 with another build of the filter (`--alt-wasm`): ids 4a, 5a, 6a."""
     out = []
-    for c in configurations():
-        if c.id in ("4", "5", "6"):
+    for c in configurations() + selectors():
+        if c.id in ("4", "5", "6", "8h", "4c"):
             plugin = json.loads(c.filters[0]["typed_config"]["config"]["configuration"]["value"])
             out.append(Config(c.id + "a", c.title + f" [{wasm.name}]", ratelimit(plugin, wasm), c.lua,
-                              c.expect_status, c.expect_ratelimit_headers, c.prime))
+                              c.expect_status, c.expect_ratelimit_headers, c.prime, headers=c.headers))
     return out
 
 
@@ -234,7 +274,8 @@ def probes() -> list[Config]:
 
 
 def every_config(alt_wasm: Path | None = None, clients: int = CLIENTS) -> dict[str, Config]:
-    cfgs = configurations(clients) + variants() + (alternative(alt_wasm) if alt_wasm else []) + probes()
+    cfgs = (configurations(clients) + selectors() + variants()
+            + (alternative(alt_wasm) if alt_wasm else []) + probes())
     return {c.id: c for c in cfgs}
 
 
@@ -360,7 +401,7 @@ class Envoy:
     def request(self, key: str = KEY) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=5)
         try:
-            conn.request("GET", PATH, headers={"x-api-key": key})
+            conn.request("GET", PATH, headers={"x-api-key": key, **self.cfg.headers})
             r = conn.getresponse()
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:
@@ -439,6 +480,8 @@ def wrk_command(e: Envoy, seconds: int, connections: int, cpu: int) -> list[str]
         cmd += ["-s", str(ROTATE_LUA)]
     else:
         cmd += ["-H", f"x-api-key: {KEY}"]
+    for name, value in e.cfg.headers.items():
+        cmd += ["-H", f"{name}: {value}"]
     return cmd + [f"http://127.0.0.1:{e.listen_port}{PATH}"]
 
 

@@ -80,8 +80,9 @@ RESULTS = eb.RESULTS / "instructions"
 # "A/B" is Ir(B) / Ir(A): how many A requests cost as many instructions as one B request, i.e.
 # the throughput ratio an instruction-bound core would show (comparable with envoy_bench's ratios).
 RATIOS = [("2/1", "2", "1"), ("3/1", "3", "1"), ("4/2", "4", "2"), ("4/3", "4", "3"),
-          ("5/4", "5", "4"), ("6/4", "6", "4"), ("5/1", "5", "1")]
-ALT_RATIOS = [("4a/4", "4a", "4"), ("5a/5", "5a", "5"), ("6a/6", "6a", "6")]
+          ("5/4", "5", "4"), ("6/4", "6", "4"), ("5/1", "5", "1"), ("8/8h", "8h", "8")]
+ALT_RATIOS = [("4a/4", "4a", "4"), ("5a/5", "5a", "5"), ("6a/6", "6a", "6"), ("8/8ha", "8ha", "8"),
+              ("4ca/4c", "4ca", "4c")]
 GROUPS = ["envoy", "tcmalloc", "v8_code", "libc", "other"]
 GROUP_TITLES = {
     "envoy": "Envoy binary .text (Envoy, proxy-wasm host, V8 runtime + builtins)",
@@ -323,11 +324,13 @@ class Client:
     """One keep-alive HTTP/1.1 connection, one request at a time; for rotating keys the sequence
     client-1 ... client-N continues from request to request."""
 
-    def __init__(self, port: int, keys: int | None):
+    def __init__(self, port: int, keys: int | None, headers: dict | None = None):
         self.port, self.keys, self.next_key = port, keys, 0
         self.sock = self.reader = None
         self.connections = 0
-        self.fixed = f"GET {eb.PATH} HTTP/1.1\r\nHost: bench\r\nx-api-key: {eb.KEY}\r\n\r\n".encode()
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.fixed = (f"GET {eb.PATH} HTTP/1.1\r\nHost: bench\r\nx-api-key: {eb.KEY}\r\n"
+                      f"{self.extra}\r\n").encode()
 
     def connect(self) -> None:
         self.close()
@@ -356,7 +359,7 @@ class Client:
             request = self.fixed
         else:
             request = (f"GET {eb.PATH} HTTP/1.1\r\nHost: bench\r\n"
-                       f"x-api-key: client-{self.next_key % self.keys + 1}\r\n\r\n").encode()
+                       f"x-api-key: client-{self.next_key % self.keys + 1}\r\n{self.extra}\r\n").encode()
             self.next_key += 1
         self.sock.sendall(request)
         status_line = self.reader.readline()
@@ -659,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = [p for e in envoys for p in eb.check(e)]
         if problems:
             raise RuntimeError("sanity checks failed:\n  " + "\n  ".join(problems))
-        clients = {e.cfg.id: Client(e.listen_port, args.keys if e.cfg.lua else None) for e in envoys}
+        clients = {e.cfg.id: Client(e.listen_port, args.keys if e.cfg.lua else None, e.cfg.headers)
+                   for e in envoys}
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(envoys)) as pool:
             warm = dict(zip([e.cfg.id for e in envoys],

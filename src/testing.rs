@@ -54,6 +54,14 @@ impl RequestView for FakeRequest {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
         self.filter_state.get(key).cloned()
     }
+    fn header_map(&self) -> Option<Vec<u8>> {
+        let pairs: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        Some(crate::request::serialize_headers(&pairs))
+    }
 }
 
 /// A store that changes each value in place under its own lock, as a native store does: no copy

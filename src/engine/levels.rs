@@ -124,6 +124,15 @@ impl Levels {
         Cow::Owned(levels.collect())
     }
 
+    /// The request headers the levels may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        for source in self.sources.iter().flatten() {
+            if let From::Header(name) = &source.from {
+                out.push(name.clone());
+            }
+        }
+    }
+
     /// The per-request source of limit `limit`, if it has one.
     #[cfg(feature = "cli")]
     pub fn source(&self, limit: usize) -> Option<&LevelSource> {

@@ -5,7 +5,7 @@
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::traits::Context;
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{MapType, Status};
 
 use crate::engine::{CasMismatch, Computed, MetadataPath, RequestView, SharedStore};
 
@@ -46,6 +46,35 @@ impl RequestView for HostRequest {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
         property(&["filter_state", key])
     }
+    fn header_map(&self) -> Option<Vec<u8>> {
+        request_header_map()
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// Every request header, as the host serializes them: one host call, the bytes left as they
+/// come (the SDK's reader would copy each name and value into a string of its own).
+fn request_header_map() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's allocator
+    // (`proxy_on_memory_allocate`, the SDK's: a `Vec<u8>` of `size` bytes), which is ours to free.
+    let status = unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
+    };
+    if status != Status::Ok || data.is_null() {
+        return None;
+    }
+    // SAFETY: as above: `data` holds `size` bytes allocated as a `Vec<u8>` of that capacity.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 /// A property of the effective context (`get_property`).

@@ -62,6 +62,16 @@ impl Cost {
         }
     }
 
+    /// The request headers the cost may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        if let Cost::FromRequest { header, query, .. } = self {
+            out.extend(header.clone());
+            if query.is_some() {
+                out.push(":path".into());
+            }
+        }
+    }
+
     /// The cost of `request`: fixed, or the whole number it carries (missing, malformed or 0: the
     /// default; above the maximum: the maximum).
     pub fn of(&self, request: &Request) -> u64 {

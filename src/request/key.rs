@@ -87,6 +87,20 @@ impl KeySource {
         value.map(|v| (kind, v))
     }
 
+    /// The request headers this source reads.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        match self {
+            KeySource::Header(name) => out.push(name.clone()),
+            KeySource::Query(_) => out.push(":path".into()),
+            KeySource::Bearer => out.push("authorization".into()),
+            KeySource::ClientIp { trusted_hops, .. } if *trusted_hops > 0 => {
+                out.push("x-forwarded-for".into())
+            }
+            KeySource::Method => out.push(":method".into()),
+            _ => {}
+        }
+    }
+
     /// How `explain` names the source.
     #[cfg(feature = "cli")]
     pub fn describe(&self) -> String {
@@ -127,6 +141,13 @@ impl Key {
                 Key::All(sources(list, &format!("{at}.all"), errors))
             }
             KeyConfig::Shared => Key::Shared,
+        }
+    }
+
+    /// The request headers the key may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        if let Key::First(sources) | Key::All(sources) = self {
+            sources.iter().for_each(|s| s.headers_read(out));
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod address;
 mod cost;
+mod headers;
 mod key;
 pub(crate) mod percent;
 mod plan;
@@ -16,4 +17,6 @@ pub use key::KeySource;
 pub use key::{Key, MAX_TRUSTED_HOPS};
 pub use plan::Plans;
 pub use values::query_value;
+#[cfg(any(test, feature = "internals"))]
+pub use headers::serialize as serialize_headers;
 pub use view::{Computed, MetadataPath, Request, RequestView};

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
+use super::headers::HeaderMap;
 use crate::config::{Errors, Report};
 
 /// The request attributes key extraction and routing read. The host implements it with one host
@@ -20,6 +21,11 @@ pub trait RequestView {
     }
     /// A value in the request's filter state, set by another filter.
     fn filter_state(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+    /// Every request header at once, serialized as proxy-wasm's pairs (see [`HeaderMap`]); `None`
+    /// where the host reads headers one by one as cheaply.
+    fn header_map(&self) -> Option<Vec<u8>> {
         None
     }
 }
@@ -112,28 +118,48 @@ impl Computed {
 
 /// A request as the engine reads it: attributes on demand, `:path` at most once however many
 /// rules, key sources and costs need it (every host read that returns data costs a call back
-/// into the VM).
+/// into the VM). When the configuration reads several headers, all of them are read at once on
+/// the first header asked for (see [`Request::reading`]).
 pub struct Request<'a> {
     view: &'a dyn RequestView,
     path: OnceCell<Option<Vec<u8>>>,
+    /// Every header, read once, when `all_headers`.
+    map: OnceCell<Option<HeaderMap>>,
+    all_headers: bool,
 }
 
 impl<'a> Request<'a> {
+    /// A request whose headers are read one by one.
+    #[cfg(any(test, feature = "cli"))]
     pub fn new(view: &'a dyn RequestView) -> Self {
+        Self::reading(view, false)
+    }
+
+    /// A request whose headers are read all at once (`all_headers`, where the host can) or one
+    /// by one.
+    pub fn reading(view: &'a dyn RequestView, all_headers: bool) -> Self {
         Request {
             view,
             path: OnceCell::new(),
+            map: OnceCell::new(),
+            all_headers,
         }
     }
 
     /// `:path`, query string included.
     pub fn path(&self) -> Option<&[u8]> {
-        self.path
-            .get_or_init(|| self.view.header(":path"))
-            .as_deref()
+        self.path.get_or_init(|| self.header(":path")).as_deref()
     }
 
     pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        if self.all_headers {
+            let map = self
+                .map
+                .get_or_init(|| self.view.header_map().map(HeaderMap::new));
+            if let Some(map) = map {
+                return map.get(name).map(<[u8]>::to_vec);
+            }
+        }
         self.view.header(name)
     }
 

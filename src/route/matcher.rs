@@ -200,6 +200,20 @@ impl RouteMatcher {
         }
     }
 
+    /// The request headers this matcher may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        if self.path.is_some() {
+            out.push(":path".into());
+        }
+        if !self.methods.is_empty() {
+            out.push(":method".into());
+        }
+        if !self.hosts.is_empty() {
+            out.push(":authority".into());
+        }
+        self.selectors.headers_read(out);
+    }
+
     pub fn matches(&self, facts: &RouteFacts) -> bool {
         if let Some(path) = &self.path {
             if !path.matches(&facts.path) {

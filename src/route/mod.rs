@@ -34,6 +34,13 @@ impl RouteTable {
         }
     }
 
+    /// The request headers choosing a rule may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        for matcher in &self.matchers {
+            matcher.headers_read(out);
+        }
+    }
+
     /// The index of the first rule whose matcher accepts the request.
     pub fn select(&self, request: &Request) -> Option<usize> {
         let facts = RouteFacts {

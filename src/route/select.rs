@@ -230,6 +230,20 @@ impl Selectors {
         Selectors { list, source }
     }
 
+    /// The request headers these selectors may read.
+    pub fn headers_read(&self, out: &mut Vec<String>) {
+        for selector in &self.list {
+            match &selector.subject {
+                Subject::Header(name) => out.push(name.clone()),
+                Subject::Query(_) => out.push(":path".into()),
+                Subject::Metadata(_) | Subject::FilterState(_) => {}
+            }
+        }
+        if self.source.as_ref().is_some_and(|s| s.trusted_hops > 0) {
+            out.push("x-forwarded-for".into());
+        }
+    }
+
     /// Whether every selector matches the request (cheapest reads first: they are in the order
     /// given, and the first that fails stops the others being read).
     pub fn matches(&self, request: &Request) -> bool {

@@ -80,7 +80,7 @@ pub fn begin(
     view: &dyn RequestView,
     now_ms: u64,
 ) -> Progress {
-    let request = Request::new(view);
+    let request = filter.request(view);
     match Evaluation::start(filter, &request) {
         None => Progress::Done(Decision::pass()),
         Some(evaluation) => evaluation.run(filter, store, memory, &request, now_ms),
@@ -111,7 +111,7 @@ impl Waiting {
         verdict: Verdict,
         now_ms: u64,
     ) -> Progress {
-        let request = Request::new(view);
+        let request = filter.request(view);
         if let Some(asking) = self.evaluation.asking.take() {
             let plan = self.evaluation.selection.plan;
             let fleet = &mut memory.fleet;

@@ -392,3 +392,40 @@ fn every_bad_selector_is_named_by_its_path() {
         "{shapes:?}"
     );
 }
+
+/// Reading every header at once decides as reading them one by one: the same requests, with
+/// selectors, composite keys, costs and plans from headers, through both.
+#[test]
+fn all_headers_at_once_decide_as_one_by_one() {
+    let json = r#"{"plans": {"names": ["free", "pro"], "default": "free", "header": "x-plan"},
+        "rules": [{"name": "r", "match": {"headers": [{"name": "x-tier", "exact": "gold", "invert": true}]},
+                   "key": {"all": [{"header": "x-api-key"}, {"header": "x-model"}]},
+                   "cost": {"header": "x-cost", "max": 3},
+                   "limits": [{"requests": {"free": 4, "pro": 6}, "window": "10s"}]}]}"#;
+    let all = load(json.as_bytes()).unwrap();
+    assert!(all.read_all_headers, "six headers read");
+    let mut one = all.clone();
+    one.read_all_headers = false;
+    let (a, b) = (MemoryStore::new(), MemoryStore::new());
+    let mut seed = 0x5851_f42d_4c95_7f2d_u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut now = T0;
+    for _ in 0..3_000 {
+        now += next(50);
+        let key = format!("k{}", next(3));
+        let model = ["gpt", "claude"][next(2) as usize];
+        let tier = ["gold", "silver"][next(2) as usize];
+        let plan = ["free", "pro"][next(2) as usize];
+        let cost = (1 + next(3)).to_string();
+        let headers = [("x-api-key", key.as_str()), ("x-model", model), ("x-tier", tier),
+                       ("x-plan", plan), ("x-cost", &cost)];
+        let request = get("/x", &headers);
+        let (x, y) = (handle(&all, &a, &request, now), handle(&one, &b, &request, now));
+        assert_eq!(x.action, y.action, "{headers:?} at {now}");
+    }
+}
