@@ -45,9 +45,9 @@ pub use store::MemoryStore;
 #[cfg(feature = "internals")]
 pub mod internals {
     pub use crate::hash::{client_hash, KeyKind};
-    pub use crate::request::serialize_headers;
     pub use crate::limiter::{
         Charged, Limit, LimitStatus, Limiter, Mutant, PageLayout, SlotUse, Verdict, RING,
     };
+    pub use crate::request::serialize_headers;
     pub use crate::store::{update, PageKeys, Updated};
 }

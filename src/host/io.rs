@@ -67,9 +67,8 @@ fn request_header_map() -> Option<Vec<u8>> {
     let mut size: usize = 0;
     // SAFETY: the host writes a buffer it allocated through this module's allocator
     // (`proxy_on_memory_allocate`, the SDK's: a `Vec<u8>` of `size` bytes), which is ours to free.
-    let status = unsafe {
-        proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
-    };
+    let status =
+        unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
     if status != Status::Ok || data.is_null() {
         return None;
     }

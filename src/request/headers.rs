@@ -85,7 +85,11 @@ mod tests {
         ]);
         let map = HeaderMap::new(bytes);
         assert_eq!(map.get(":path"), Some(&b"/api/x"[..]));
-        assert_eq!(map.get("x-api-key"), Some(&b"a"[..]), "the first, as a single read");
+        assert_eq!(
+            map.get("x-api-key"),
+            Some(&b"a"[..]),
+            "the first, as a single read"
+        );
         assert_eq!(map.get("empty"), Some(&b""[..]));
         assert_eq!(map.get("absent"), None);
         assert_eq!(map.pairs().count(), 4);

@@ -12,11 +12,11 @@ mod view;
 
 pub use address::client_ip;
 pub use cost::Cost;
+#[cfg(any(test, feature = "internals"))]
+pub use headers::serialize as serialize_headers;
 #[cfg(test)]
 pub use key::KeySource;
 pub use key::{Key, MAX_TRUSTED_HOPS};
 pub use plan::Plans;
 pub use values::query_value;
-#[cfg(any(test, feature = "internals"))]
-pub use headers::serialize as serialize_headers;
 pub use view::{Computed, MetadataPath, Request, RequestView};

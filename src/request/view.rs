@@ -146,21 +146,41 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// `:path`, query string included.
+    /// Every header, read at once on the first call, when this request reads them so and the
+    /// host can.
+    fn map(&self) -> Option<&HeaderMap> {
+        if !self.all_headers {
+            return None;
+        }
+        self.map
+            .get_or_init(|| self.view.header_map().map(HeaderMap::new))
+            .as_ref()
+    }
+
+    /// `:path`, query string included (where all headers were read at once, in place).
     pub fn path(&self) -> Option<&[u8]> {
-        self.path.get_or_init(|| self.header(":path")).as_deref()
+        match self.map() {
+            Some(map) => map.get(":path"),
+            None => self
+                .path
+                .get_or_init(|| self.view.header(":path"))
+                .as_deref(),
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        if self.all_headers {
-            let map = self
-                .map
-                .get_or_init(|| self.view.header_map().map(HeaderMap::new));
-            if let Some(map) = map {
-                return map.get(name).map(<[u8]>::to_vec);
-            }
+        match self.map() {
+            Some(map) => map.get(name).map(<[u8]>::to_vec),
+            None => self.view.header(name),
         }
-        self.view.header(name)
+    }
+
+    /// A header's value where it lies, when all headers were read at once (else read for it).
+    pub fn header_ref(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self.map() {
+            Some(map) => map.get(name).map(Cow::Borrowed),
+            None => self.view.header(name).map(Cow::Owned),
+        }
     }
 
     pub fn source_address(&self) -> Option<Vec<u8>> {

@@ -1,5 +1,7 @@
 //! What a rule asks of a request: compiled path patterns, methods, hosts and route names.
 
+use std::borrow::Cow;
+
 use super::path::{canonical_segments, CanonicalPath};
 use super::select::Selectors;
 use crate::config::{Errors, MatchConfig, PathMatch, Report};
@@ -8,8 +10,8 @@ use crate::config::{Errors, MatchConfig, PathMatch, Report};
 #[derive(Debug, Clone, Default)]
 pub struct RouteFacts<'a> {
     pub path: CanonicalPath<'a>,
-    pub method: Option<Vec<u8>>,
-    pub authority: Option<Vec<u8>>,
+    pub method: Option<Cow<'a, [u8]>>,
+    pub authority: Option<Cow<'a, [u8]>>,
     pub route_name: Option<Vec<u8>>,
 }
 
@@ -367,15 +369,15 @@ mod tests {
         };
         let mut facts = RouteFacts {
             path: path("/api/links"),
-            method: Some(b"post".to_vec()),
-            authority: Some(b"api.example.com".to_vec()),
+            method: Some(Cow::Borrowed(b"post")),
+            authority: Some(Cow::Borrowed(b"api.example.com")),
             route_name: Some(b"links".to_vec()),
         };
         assert!(matcher.matches(&facts));
         facts.route_name = None;
         assert!(!matcher.matches(&facts));
         facts.route_name = Some(b"links".to_vec());
-        facts.method = Some(b"GET".to_vec());
+        facts.method = Some(Cow::Borrowed(b"GET"));
         assert!(!matcher.matches(&facts));
         assert!(
             RouteMatcher::default().matches(&RouteFacts::default()),

@@ -51,11 +51,11 @@ impl RouteTable {
             },
             method: self
                 .needs_method
-                .then(|| request.header(":method"))
+                .then(|| request.header_ref(":method"))
                 .flatten(),
             authority: self
                 .needs_authority
-                .then(|| request.header(":authority"))
+                .then(|| request.header_ref(":authority"))
                 .flatten(),
             route_name: self
                 .needs_route_name

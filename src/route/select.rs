@@ -151,7 +151,7 @@ struct Selector {
 impl Selector {
     fn value<'r>(&self, request: &'r Request) -> Option<Cow<'r, [u8]>> {
         match &self.subject {
-            Subject::Header(name) => request.header(name).map(Cow::Owned),
+            Subject::Header(name) => request.header_ref(name),
             Subject::Query(name) => request
                 .path()
                 .and_then(|p| query_value(p, name))

@@ -422,10 +422,18 @@ fn all_headers_at_once_decide_as_one_by_one() {
         let tier = ["gold", "silver"][next(2) as usize];
         let plan = ["free", "pro"][next(2) as usize];
         let cost = (1 + next(3)).to_string();
-        let headers = [("x-api-key", key.as_str()), ("x-model", model), ("x-tier", tier),
-                       ("x-plan", plan), ("x-cost", &cost)];
+        let headers = [
+            ("x-api-key", key.as_str()),
+            ("x-model", model),
+            ("x-tier", tier),
+            ("x-plan", plan),
+            ("x-cost", &cost),
+        ];
         let request = get("/x", &headers);
-        let (x, y) = (handle(&all, &a, &request, now), handle(&one, &b, &request, now));
+        let (x, y) = (
+            handle(&all, &a, &request, now),
+            handle(&one, &b, &request, now),
+        );
         assert_eq!(x.action, y.action, "{headers:?} at {now}");
     }
 }
