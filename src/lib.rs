@@ -1,16 +1,18 @@
 //! A rate-limiting filter for Envoy and Istio, compiled to WebAssembly (proxy-wasm ABI).
 //!
-//! A request's way through the code: `route` picks the rule → `request` finds the client key,
-//! its plan and the cost → `limiter` decides against the rule's limits, as a pure function of
-//! the client's page → `store` holds the pages (shared data) behind one update loop the store
-//! owns → `engine` runs that pipeline for every rule that applies, gives back what a refused
-//! request took, and settles what an admitted one holds when its response is known →
-//! `response` renders headers and replies. `config` is the JSON model and its reader; `hash`
-//! the keyed client hash. All of it is plain Rust, tested natively; `host` is the thin
+//! A request's way through the code: `route` picks the rule → `request` finds the client key
+//! and its plan → `costs` says what the request holds in each limit → `limiter` decides against
+//! the rule's limits, as a pure function of the client's page → `store` holds the pages (shared
+//! data) behind one update loop the store owns → `engine` runs that pipeline for every rule that
+//! applies, gives back what a refused request took, and, when the stream ends, settles what an
+//! admitted one holds with what its response says (`costs` again: whether it counts, what it
+//! cost) → `response` renders headers and replies. `config` is the JSON model and its reader;
+//! `hash` the keyed client hash. All of it is plain Rust, tested natively; `host` is the thin
 //! proxy-wasm layer (wasm32 only), which uses the engine's face alone, and `tool` the native
 //! command-line tool.
 
 mod config;
+mod costs;
 mod decimal;
 mod engine;
 mod fleet;
@@ -35,7 +37,7 @@ pub use engine::{
     begin, decide, settle, stat_names, Action, Call, CallHost, CasMismatch, Client, Contended,
     Decision, Event, Events, Filter, FleetSettings, FleetVerdict, HeaderName, HeaderValue, Headers,
     Memory, Progress, RefusalLog, RefusalNote, Reply, RequestStatus, RequestView, ResponseFacts,
-    SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
+    ResponseView, SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
 };
 pub use engine::{Computed, MetadataPath};
 pub use store::MemoryStore;

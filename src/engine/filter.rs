@@ -127,15 +127,6 @@ impl Filter {
         self.refusal_log == RefusalLog::Debug
     }
 
-    /// Rule `rule`, if it limits (tests that change a compiled rule).
-    #[cfg(test)]
-    pub(crate) fn limited_mut(&mut self, rule: usize) -> Option<&mut LimitedRule> {
-        match &mut self.rules.get_mut(rule)?.action {
-            RuleAction::Limit(limited) => Some(limited),
-            RuleAction::Exempt => None,
-        }
-    }
-
     /// Rule `rule`, if it limits (not exempt).
     pub(crate) fn limited(&self, rule: usize) -> Option<&LimitedRule> {
         match &self.rules.get(rule)?.action {
@@ -152,7 +143,7 @@ fn headers_read(rules: &[Rule], routes: &RouteTable, plans: &Plans) -> usize {
     for rule in rules {
         if let RuleAction::Limit(limited) = &rule.action {
             limited.key.headers_read(&mut names);
-            limited.cost.headers_read(&mut names);
+            limited.costs.headers_read(&mut names);
             limited.levels.headers_read(&mut names);
         }
     }

@@ -4,7 +4,8 @@
 
 use super::rule::LimitedRule;
 use super::stats::Stat;
-use crate::limiter::{SlotUse, Statuses, Verdict};
+use crate::costs::{Amounts, Settlement};
+use crate::limiter::{Costs, SlotUse, Statuses, Verdict};
 use crate::store::{self, SharedStore};
 
 /// What one rule took for a request, and how to give it back.
@@ -14,7 +15,7 @@ pub struct Charge {
     pub rule: usize,
     pub client: u64,
     /// What was counted in each of the rule's limits.
-    pub cost: u64,
+    pub costs: Amounts,
     /// The clock the charge counted at.
     pub at_ms: u64,
     /// The rule's enforced limits after the charge.
@@ -56,13 +57,13 @@ pub fn charge(
     store: &dyn SharedStore,
     attempts: u32,
     (rule, limited): (usize, &LimitedRule),
-    (client, cost): (u64, u64),
+    (client, costs): (u64, Amounts),
     levels: &[u64],
     now_ms: u64,
 ) -> (Charging, [Option<Stat>; 2]) {
     let key = page_key(limited, client);
     let updated = store::update(store, &key, attempts, |page| {
-        limited.limiter.charge(page, client, cost, levels, now_ms)
+        (limited.limiter).charge_each(page, client, costs.costs(), levels, now_ms)
     });
     let Ok(store::Updated { result, .. }) = updated else {
         return (Charging::Contended, [None, None]);
@@ -82,7 +83,7 @@ pub fn charge(
         Verdict::Admitted => Charging::Admitted(Charge {
             rule,
             client,
-            cost,
+            costs,
             at_ms: now_ms,
             statuses: result.statuses,
             undone: false,
@@ -111,7 +112,7 @@ impl Charge {
         Charge {
             rule,
             client,
-            cost: 0,
+            costs: Amounts::All(0),
             at_ms,
             statuses,
             undone: true,
@@ -124,14 +125,14 @@ impl Charge {
         if std::mem::replace(&mut self.undone, true) {
             return;
         }
-        give_back(
-            limited,
-            store,
-            attempts,
-            (self.client, self.cost, self.at_ms),
-        );
+        let key = page_key(limited, self.client);
+        let (client, costs, at_ms) = (self.client, self.costs.costs(), self.at_ms);
+        let _ = store::update(store, &key, attempts, |page| {
+            (limited.limiter.refund_each(page, client, costs, at_ms), ())
+        });
         for status in &mut self.statuses {
-            status.remaining = (status.remaining + self.cost).min(status.requests);
+            let back = self.costs.of(status.limit);
+            status.remaining = (status.remaining + back).min(status.requests);
         }
     }
 
@@ -141,32 +142,23 @@ impl Charge {
     }
 }
 
-/// Gives back `cost` counted for `client` at `at_ms` (best effort within `attempts`: a count
-/// that cannot be proven the client's stays counted; see `Limiter::refund`).
-pub fn give_back(
+/// Settles what `client` held since `at_ms` in `limited`: gives back `settlement.back` where it
+/// was counted, and counts `settlement.more` at `now_ms`, whatever the limits say (the response
+/// has happened). One store update; best effort within `attempts` (a count that cannot be
+/// proven the client's stays counted; see `Limiter::refund`).
+pub fn settle(
     limited: &LimitedRule,
     store: &dyn SharedStore,
     attempts: u32,
-    (client, cost, at_ms): (u64, u64, u64),
-) {
-    let key = page_key(limited, client);
-    let _ = store::update(store, &key, attempts, |page| {
-        let given = limited.limiter.refund(page, client, cost, at_ms);
-        (given, ())
-    });
-}
-
-/// Counts `extra` more for `client` at `now_ms` in every limit of the rule, whatever the limits
-/// say (a response that cost more than its request held). Best effort within `attempts`.
-pub fn charge_more(
-    limited: &LimitedRule,
-    store: &dyn SharedStore,
-    attempts: u32,
-    (client, extra): (u64, u64),
+    (client, at_ms): (u64, u64),
+    settlement: &Settlement,
     now_ms: u64,
 ) {
     let key = page_key(limited, client);
+    let (back, more) = (Costs::Each(&settlement.back), Costs::Each(&settlement.more));
     let _ = store::update(store, &key, attempts, |page| {
-        (limited.limiter.add(page, client, extra, now_ms), ())
+        let given = limited.limiter.refund_each(page, client, back, at_ms);
+        let added = limited.limiter.add(page, client, more, now_ms);
+        (given || added, ())
     });
 }

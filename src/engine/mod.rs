@@ -22,11 +22,12 @@ pub use filter::Filter;
 pub use log::{RefusalLog, RefusalNote};
 pub use memory::Memory;
 pub use pipeline::{begin, decide, Action, Decision, Progress, RequestStatus, Waiting};
-pub use settle::{settle, ResponseFacts, Ticket};
+pub use settle::{settle, Ticket};
 pub use stats::{stat_names, Event, Events, StatKind};
 pub use waitlist::{Call, CallHost, Client, Waitlist};
 
 // What hosts hand the engine, and what they carry out, defined where it belongs.
+pub use crate::costs::{ResponseFacts, ResponseView};
 pub use crate::fleet::protocol::{METHOD as FLEET_METHOD, SERVICE as FLEET_SERVICE};
 pub use crate::fleet::{FleetSettings, Verdict as FleetVerdict};
 pub use crate::request::{Computed, MetadataPath, RequestView};

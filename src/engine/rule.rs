@@ -8,10 +8,11 @@ use crate::config::{
     format_window, name_rule, valid_name, Errors, KeyConfig, Mode, OnFailure, OnMissingKey, Report,
     RuleConfig,
 };
+use crate::costs::RuleCosts;
 use crate::fleet::{FleetRule, FleetSettings};
 use crate::hash::KeyKind;
 use crate::limiter::{Limit, Limiter};
-use crate::request::{Cost, Key, Plans, Request};
+use crate::request::{Key, Plans, Request};
 use crate::response::{LimitText, ResponseFormat};
 use crate::route::RouteMatcher;
 use crate::store::{PageKeys, StoreSettings};
@@ -33,7 +34,8 @@ pub enum RuleAction {
 pub struct LimitedRule {
     pub key: Key,
     pub on_missing_key: OnMissingKey,
-    pub cost: Cost,
+    /// What a request costs in each limit, and what its response settles.
+    pub costs: RuleCosts,
     /// Indices of the other rules whose limits apply too.
     pub also: Vec<usize>,
     /// As compiled (read by `explain`).
@@ -51,8 +53,6 @@ pub struct LimitedRule {
     pub pages: PageKeys,
     /// The limits also counted by the rate limit service, if any.
     pub fleet: Option<FleetRule>,
-    /// What is settled when a request's response is known (nothing, by default).
-    pub settling: Settling,
     /// Nothing is ever charged after this rule in a request (it names no other rule in `also`,
     /// comes last wherever it is named, and has no fleet-wide limit), nothing it counts is given
     /// back or charged more when a response settles (see `super::settle`), and a client's levels
@@ -76,14 +76,6 @@ impl LimitedRule {
     /// Whether limit `limit` is a candidate (`shadow`).
     pub fn is_candidate(&self, limit: usize) -> bool {
         self.candidates.get(limit).copied().unwrap_or(false)
-    }
-
-    /// Settles responses as `settling` says (tests, until the configuration can say it); a rule
-    /// that settles remembers no refusal.
-    #[cfg(test)]
-    pub fn settle_with(&mut self, settling: Settling) {
-        self.refusals_last &= !settling.settles();
-        self.settling = settling;
     }
 }
 
@@ -131,6 +123,8 @@ fn check_exempt(rule: &RuleConfig, at: &str, errors: &mut Errors) {
         ("limits", !rule.limits.is_empty()),
         ("key", rule.key != KeyConfig::default()),
         ("cost", rule.cost.is_some()),
+        ("counted", rule.counted.is_some()),
+        ("given_back", rule.given_back.is_some()),
         ("also", !rule.also.is_empty()),
     ];
     for (field, _) in given.iter().filter(|(_, given)| *given) {
@@ -159,14 +153,14 @@ impl LimitedRule {
         if let Some(format) = cx.response {
             prepare_bodies(&mut texts, (rule, &limits, &levels), cx.plans, format);
         }
-        let settling = Settling::default();
-        let refusals_last = !settling.settles()
+        let costs = RuleCosts::compile(rule, at, errors);
+        let refusals_last = !costs.settles()
             && !levels.per_request()
             && refusals_last(rule, cx, fleet.is_some(), &levels);
         LimitedRule {
             key: Key::compile(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
-            cost: Cost::compile(rule.cost.as_ref(), &format!("{at}.cost"), errors),
+            costs,
             also: compile_also(index, cx.rules, at, errors),
             limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)
                 .admitting_over_capacity(cx.store.on_full == OnFailure::Allow)
@@ -178,7 +172,6 @@ impl LimitedRule {
             candidates,
             mode: rule.mode,
             fleet,
-            settling,
             refusals_last,
         }
     }
@@ -280,23 +273,4 @@ fn compile_also(index: usize, rules: &[RuleConfig], at: &str, errors: &mut Error
         }
     }
     also
-}
-
-/// What a rule does with a request's charge once the response is known. The default settles
-/// nothing: every admitted request stays counted as charged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settling {
-    /// The statuses (inclusive ranges) whose requests stay counted; the charges of the others,
-    /// and of a stream that ended without a response, are given back. `None`: every request
-    /// stays counted.
-    pub counted: Option<Vec<(u32, u32)>>,
-    /// What the response says it cost replaces what the request held.
-    pub actual_cost: bool,
-}
-
-impl Settling {
-    /// Whether anything is ever settled: else the rule's charges need no ticket.
-    pub fn settles(&self) -> bool {
-        self.counted.is_some() || self.actual_cost
-    }
 }

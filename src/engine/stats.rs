@@ -58,6 +58,8 @@ stats! {
     DoorAdmitted => "door_admitted", Counter;
     /// Refused from this worker's memory of an earlier refusal still true: no store access.
     RefusalRecalled => "refused_from_memory", Counter;
+    /// A response some limit does not count (`counted`, `given_back`): its charge went back.
+    GivenBack => "given_back", Counter;
 }
 
 /// One thing that happened while deciding a request, for the stats.
@@ -70,6 +72,20 @@ pub enum Event {
     /// Limit `limit` of rule `rule` would have refused the request, and let it through: a
     /// candidate limit (`shadow`), or a rule in shadow mode.
     ShadowLimit { rule: usize, limit: usize },
+    /// A request's charge in limit `limit` of rule `rule` settled at `units` when its stream
+    /// ended (what its response cost, or 0 for one the limit does not count).
+    Settled {
+        rule: usize,
+        limit: usize,
+        units: u64,
+    },
+    /// ... of which `units` were counted beyond what the request held (its response said it cost
+    /// more than the estimate).
+    Overspent {
+        rule: usize,
+        limit: usize,
+        units: u64,
+    },
 }
 
 /// What happened while deciding one request: a few events, kept without a heap allocation.
@@ -80,15 +96,30 @@ impl Event {
     pub fn slot(self) -> (usize, usize) {
         match self {
             Event::Rule { rule, stat } => (rule, stat as usize),
-            Event::Limit { rule, limit } => (rule, STATS.len() + 2 * limit),
-            Event::ShadowLimit { rule, limit } => (rule, STATS.len() + 2 * limit + 1),
+            Event::Limit { rule, limit } => (rule, STATS.len() + PER_LIMIT * limit),
+            Event::ShadowLimit { rule, limit } => (rule, STATS.len() + PER_LIMIT * limit + 1),
+            Event::Settled { rule, limit, .. } => (rule, STATS.len() + PER_LIMIT * limit + 2),
+            Event::Overspent { rule, limit, .. } => (rule, STATS.len() + PER_LIMIT * limit + 3),
+        }
+    }
+
+    /// How much the event adds to its stat.
+    pub fn amount(self) -> u64 {
+        match self {
+            Event::Settled { units, .. } | Event::Overspent { units, .. } => units,
+            _ => 1,
         }
     }
 }
 
+/// The stats of each limit, by slot after the rule's own.
+const PER_LIMIT_STATS: [&str; 4] = ["refused", "shadow_refused", "settled", "overspent"];
+const PER_LIMIT: usize = PER_LIMIT_STATS.len();
+
 /// For each rule (exempt rules: none), its stats' names and kinds, by slot:
-/// `<key_prefix>.<rule>.<stat>`, then per limit `<key_prefix>.<rule>.<limit>.refused` and
-/// `<key_prefix>.<rule>.<limit>.shadow_refused`.
+/// `<key_prefix>.<rule>.<stat>`, then per limit `<key_prefix>.<rule>.<limit>.refused`,
+/// `.shadow_refused`, `.settled` (units: what settled requests cost) and `.overspent` (units
+/// counted beyond what requests held).
 pub fn stat_names(filter: &Filter) -> Vec<Vec<(String, StatKind)>> {
     filter
         .rules
@@ -101,7 +132,7 @@ pub fn stat_names(filter: &Filter) -> Vec<Vec<(String, StatKind)>> {
                     .iter()
                     .map(|(_, stat, kind)| (format!("{base}.{stat}"), *kind));
                 let per_limit = limited.texts.iter().flat_map(|l| {
-                    ["refused", "shadow_refused"]
+                    PER_LIMIT_STATS
                         .map(|what| (format!("{base}.{}.{what}", l.name), StatKind::Counter))
                 });
                 per_rule.chain(per_limit).collect()
@@ -144,10 +175,15 @@ mod tests {
                 "edge.api.fleet_leased",
                 "edge.api.door_admitted",
                 "edge.api.refused_from_memory",
+                "edge.api.given_back",
                 "edge.api.minute.refused",
                 "edge.api.minute.shadow_refused",
+                "edge.api.minute.settled",
+                "edge.api.minute.overspent",
                 "edge.api.1d.refused",
                 "edge.api.1d.shadow_refused",
+                "edge.api.1d.settled",
+                "edge.api.1d.overspent",
             ]
         );
         let tracked = Event::Rule {

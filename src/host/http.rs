@@ -9,9 +9,9 @@ use proxy_wasm::types::Action as HostAction;
 
 use super::calls::Waiting;
 use super::io::now_ms;
-use super::io::{response_status, HostRequest, HostStore};
+use super::io::{HostRequest, HostResponse, HostStore};
 use super::loaded::{Carried, Loaded};
-use crate::engine::{begin, settle, Headers, Progress, ResponseFacts, Ticket};
+use crate::engine::{begin, settle, Headers, Progress, Ticket};
 
 pub struct RateLimitHttp {
     id: u32,
@@ -92,11 +92,9 @@ impl HttpContext for RateLimitHttp {
         if self.ticket.is_empty() {
             return;
         }
-        let facts = ResponseFacts {
-            status: response_status(),
-            cost: None,
-        };
-        let filter = &self.config.filter;
-        settle(filter, &HostStore, &self.ticket, &facts, now_ms(self));
+        let loaded = &self.config;
+        let now = now_ms(self);
+        let events = settle(&loaded.filter, &HostStore, &self.ticket, &HostResponse, now);
+        loaded.record(&events);
     }
 }

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{MapType, Status};
 
-use crate::engine::{CasMismatch, Computed, MetadataPath, RequestView, SharedStore};
+use crate::engine::{CasMismatch, Computed, MetadataPath, RequestView, ResponseView, SharedStore};
 
 /// proxy-wasm shared data: one map per VM id, shared by every worker thread.
 pub struct HostStore;
@@ -39,9 +39,7 @@ impl RequestView for HostRequest {
         property(&["xds", "route_name"])
     }
     fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
-        let mut path = vec!["metadata", "filter_metadata", &at.namespace, &at.key];
-        path.extend(at.path.iter().map(String::as_str));
-        property(&path).map(Computed::from_proxy_wasm)
+        metadata(at)
     }
     fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
         property(&["filter_state", key])
@@ -49,6 +47,36 @@ impl RequestView for HostRequest {
     fn header_map(&self) -> Option<Vec<u8>> {
         request_header_map()
     }
+}
+
+/// The response of the effective context as its stream ends (read in `on_log`, where Envoy
+/// still holds the response headers and the stream's metadata).
+pub struct HostResponse;
+
+impl ResponseView for HostResponse {
+    fn status(&self) -> Option<u32> {
+        response_status()
+    }
+    fn local_reply(&self) -> bool {
+        // Envoy says `via_upstream` of a response the upstream sent; anything else (a filter's
+        // reply, a timeout, a reset before the response) was made in Envoy.
+        property(&["response", "code_details"]).is_some_and(|d| d != b"via_upstream")
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        metadata(at)
+    }
+}
+
+/// A value in the stream's dynamic metadata.
+fn metadata(at: &MetadataPath) -> Option<Computed> {
+    let mut path = vec!["metadata", "filter_metadata", &at.namespace, &at.key];
+    path.extend(at.path.iter().map(String::as_str));
+    property(&path).map(Computed::from_proxy_wasm)
 }
 
 #[link(wasm_import_module = "env")]
@@ -84,7 +112,7 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 }
 
 /// The status of the response, when there is one (`response.code`, an i64 little-endian).
-pub fn response_status() -> Option<u32> {
+fn response_status() -> Option<u32> {
     let bytes: [u8; 8] = property(&["response", "code"])?.try_into().ok()?;
     u32::try_from(i64::from_le_bytes(bytes))
         .ok()

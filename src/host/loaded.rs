@@ -82,12 +82,13 @@ impl Loaded {
         }
     }
 
-    fn record(&self, events: &[Event]) {
+    /// Adds what happened to the stats not yet handed to Envoy.
+    pub fn record(&self, events: &[Event]) {
         let mut pending = self.pending.borrow_mut();
         for event in events {
             let (rule, slot) = event.slot();
             if let Some(count) = pending.get_mut(rule).and_then(|s| s.get_mut(slot)) {
-                *count += 1;
+                *count = count.saturating_add(i64::try_from(event.amount()).unwrap_or(i64::MAX));
             }
         }
     }

@@ -105,6 +105,37 @@ impl Limit {
     }
 }
 
+/// What a request costs in each of a rule's limits: the same in every one, or one each (a token
+/// limit beside a request limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Costs<'a> {
+    All(u64),
+    Each(&'a [u64]),
+}
+
+impl Costs<'_> {
+    /// The cost in limit `limit`.
+    pub fn of(&self, limit: usize) -> u64 {
+        match self {
+            Costs::All(cost) => *cost,
+            Costs::Each(costs) => costs.get(limit).copied().unwrap_or(0),
+        }
+    }
+
+    /// The cost in limit `limit` as a ring's counter adds it (saturating).
+    pub(super) fn counted(&self, limit: usize) -> u32 {
+        u32::try_from(self.of(limit)).unwrap_or(u32::MAX)
+    }
+
+    /// Whether it costs 1 in every limit (a first request the doorkeeper can hold).
+    pub fn is_one(&self) -> bool {
+        match self {
+            Costs::All(cost) => *cost == 1,
+            Costs::Each(costs) => costs.iter().all(|&c| c == 1),
+        }
+    }
+}
+
 /// How a charge came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -338,12 +369,27 @@ impl Limiter {
     /// enforced, still counted), given the client's page as stored (empty: missing), which it
     /// changes in place. Returns whether the page is to be written (not when refused) and the
     /// decision. A page left unwritten may still have been rolled forward to now, which changes
-    /// no count: a store that keeps it (an in-place store) keeps the same counts.
+    /// no count: a store that keeps it (an in-place store) keeps the same counts. (The engine
+    /// charges [`Limiter::charge_each`]; this is the simulators' and benchmarks' shorthand.)
+    #[cfg(any(test, feature = "internals"))]
     pub fn charge(
         &self,
         page: &mut Vec<u8>,
         client: u64,
         cost: u64,
+        levels: &[u64],
+        now_ms: u64,
+    ) -> (bool, Charged) {
+        self.charge_each(page, client, Costs::All(cost), levels, now_ms)
+    }
+
+    /// [`Limiter::charge`] with a cost per limit. A cost of 0 (a request whose cost is known
+    /// only from its response) is admitted while the limit has any quota left, and counts nothing.
+    pub fn charge_each(
+        &self,
+        page: &mut Vec<u8>,
+        client: u64,
+        costs: Costs,
         levels: &[u64],
         now_ms: u64,
     ) -> (bool, Charged) {
@@ -359,7 +405,7 @@ impl Limiter {
         self.roll(page, now);
         let request = Request {
             identity,
-            cost,
+            costs,
             levels,
             now,
         };
@@ -394,10 +440,9 @@ impl Limiter {
         if judged.verdict != Verdict::Admitted {
             return (false, judged.charged(SlotUse::None, now));
         }
-        let cost = u32::try_from(request.cost).unwrap_or(u32::MAX);
         for (i, window) in self.windows.iter().enumerate() {
             let mut ring = self.own_ring(page, slot, i, last, now);
-            window.record(&mut ring, now, cost);
+            window.record(&mut ring, now, request.costs.counted(i));
             layout.write_ring(page, slot, i, &ring);
         }
         layout.set_header(page, slot, request.identity, now);
@@ -421,7 +466,7 @@ impl Limiter {
         let door_half = (self.windows[self.door_limit].generation(now) % 2) as usize;
         let slot_use = if let Some(how) = free {
             how
-        } else if request.cost == 1 && !self.in_door(page, door_half, request.identity) {
+        } else if request.costs.is_one() && !self.in_door(page, door_half, request.identity) {
             self.record_door(page, request.identity, now);
             return (true, judged.charged(SlotUse::Door, now));
         } else if self.evict(page, slot, now) {
@@ -429,7 +474,7 @@ impl Limiter {
         } else {
             SlotUse::Reused
         };
-        self.install(page, slot, request.identity, &estimate, request.cost, now);
+        self.install(page, slot, request.identity, &estimate, request.costs, now);
         (true, judged.charged(slot_use, now))
     }
 
@@ -470,7 +515,7 @@ impl Limiter {
         let (mut over, mut over_own, mut own_counts_only) = (false, false, true);
         let mut statuses = Statuses::with_capacity(request.levels.len());
         for (i, &level) in request.levels.iter().enumerate().filter(|(_, &l)| l > 0) {
-            let (status, e) = self.status(&counts(i), i, level, request.now, request.cost);
+            let (status, e) = self.status(&counts(i), i, level, request.now, request.costs.of(i));
             if !self.candidates[i] {
                 over |= !status.fits;
                 over_own |= !status.fits && !e.own_fits;
@@ -536,7 +581,13 @@ impl Limiter {
     /// slot since taken again, or a first request recorded in the doorkeeper (which cannot be
     /// taken out) is left alone: the client is over-counted, never under-counted. Changes the
     /// page in place; returns whether anything was given back (the page is to be written).
+    #[cfg(any(test, feature = "internals"))]
     pub fn refund(&self, page: &mut [u8], client: u64, cost: u64, at_ms: u64) -> bool {
+        self.refund_each(page, client, Costs::All(cost), at_ms)
+    }
+
+    /// [`Limiter::refund`] with a cost per limit.
+    pub fn refund_each(&self, page: &mut [u8], client: u64, costs: Costs, at_ms: u64) -> bool {
         let identity = client.max(1);
         let layout = &self.layout;
         if !layout.recognises(page) {
@@ -547,7 +598,6 @@ impl Limiter {
         else {
             return false;
         };
-        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         let last_ms = layout.last_ms(page, slot);
         for (i, window) in self.windows.iter().enumerate() {
             let at = window.sub_window(at_ms);
@@ -556,7 +606,7 @@ impl Limiter {
             }
             let mut ring = layout.read_ring(page, slot, i);
             let count = &mut ring[(at % RING as u64) as usize];
-            *count = count.saturating_sub(cost);
+            *count = count.saturating_sub(costs.counted(i));
             layout.write_ring(page, slot, i, &ring);
         }
         true
@@ -566,8 +616,8 @@ impl Limiter {
     /// request's response said it cost more than it held. In the client's own ring when it has a
     /// slot, else in the summary's cells of every limit (an over-estimate of the client, never
     /// lost). Changes the page in place; returns whether it is to be written.
-    pub fn add(&self, page: &mut Vec<u8>, client: u64, extra: u64, now_ms: u64) -> bool {
-        if extra == 0 {
+    pub fn add(&self, page: &mut Vec<u8>, client: u64, extra: Costs, now_ms: u64) -> bool {
+        if (0..self.windows.len()).all(|i| extra.of(i) == 0) {
             return false;
         }
         let identity = client.max(1);
@@ -579,15 +629,14 @@ impl Limiter {
         self.roll(page, now);
         let Some(slot) = (0..layout.slots()).find(|&s| layout.identity(page, s) == identity) else {
             for i in 0..self.windows.len() {
-                self.add_to_cells(page, i, now, identity, extra);
+                self.add_to_cells(page, i, now, identity, extra.of(i));
             }
             return true;
         };
-        let extra = u32::try_from(extra).unwrap_or(u32::MAX);
         let last = layout.last_ms(page, slot);
         for (i, window) in self.windows.iter().enumerate() {
             let mut ring = self.own_ring(page, slot, i, last, now);
-            window.record(&mut ring, now, extra);
+            window.record(&mut ring, now, extra.counted(i));
             layout.write_ring(page, slot, i, &ring);
         }
         layout.set_header(page, slot, identity, now.max(last));
@@ -598,7 +647,7 @@ impl Limiter {
 /// One request as the limiter sees it.
 struct Request<'a> {
     identity: u64,
-    cost: u64,
+    costs: Costs<'a>,
     levels: &'a [u64],
     /// The page's clock for this request.
     now: u64,

@@ -274,13 +274,17 @@ impl Limiter {
         slot: usize,
         client: u64,
         estimate: &Estimate,
-        cost: u64,
+        costs: super::Costs,
         now: u64,
     ) {
         let layout = &self.layout;
         for (i, window) in self.windows.iter().enumerate() {
             let mut ring: Ring = [0; RING];
-            window.record(&mut ring, now, u32::try_from(cost).unwrap_or(u32::MAX));
+            window.record(
+                &mut ring,
+                now,
+                u32::try_from(costs.of(i)).unwrap_or(u32::MAX),
+            );
             layout.write_ring(page, slot, i, &ring);
             layout.set_inherited(page, slot, i, estimate.cells[i]);
         }

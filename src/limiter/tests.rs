@@ -390,7 +390,7 @@ fn more_counted_at_settling_lands_with_the_client_slot_or_not() {
     let p = policy(&[(10, 60_000)], 1, 1);
     let add = |client: u64, extra: u64, at: u64| {
         store::update(&store, &p.page_key(client), 8, |page| {
-            (p.limiter.add(page, client, extra, at), ())
+            (p.limiter.add(page, client, Costs::All(extra), at), ())
         })
         .unwrap();
     };

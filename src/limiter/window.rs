@@ -124,7 +124,9 @@ impl SlidingWindow {
         self.sub_window_start(self.sub_window(t_ms) + RING as u64)
     }
 
-    /// Judges a request of `cost` against `limit` on an advanced ring and the client's parts.
+    /// Judges a request of `cost` against `limit` on an advanced ring and the client's parts. A
+    /// request of cost 0 (charged only when its response says what it cost) needs one unit of
+    /// quota left to be admitted, and takes none.
     pub fn evaluate(
         &self,
         ring: &Ring,
@@ -139,7 +141,8 @@ impl SlidingWindow {
         let own_used: u64 =
             ring_used + alive.iter().filter(|p| p.own).map(|p| p.count).sum::<u64>();
         let used = ring_used + parts_used;
-        let fits = used + cost <= limit;
+        let needed = cost.max(1);
+        let fits = used + needed <= limit;
         let used_after = if fits { used + cost } else { used };
         let pending = if fits { cost } else { 0 };
         let reset_at_ms = if used_after == 0 {
@@ -150,15 +153,15 @@ impl SlidingWindow {
             self.release_time(ring, &alive, now_ms, used_after - 1, pending)
                 .unwrap_or(now_ms)
         };
-        let retry_at_ms = if fits || cost > limit {
+        let retry_at_ms = if fits || needed > limit {
             None
         } else {
-            self.release_time(ring, &alive, now_ms, limit - cost, 0)
+            self.release_time(ring, &alive, now_ms, limit - needed, 0)
         };
         Evaluation {
             fits,
             inherited: own_used < used,
-            own_fits: own_used + cost <= limit,
+            own_fits: own_used + needed <= limit,
             remaining: limit.saturating_sub(used_after),
             reset_at_ms,
             retry_at_ms,

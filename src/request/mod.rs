@@ -1,8 +1,7 @@
-//! What the filter reads of a request (`view.rs`), and what it derives from it: the client key,
-//! the client's plan and the request's cost.
+//! What the filter reads of a request (`view.rs`), and what it derives from it: the client key
+//! and the client's plan (what it costs is `crate::costs`).
 
 mod address;
-mod cost;
 mod headers;
 mod key;
 pub(crate) mod percent;
@@ -11,7 +10,6 @@ mod values;
 mod view;
 
 pub use address::client_ip;
-pub use cost::Cost;
 #[cfg(any(test, feature = "internals"))]
 pub use headers::serialize as serialize_headers;
 #[cfg(test)]

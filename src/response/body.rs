@@ -8,7 +8,7 @@ use crate::config::format_window;
 
 /// The message of a limit that has none of its own, and of both presets.
 pub const DEFAULT_MESSAGE: &str =
-    "Rate limit exceeded: {{limit}} requests per {{window}}. Retry in {{retry_after}} seconds.";
+    "Rate limit exceeded: {{limit}} {{unit}} per {{window}}. Retry in {{retry_after}} seconds.";
 
 /// The body of a refusal when the config names none.
 pub fn default_body() -> Value {
@@ -38,9 +38,10 @@ pub fn problem_json_body() -> Value {
 /// (`None`) changes from request to request.
 pub struct FixedValues<'a> {
     pub status: u32,
-    /// The limit's name and error code.
+    /// The limit's name, error code and unit.
     pub name: &'a str,
     pub code: &'a str,
+    pub unit: &'a str,
     /// The limit's level for the plan.
     pub requests: u64,
     pub window_ms: u64,
@@ -53,6 +54,7 @@ impl FixedValues<'_> {
         Some(match placeholder {
             Placeholder::Limit => Filled::Number(self.requests),
             Placeholder::Window => Filled::Text(format_window(self.window_ms)),
+            Placeholder::Unit => Filled::Text(self.unit.to_string()),
             Placeholder::WindowSeconds => Filled::Number(self.window_ms.div_ceil(1000)),
             Placeholder::Policy => Filled::Text(self.name.to_string()),
             Placeholder::Rule => Filled::Text(self.rule.to_string()),

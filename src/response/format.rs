@@ -88,6 +88,10 @@ impl ResponseFormat {
 pub struct LimitText {
     pub name: String,
     pub code: String,
+    /// What the limit counts (`requests` unless it says).
+    pub unit: String,
+    /// Whether the unit was given (it is then the policy's quota unit, `qu`).
+    pub unit_given: bool,
     pub message: Option<TextTemplate>,
     pub(super) bodies: Vec<PreparedBody>,
     /// Per plan: the level, and its digits for the limit header.
@@ -106,9 +110,17 @@ impl LimitText {
                 .map_err(|m| errors.add(format!("{at}.message"), m))
                 .ok()
         });
+        let unit = limit.unit.clone().unwrap_or_else(|| "requests".into());
+        let token = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+        if unit.is_empty() || unit.len() > 32 || !unit.bytes().all(token) {
+            let message = format!("{unit:?} is not a unit: 1 to 32 of a-z, 0-9 and -");
+            errors.add(format!("{at}.unit"), message);
+        }
         LimitText {
             name: name.to_string(),
             code,
+            unit_given: limit.unit.is_some(),
+            unit,
             message,
             bodies: Vec::new(),
             levels: Vec::new(),
@@ -133,6 +145,7 @@ impl LimitText {
                     status: format.status,
                     name: &self.name,
                     code: &self.code,
+                    unit: &self.unit,
                     requests,
                     window_ms,
                     rule,

@@ -71,7 +71,10 @@ fn policy_items(outcome: &Outcome) -> String {
         .iter()
         .map(|c| {
             let (q, w) = (c.status.requests, c.status.window_ms.div_ceil(1000));
-            format!("\"{}\";q={q};w={w}", c.limit.name)
+            match c.limit.unit_given {
+                true => format!("\"{}\";q={q};qu=\"{}\";w={w}", c.limit.name, c.limit.unit),
+                false => format!("\"{}\";q={q};w={w}", c.limit.name),
+            }
         })
         .collect();
     items.join(", ")

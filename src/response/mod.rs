@@ -37,6 +37,8 @@ mod tests {
         LimitText {
             name: name.into(),
             code: format!("rate_limit_{name}"),
+            unit: "requests".into(),
+            unit_given: false,
             message: message.map(|m| TextTemplate::compile(m, &[]).unwrap()),
             bodies: Vec::new(),
             levels: Vec::new(),

@@ -47,6 +47,7 @@ impl Placeholders for RefusalValues<'_> {
                 status: self.status,
                 name: &self.headline.limit.name,
                 code: &self.headline.limit.code,
+                unit: &self.headline.limit.unit,
                 requests: status.requests,
                 window_ms: status.window_ms,
                 rule: self.rule,

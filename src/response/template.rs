@@ -14,6 +14,8 @@ pub enum Placeholder {
     Limit,
     /// The window as written, e.g. `1m` (text).
     Window,
+    /// What the violated limit counts: `requests`, or its `unit` (text).
+    Unit,
     /// The window in seconds (number).
     WindowSeconds,
     /// Quota left (number, 0 on a refusal).
@@ -45,6 +47,7 @@ pub enum Placeholder {
 const NAMES: &[(&str, Placeholder)] = &[
     ("limit", Placeholder::Limit),
     ("window", Placeholder::Window),
+    ("unit", Placeholder::Unit),
     ("window_seconds", Placeholder::WindowSeconds),
     ("remaining", Placeholder::Remaining),
     ("retry_after", Placeholder::RetryAfter),

@@ -171,7 +171,7 @@ fn describe_selection(
 }
 
 fn describe_limits(name: &str, limited: &LimitedRule, plan: usize, out: &mut Vec<String>) {
-    out.push(format!("limits of rule {name} (cost {:?}):", limited.cost));
+    out.push(format!("limits of rule {name}:"));
     for (i, (limit, text)) in limited.limits.iter().zip(&limited.texts).enumerate() {
         let mut line = match limit.requests[plan] {
             0 => format!("  {}: no limit for this plan", text.name),
@@ -183,6 +183,10 @@ fn describe_limits(name: &str, limited: &LimitedRule, plan: usize, out: &mut Vec
         };
         if let Some(source) = limited.levels.source(i) {
             line += &format!("; the request may set it: {}", source.describe());
+        }
+        let costs = limited.costs.describe(i);
+        if costs != "costs 1" {
+            line += &format!("; {costs}");
         }
         if limited.is_candidate(i) {
             line += " (candidate: shadow, never refuses)";
@@ -288,6 +292,21 @@ mod tests {
         assert!(text.contains("minute: no limit for this plan"), "{text}");
         request.path = "/other".into();
         assert!(explain(&config, &request, 0).contains("rule: none matches"));
+    }
+
+    #[test]
+    fn explain_says_what_a_token_budget_holds_and_counts() {
+        let config = Filter::load(
+            br#"{"rules": [{"name": "llm", "counted": ["2xx"], "limits": [
+                {"name": "tokens", "requests": 1000, "window": "1m", "unit": "tokens",
+                 "cost": {"request": 100, "response": {"metadata": {"namespace": "llm", "key": "total_tokens"}, "max": 8000}}},
+                {"name": "requests", "requests": 20, "window": "1m"}]}]}"#,
+        )
+        .unwrap();
+        let text = explain(&config, &DescribedRequest::default(), 1_700_000_000_000);
+        let tokens = "  tokens: 1000 per 1m; holds 100, then what the metadata llm/total_tokens says at the end of the stream (max 8000); counted only for 2xx";
+        assert!(text.contains(tokens), "{text}");
+        assert!(text.contains("  requests: 20 per 1m; costs 1; counted only for 2xx"), "{text}");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub fn config_shaped_json() -> impl Strategy<Value = Value> {
             "info",
             "10.0.0.0/8",
             "^a+$",
+            "2xx",
+            "no_response",
+            "local_reply",
+            "tokens",
         ])
         .prop_map(|s| json!(s)),
     ];
@@ -94,6 +98,10 @@ pub fn config_shaped_json() -> impl Strategy<Value = Value> {
             "requests_from",
             "shadow",
             "status_header",
+            "counted",
+            "given_back",
+            "request",
+            "unit",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),

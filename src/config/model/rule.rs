@@ -30,6 +30,16 @@ pub struct RuleConfig {
     /// What one request costs against this rule's limits.
     #[serde(default)]
     pub cost: Option<CostConfig>,
+    /// Which responses keep what their request was charged (statuses like `200`, classes like
+    /// `"2xx"`, and `"no_response"` for a stream that ended without one); the others give it back
+    /// when the stream ends. Default: every request stays counted.
+    #[serde(default)]
+    pub counted: Option<Vec<ResponseMatch>>,
+    /// Which responses give back what their request was charged (e.g. `["5xx", "no_response",
+    /// "local_reply"]`); the others keep it. With `counted`, a response keeps its charge when
+    /// `counted` lists it and `given_back` does not.
+    #[serde(default)]
+    pub given_back: Option<Vec<ResponseMatch>>,
     /// Other rules whose limits apply to the matching requests too (e.g. a general per-client
     /// limit beside an endpoint's own), each with its own key, cost and counters.
     #[serde(default)]
@@ -75,6 +85,10 @@ pub struct CostFromRequest {
     /// Query parameter holding a whole number.
     #[serde(default)]
     pub query: Option<String>,
+    /// Dynamic metadata holding a whole number, set by another filter before this one (e.g. an
+    /// LLM request's `max_tokens`, lifted by `json_to_metadata`).
+    #[serde(default)]
+    pub metadata: Option<MetadataPath>,
     /// Cost when the value is missing or not a whole number from 1 up.
     #[serde(default = "one")]
     pub default: u64,
@@ -219,6 +233,10 @@ pub struct LimitConfig {
     /// Message for bodies (`{{message}}`); may itself contain placeholders.
     #[serde(default)]
     pub message: Option<String>,
+    /// What the limit counts, when not requests (`tokens` for a token budget): said in the
+    /// default message (`{{unit}}`) and as the quota unit (`qu`) of `RateLimit-Policy`.
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Counted across the fleet by the rate limit service, as well as locally.
     #[serde(default)]
     pub fleet: bool,
@@ -226,6 +244,58 @@ pub struct LimitConfig {
     /// refusal of the limit, but never refused by it; it shows in no header or body.
     #[serde(default)]
     pub shadow: bool,
+    /// What a request costs in this limit, when not the rule's `cost`: a number, or what is held
+    /// at the request (`request`) and what the response says it cost (`response`).
+    #[serde(default)]
+    pub cost: Option<LimitCostConfig>,
+    /// Which responses keep this limit's charge, when not the rule's `counted`.
+    #[serde(default)]
+    pub counted: Option<Vec<ResponseMatch>>,
+    /// Which responses give this limit's charge back, when not the rule's `given_back`.
+    #[serde(default)]
+    pub given_back: Option<Vec<ResponseMatch>>,
+}
+
+/// One limit's cost: a number, or its parts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitCostConfig {
+    Fixed(u64),
+    Parts(Box<LimitCostParts>),
+}
+
+/// What a request holds in a limit while it is in flight (`request`: a number, or a whole number
+/// the request carries), and what its response says it cost (`response`), which replaces it
+/// when the stream ends. Without `response`, what was held stays.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LimitCostParts {
+    #[serde(default)]
+    pub request: Option<CostConfig>,
+    #[serde(default)]
+    pub response: Option<ResponseCostConfig>,
+}
+
+/// Where the response says what the request cost: a response header, or dynamic metadata
+/// another filter wrote from the response (`json_to_metadata`, `sse_to_metadata`: an LLM's
+/// `usage.total_tokens`). A value above `max` counts as `max`; no value: what was held stays.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCostConfig {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<MetadataPath>,
+    pub max: u64,
+}
+
+/// A response a count applies to: a status (`429`), a class (`"2xx"`), `"no_response"` or
+/// `"local_reply"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseMatch {
+    Status(u64),
+    Named(String),
 }
 
 /// Where a per-request limit level comes from: one of `header` or `metadata`, holding a whole

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::rule::{CostConfig, KeyConfig, KeySource, Requests};
+use super::rule::{CostConfig, KeyConfig, KeySource, LimitCostConfig, Requests, ResponseMatch};
 
 /// "A number, or an object": the two shapes `requests` and `cost` take, with serde's own
 /// messages for each shape (an untagged enum would only say "did not match any variant").
@@ -41,11 +41,37 @@ number_or_object!(
     "a whole number, or an object of whole numbers per plan"
 );
 number_or_object!(
+    LimitCostConfig,
+    Fixed,
+    Parts,
+    "a whole number, or {\"request\", \"response\"}"
+);
+number_or_object!(
     CostConfig,
     Fixed,
     FromRequest,
-    "a whole number, or {\"header\" or \"query\", \"default\", \"max\"}"
+    "a whole number, or {\"header\", \"query\" or \"metadata\", \"default\", \"max\"}"
 );
+
+/// A status (a number) or a name (`"2xx"`, `"no_response"`).
+impl<'de> Deserialize<'de> for ResponseMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ResponseMatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a status (200), a class (\"2xx\") or \"no_response\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ResponseMatch, E> {
+                Ok(ResponseMatch::Status(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ResponseMatch, E> {
+                Ok(ResponseMatch::Named(s.to_string()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
 
 /// `key`: a list (the first source that yields a value), `{"first": [...]}`, `{"all": [...]}`
 /// or `"shared"`.
@@ -100,7 +126,10 @@ mod schema {
 
     use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
-    use crate::config::model::rule::{CostConfig, CostFromRequest, KeyConfig, KeySource, Requests};
+    use crate::config::model::rule::{
+        CostConfig, CostFromRequest, KeyConfig, KeySource, LimitCostConfig, LimitCostParts,
+        Requests, ResponseMatch,
+    };
 
     impl JsonSchema for Requests {
         fn schema_name() -> Cow<'static, str> {
@@ -143,6 +172,34 @@ mod schema {
                     {"type": "object", "properties": {"first": sources}, "required": ["first"], "additionalProperties": false},
                     {"type": "object", "properties": {"all": sources}, "required": ["all"], "additionalProperties": false},
                     {"const": "shared"}
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for LimitCostConfig {
+        fn schema_name() -> Cow<'static, str> {
+            "LimitCost".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            let parts = generator.subschema_for::<LimitCostParts>();
+            json_schema!({
+                "description": "What a request costs in this limit: a number, or what it holds at the request and what its response says it cost.",
+                "oneOf": [{"type": "integer", "minimum": 0}, parts]
+            })
+        }
+    }
+
+    impl JsonSchema for ResponseMatch {
+        fn schema_name() -> Cow<'static, str> {
+            "ResponseMatch".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A response status (200), a class (\"2xx\") or \"no_response\" (a stream that ended without one).",
+                "oneOf": [
+                    {"type": "integer", "minimum": 100, "maximum": 599},
+                    {"type": "string", "pattern": "^([1-5]xx|no_response)$"}
                 ]
             })
         }

@@ -6,6 +6,7 @@
 //! uses this reader because serde's generic deserializers, instantiated for every type, were most
 //! of the `.wasm`.
 
+mod costs;
 mod json;
 mod rules;
 mod sections;

@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use super::costs::{cost, limit_cost, responses};
 use super::json::{
     boolean, invalid, list, map_of, tagged, text, texts, variant, whole, whole32, window, Fields,
 };
@@ -18,6 +19,8 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "key",
         "on_missing_key",
         "cost",
+        "counted",
+        "given_back",
         "also",
         "limits",
         "fleet",
@@ -44,6 +47,8 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
             )
         }),
         cost: f.optional("cost", errors, cost),
+        counted: f.optional("counted", errors, responses),
+        given_back: f.optional("given_back", errors, responses),
         also: f.or("also", Vec::new(), errors, texts),
         limits: f.or("limits", Vec::new(), errors, |v, p, e| list(v, p, e, limit)),
         fleet: f.or("fleet", false, errors, boolean),
@@ -112,33 +117,6 @@ fn key_source(value: &Value, path: &str, errors: &mut Errors) -> Option<KeySourc
     }
 }
 
-fn cost(value: &Value, path: &str, errors: &mut Errors) -> Option<CostConfig> {
-    if value.is_object() {
-        let f = Fields::open(value, path, &["header", "query", "default", "max"], errors)?;
-        let max = f
-            .required("max", errors)
-            .and_then(|v| whole(v, &f.path("max"), errors));
-        return Some(CostConfig::FromRequest(CostFromRequest {
-            header: f.optional("header", errors, text),
-            query: f.optional("query", errors, text),
-            default: f.or("default", 1, errors, whole),
-            max: max?,
-        }));
-    }
-    match value.as_u64() {
-        Some(n) => Some(CostConfig::Fixed(n)),
-        None => {
-            invalid(
-                errors,
-                path,
-                value,
-                "a whole number, or {\"header\" or \"query\", \"default\", \"max\"}",
-            );
-            None
-        }
-    }
-}
-
 fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> {
     const KNOWN: &[&str] = &[
         "name",
@@ -146,9 +124,13 @@ fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> 
         "requests_from",
         "window",
         "code",
+        "unit",
         "message",
         "fleet",
         "shadow",
+        "cost",
+        "counted",
+        "given_back",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let requests = f.required("requests", errors).and_then(|v| {
@@ -175,10 +157,14 @@ fn limit(value: &Value, path: &str, errors: &mut Errors) -> Option<LimitConfig> 
     Some(LimitConfig {
         name: f.optional("name", errors, text),
         code: f.optional("code", errors, text),
+        unit: f.optional("unit", errors, text),
         message: f.optional("message", errors, text),
         fleet: f.or("fleet", false, errors, boolean),
         shadow: f.or("shadow", false, errors, boolean),
         requests_from: f.optional("requests_from", errors, requests_from),
+        cost: f.optional("cost", errors, limit_cost),
+        counted: f.optional("counted", errors, responses),
+        given_back: f.optional("given_back", errors, responses),
         requests: requests?,
         window: window?,
     })

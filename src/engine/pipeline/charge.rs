@@ -4,6 +4,7 @@
 
 use super::stop::Stop;
 use crate::config::{Mode, OnFailure, OnMissingKey};
+use crate::costs::Amounts;
 use crate::engine::filter::Filter;
 use crate::engine::ledger::{self, Charge, Charging};
 use crate::engine::log::{RefusalNote, Why};
@@ -65,14 +66,15 @@ pub fn charge(
         Some(found) => found,
         None => match missing_key(rule, limited, events) {
             Ok(shared) => shared,
-            Err(step) => return step,
+            Err(None) => return Step::Skipped,
+            Err(Some(stop)) => return stopped(stop, 0, None),
         },
     };
     let levels = limited.levels.for_request(target.plan, request);
     if levels.iter().all(|&level| level == 0) {
         return Step::Skipped; // no limit at any level for this plan
     }
-    let cost = limited.cost.of(request);
+    let costs = limited.costs.of(request);
     let client = client_hash(filter.hash_seed, kind, &key);
     let at = Placed {
         rule,
@@ -84,7 +86,7 @@ pub fn charge(
         store,
         refusals,
         (at, limited),
-        (cost, &levels),
+        (costs, &levels),
         now,
         events,
     );
@@ -108,20 +110,20 @@ pub fn charge(
 }
 
 /// No key: `on_missing_key` says whether the request counts in the one shared counter (`Ok`),
-/// passes uncounted, or is refused.
+/// passes uncounted (`Err(None)`), or stops (`Err(Some(_))`).
 fn missing_key(
     rule: usize,
     limited: &LimitedRule,
     events: &mut Events,
-) -> Result<(KeyKind, Vec<u8>), Step> {
+) -> Result<(KeyKind, Vec<u8>), Option<Stop>> {
     events.push(Event::Rule {
         rule,
         stat: Stat::MissingKey,
     });
     match limited.on_missing_key {
         OnMissingKey::Shared => Ok((KeyKind::Missing, Vec::new())),
-        OnMissingKey::Allow => Err(Step::Skipped),
-        OnMissingKey::Deny => Err(stopped(Stop::MissingKey, 0, None)),
+        OnMissingKey::Allow => Err(None),
+        OnMissingKey::Deny => Err(Some(Stop::MissingKey)),
     }
 }
 
@@ -157,12 +159,12 @@ fn charge_or_recall(
     store: &dyn SharedStore,
     refusals: &mut RefusalMemory,
     (at, limited): (Placed, &LimitedRule),
-    (cost, levels): (u64, &[u64]),
+    (costs, levels): (Amounts, &[u64]),
     now: u64,
     events: &mut Events,
 ) -> Charging {
     let Placed { rule, plan, client } = at;
-    let lasting = limited.refusals_last && cost == 1;
+    let lasting = limited.refusals_last && costs.is_one();
     if lasting {
         if let Some((statuses, now_ms)) = refusals.recall(rule, plan, client, now) {
             events.push(Event::Rule {
@@ -181,7 +183,7 @@ fn charge_or_recall(
         store,
         attempts,
         (rule, limited),
-        (client, cost),
+        (client, costs),
         levels,
         now,
     );

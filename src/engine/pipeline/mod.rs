@@ -228,7 +228,7 @@ impl Evaluation {
                 if candidate.is_some() {
                     self.shadow(candidate);
                 }
-                let cost = charge.cost;
+                let cost = limited.costs.fleet_cost(&charge.costs);
                 self.clock = self.clock.max(charge.at_ms);
                 self.charges.push(charge);
                 let (fleet, events) = (&mut memory.fleet, &mut self.events);
@@ -319,9 +319,10 @@ fn ticket(filter: &Filter, charges: &[Charge]) -> Ticket {
     for charge in charges.iter().filter(|c| c.stands()) {
         if filter
             .limited(charge.rule)
-            .is_some_and(|l| l.settling.settles())
+            .is_some_and(|l| l.costs.settles())
         {
-            ticket.hold(charge.rule, charge.client, charge.cost, charge.at_ms);
+            let held = charge.costs.clone();
+            ticket.hold(charge.rule, charge.client, held, charge.at_ms);
         }
     }
     ticket

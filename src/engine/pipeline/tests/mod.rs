@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::ConfigErrors;
+use crate::costs::Amounts;
 use crate::engine::rule::RuleAction;
 use crate::engine::stats::Stat;
 use crate::fleet;
@@ -378,8 +379,8 @@ fn costs_come_from_the_request_within_bounds() {
         panic!()
     };
     let cost = |v: &str| {
-        bulk.cost
-            .of(&Request::new(&get("/bulk", &[("x-batch-size", v)])))
+        let request = get("/bulk", &[("x-batch-size", v)]);
+        bulk.costs.of(&Request::new(&request)).of(0)
     };
     assert_eq!(cost("4"), 4);
     assert_eq!(cost(" 7 "), 7);
@@ -387,7 +388,8 @@ fn costs_come_from_the_request_within_bounds() {
     for odd in ["0", "-3", "abc", "", "1e3", "99999999999999999999999"] {
         assert_eq!(cost(odd), 1, "{odd:?} falls back to the default");
     }
-    assert_eq!(bulk.cost.of(&Request::new(&get("/bulk", &[]))), 1);
+    let without = get("/bulk", &[]);
+    assert_eq!(bulk.costs.of(&Request::new(&without)), Amounts::All(1));
 }
 
 #[test]
