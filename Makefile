@@ -58,9 +58,10 @@ build: .wasm-target .binaryen
 	fi
 	@ls -l $(WASM)
 
-## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080
+## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
+## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
 run: setup build
-	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY)
+	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY) $(if $(EXAMPLE),--example $(EXAMPLE))
 
 ## run-fleet: make run's demo fleet-wide: three Envoys (10000-10002, admin 9901-9903), the rate limit
 ## service (Limitador's counting) and Redis, in the foreground
@@ -150,9 +151,10 @@ compose-config: setup tool
 	$(PY) envoy/compose_config.py
 	$(PY) envoy/fleet_config.py compose
 
-## validate: check envoy/envoy.yaml with Envoy itself
+## validate: check envoy/envoy.yaml and envoy/examples/llm/envoy.yaml with Envoy itself
 validate: setup build
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --disable-hot-restart
+	$(ENVOY) --mode validate -c envoy/examples/llm/envoy.yaml --disable-hot-restart
 
 # Benchmarks (make bench) live in bench/, with their own make fragment.
 -include bench/bench.mk

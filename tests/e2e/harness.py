@@ -40,12 +40,12 @@ def envoy_binary() -> str:
 
 
 class Upstream:
-    """The demo upstream on a free port."""
+    """The demo upstream (or another upstream `script`) on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, script: Path = UPSTREAM) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(UPSTREAM), "--port", str(self.port)],
+            [sys.executable, str(script), "--port", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -62,10 +62,12 @@ def render_config(
     admin_port: int,
     hcm_overrides: dict | None = None,
     clusters: list[dict] | None = None,
+    envoy_yaml: Path = ENVOY_YAML,
 ) -> dict:
-    """envoy/envoy.yaml with ports, .wasm path and (optionally) the filter configuration swapped,
-    and `clusters` added (e.g. the rate limit service's)."""
-    config = yaml.safe_load(ENVOY_YAML.read_text())
+    """envoy/envoy.yaml (or another Envoy config of the same shape) with ports, .wasm path and
+    (optionally) the filter configuration swapped, and `clusters` added (e.g. the rate limit
+    service's)."""
+    config = yaml.safe_load(envoy_yaml.read_text())
     config = copy.deepcopy(config)
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
     listener = config["static_resources"]["listeners"][0]
@@ -123,13 +125,14 @@ class Envoy:
     log_path: Path | None = None
     hcm_overrides: dict | None = None
     clusters: list[dict] | None = None
+    envoy_yaml: Path = ENVOY_YAML
 
     def start(self, wait: bool = True) -> "Envoy":
         # One process per Envoy object: a second start would lose the first process's id.
         assert self.proc is None, "this Envoy has been started already"
         config = render_config(
             self.filter_config, self.upstream.port, self.listen_port, self.admin_port,
-            self.hcm_overrides, self.clusters,
+            self.hcm_overrides, self.clusters, self.envoy_yaml,
         )
         workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
         config_path = workdir / "envoy.yaml"
