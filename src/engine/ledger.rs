@@ -145,7 +145,8 @@ impl Charge {
 /// Settles what `client` held since `at_ms` in `limited`: gives back `settlement.back` where it
 /// was counted, and counts `settlement.more` at `now_ms`, whatever the limits say (the response
 /// has happened). One store update; best effort within `attempts` (a count that cannot be
-/// proven the client's stays counted; see `Limiter::refund`).
+/// proven the client's stays counted; see `Limiter::refund`). Returns false when every attempt
+/// lost its race: nothing was settled.
 pub fn settle(
     limited: &LimitedRule,
     store: &dyn SharedStore,
@@ -153,12 +154,13 @@ pub fn settle(
     (client, at_ms): (u64, u64),
     settlement: &Settlement,
     now_ms: u64,
-) {
+) -> bool {
     let key = page_key(limited, client);
     let (back, more) = (Costs::Each(&settlement.back), Costs::Each(&settlement.more));
-    let _ = store::update(store, &key, attempts, |page| {
+    let updated = store::update(store, &key, attempts, |page| {
         let given = limited.limiter.refund_each(page, client, back, at_ms);
         let added = limited.limiter.add(page, client, more, now_ms);
         (given || added, ())
     });
+    updated.is_ok()
 }

@@ -306,7 +306,10 @@ mod tests {
         let text = explain(&config, &DescribedRequest::default(), 1_700_000_000_000);
         let tokens = "  tokens: 1000 per 1m; holds 100, then what the metadata llm/total_tokens says at the end of the stream (max 8000); counted only for 2xx";
         assert!(text.contains(tokens), "{text}");
-        assert!(text.contains("  requests: 20 per 1m; costs 1; counted only for 2xx"), "{text}");
+        assert!(
+            text.contains("  requests: 20 per 1m; costs 1; counted only for 2xx"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -94,9 +94,15 @@ pub fn settle(
                 stat: Stat::GivenBack,
             });
         }
-        if !settlement.is_empty() {
-            let at = (held.client, held.at_ms);
-            ledger::settle(limited, store, attempts, at, &settlement, now_ms);
+        let at = (held.client, held.at_ms);
+        if !settlement.is_empty()
+            && !ledger::settle(limited, store, attempts, at, &settlement, now_ms)
+        {
+            // Every attempt lost its race: what went back stays counted, what was more is lost.
+            events.push(Event::Rule {
+                rule,
+                stat: Stat::Contention,
+            });
         }
     }
     events
