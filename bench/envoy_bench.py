@@ -154,6 +154,8 @@ class Config:
     live_s: float | None = None
     # Request headers every request of this config carries besides x-api-key.
     headers: dict = field(default_factory=dict)
+    # Response headers the route adds to every answer (a cost the response says).
+    response_headers: dict = field(default_factory=dict)
 
 
 def configurations(clients: int = CLIENTS) -> list[Config]:
@@ -224,6 +226,29 @@ def selectors() -> list[Config]:
     ]
 
 
+def token_rule(settles: bool) -> dict:
+    """A token budget beside a request limit, both never reached: each request holds 100 tokens
+    and, when `settles`, is settled at stream end with what the response's x-cost header says
+    (only 2xx count); else the 100 stay."""
+    cost = {"request": 100, "response": {"header": "x-cost", "max": 100_000}} if settles else 100
+    tokens = {"name": "tokens", "requests": 4_000_000_000, "window": "1m", "unit": "tokens", "cost": cost}
+    config = one_rule([tokens, *NEVER])
+    if settles:
+        config["rules"][0]["counted"] = ["2xx"]
+    return config
+
+
+def settling() -> list[Config]:
+    return [
+        Config("9", "ratelimit filter, a token budget settled from the response (allow path)",
+               ratelimit(token_rule(True)), expect_ratelimit_headers=True,
+               response_headers={"x-cost": "150"}),
+        Config("9n", "ratelimit filter, config 9's limits without settling (100 tokens stay)",
+               ratelimit(token_rule(False)), expect_ratelimit_headers=True,
+               response_headers={"x-cost": "150"}),
+    ]
+
+
 def variants() -> list[Config]:
     """Extra configurations for finding where the time goes (`--configs 2,4,p1,...`)."""
     return [
@@ -252,11 +277,12 @@ def variants() -> list[Config]:
 def alternative(wasm: Path) -> list[Config]:
     """Configs 4, 5 and 6 with another build of the filter (`--alt-wasm`): ids 4a, 5a, 6a."""
     out = []
-    for c in configurations() + selectors():
+    for c in configurations() + selectors() + settling():
         if c.id in ("4", "5", "6", "8h", "4c"):
             plugin = json.loads(c.filters[0]["typed_config"]["config"]["configuration"]["value"])
             out.append(Config(c.id + "a", c.title + f" [{wasm.name}]", ratelimit(plugin, wasm), c.lua,
-                              c.expect_status, c.expect_ratelimit_headers, c.prime, headers=c.headers))
+                              c.expect_status, c.expect_ratelimit_headers, c.prime, headers=c.headers,
+                              response_headers=c.response_headers))
     return out
 
 
@@ -274,7 +300,7 @@ def probes() -> list[Config]:
 
 
 def every_config(alt_wasm: Path | None = None, clients: int = CLIENTS) -> dict[str, Config]:
-    cfgs = (configurations(clients) + selectors() + variants()
+    cfgs = (configurations(clients) + selectors() + settling() + variants()
             + (alternative(alt_wasm) if alt_wasm else []) + probes())
     return {c.id: c for c in cfgs}
 
@@ -298,7 +324,10 @@ def bootstrap(cfg: Config, listen_port: int, admin_port: int) -> dict:
                         "name": "bench", "domains": ["*"],
                         "routes": [{"name": "api", "match": {"prefix": "/"},
                                     "direct_response": {"status": 200,
-                                                        "body": {"inline_string": "ok\n"}}}],
+                                                        "body": {"inline_string": "ok\n"}},
+                                    "response_headers_to_add": [
+                                        {"header": {"key": k, "value": v}}
+                                        for k, v in cfg.response_headers.items()]}],
                     }]},
                     "http_filters": cfg.filters + [router],
                 },

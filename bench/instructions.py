@@ -80,7 +80,8 @@ RESULTS = eb.RESULTS / "instructions"
 # "A/B" is Ir(B) / Ir(A): how many A requests cost as many instructions as one B request, i.e.
 # the throughput ratio an instruction-bound core would show (comparable with envoy_bench's ratios).
 RATIOS = [("2/1", "2", "1"), ("3/1", "3", "1"), ("4/2", "4", "2"), ("4/3", "4", "3"),
-          ("5/4", "5", "4"), ("6/4", "6", "4"), ("5/1", "5", "1"), ("8/8h", "8h", "8")]
+          ("5/4", "5", "4"), ("6/4", "6", "4"), ("5/1", "5", "1"), ("8/8h", "8h", "8"),
+          ("9/9n", "9n", "9")]
 ALT_RATIOS = [("4a/4", "4a", "4"), ("5a/5", "5a", "5"), ("6a/6", "6a", "6"), ("8/8ha", "8ha", "8"),
               ("4ca/4c", "4ca", "4c")]
 GROUPS = ["envoy", "tcmalloc", "v8_code", "libc", "other"]

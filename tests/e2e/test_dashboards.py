@@ -97,11 +97,11 @@ def test_relabelling_gives_every_filter_stat_its_rule_and_stat(exported):
         assert set(labels) == set(LABELS), name
         assert name == f"{labels['ratelimit_rule']}_{labels['ratelimit_stat']}"
         stats.add(labels["ratelimit_stat"])
-    # Every per-rule stat of src/engine/stats.rs, and the limits' refusals.
+    # Every per-rule stat of src/engine/stats.rs, and the limits' own.
     assert stats == {"allowed", "refused", "shadow_refused", "missing_key", "capacity_refused",
                      "store_contention", "clients_tracked", "clients_evicted", "fleet_calls",
                      "fleet_admitted", "fleet_refused", "fleet_failed", "fleet_leased",
-                     "door_admitted", "refused_from_memory"}
+                     "door_admitted", "refused_from_memory", "given_back", "settled", "overspent"}
     rules = {relabel(n)["ratelimit_rule"] for n in exported}
     assert {"ratelimit_api", "ratelimit_bulk", "ratelimit_api_per_minute", "ratelimit_api_per_day",
             "ratelimit_bulk_per_minute"} <= rules
