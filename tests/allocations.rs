@@ -148,7 +148,7 @@ fn an_allowed_request_allocates_its_three_lists_and_its_key_and_nothing_else() {
         // Two limits, a bearer token, draft-03 headers, plans.
         r#"{"plans": {"names": ["free", "pro"], "default": "free",
                       "keys": {"token-7": "pro"}},
-            "response": {"headers": {"style": "draft03"}},
+            "response": {"headers": {"style": "ietf_draft06"}},
             "rules": [{"name": "links", "match": {"path": {"template": "/api/links/:id"},
                                                   "methods": ["GET"]},
             "key": [{"bearer": {}}, {"header": "x-api-key"}],
@@ -164,13 +164,13 @@ fn an_allowed_request_allocates_its_three_lists_and_its_key_and_nothing_else() {
 #[test]
 fn the_count_sees_allocations_when_there_are_some() {
     // The IETF draft's headers list every limit in one text: that value is on the heap.
-    let listed = r#"{"response": {"headers": {"style": "draft_ietf"}},
+    let listed = r#"{"response": {"headers": {"style": "ietf_draft11"}},
         "rules": [{"name": "api", "match": {"path": {"prefix": "/api"}},
         "key": [{"header": "x-api-key"}],
         "limits": [{"requests": 1000000, "window": "1m"}]}]}"#;
     assert!(core_allocations(listed, "/api/x") > LISTS);
     // A path that is not canonical is rewritten on the heap.
-    let plain = listed.replace("draft_ietf", "x_rate_limit");
+    let plain = listed.replace("ietf_draft11", "x_rate_limit");
     assert_eq!(core_allocations(&plain, "/api/x"), LISTS);
     assert!(core_allocations(&plain, "/API/./x") > LISTS);
 }

@@ -42,7 +42,13 @@ fn check(paths: &[String]) -> ExitCode {
     let mut failed = false;
     for path in paths {
         match read(path).map(|bytes| config_tool::check(&bytes)) {
-            Ok(Ok(summary)) => println!("{path}: {summary}"),
+            Ok(Ok(summary)) => {
+                println!("{path}: {summary}");
+                let bytes = read(path).unwrap_or_default();
+                for warning in config_tool::check_warnings(&bytes) {
+                    println!("{path}: warning: {warning}");
+                }
+            }
             Ok(Err(errors)) => {
                 failed = true;
                 for error in errors {

@@ -87,6 +87,8 @@ impl ResponseFormat {
 #[derive(Debug, Clone)]
 pub struct LimitText {
     pub name: String,
+    /// Whether the name was given (Envoy's form names only those: `;name="..."`).
+    pub name_given: bool,
     pub code: String,
     /// What the limit counts (`requests` unless it says).
     pub unit: String,
@@ -118,6 +120,7 @@ impl LimitText {
         }
         LimitText {
             name: name.to_string(),
+            name_given: limit.name.is_some(),
             code,
             unit_given: limit.unit.is_some(),
             unit,

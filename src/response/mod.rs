@@ -36,6 +36,7 @@ mod tests {
     fn limit(name: &str, _window_ms: u64, message: Option<&str>) -> LimitText {
         LimitText {
             name: name.into(),
+            name_given: true,
             code: format!("rate_limit_{name}"),
             unit: "requests".into(),
             unit_given: false,
@@ -140,7 +141,7 @@ mod tests {
         );
         assert_eq!(h[2].1, "999");
         let h = rate_limit_headers(
-            &response_format(r#"{"headers": {"style": "draft03"}}"#),
+            &response_format(r#"{"headers": {"style": "ietf_draft06"}}"#),
             &outcome,
             false,
         );
@@ -152,8 +153,9 @@ mod tests {
                 ("ratelimit-reset", "999")
             ]
         );
+        // The binding limit (the day's: 7 left) first in every list.
         let h = rate_limit_headers(
-            &response_format(r#"{"headers": {"style": "draft_ietf"}}"#),
+            &response_format(r#"{"headers": {"style": "ietf_draft11"}}"#),
             &outcome,
             false,
         );
@@ -162,11 +164,36 @@ mod tests {
             vec![
                 (
                     "ratelimit-policy",
-                    r#""minute";q=100;w=60, "day";q=5000;w=86400"#
+                    r#""day";q=5000;w=86400, "minute";q=100;w=60"#
                 ),
-                ("ratelimit", r#""minute";r=40;t=3, "day";r=7;t=999"#),
+                ("ratelimit", r#""day";r=7;t=999, "minute";r=40;t=3"#),
             ]
         );
+        // Envoy's own DRAFT_VERSION_03: the binding level, then every quota policy.
+        let h = rate_limit_headers(
+            &response_format(r#"{"headers": {"style": "envoy_draft03"}}"#),
+            &outcome,
+            false,
+        );
+        assert_eq!(
+            names(&h),
+            vec![
+                (
+                    "x-ratelimit-limit",
+                    r#"5000, 5000;w=86400;name="day", 100;w=60;name="minute""#
+                ),
+                ("x-ratelimit-remaining", "7"),
+                ("x-ratelimit-reset", "999")
+            ]
+        );
+        // The former names still load, as the styles they were renamed to.
+        for (old, new) in [("draft03", "ietf_draft06"), ("draft_ietf", "ietf_draft11")] {
+            let style = |s: &str| format!(r#"{{"headers": {{"style": "{s}"}}}}"#);
+            assert_eq!(
+                response_format(&style(old)).headers,
+                response_format(&style(new)).headers
+            );
+        }
         assert!(rate_limit_headers(
             &response_format(r#"{"headers": {"style": "none"}}"#),
             &outcome,
@@ -297,6 +324,107 @@ mod tests {
         assert_eq!(
             reply.body,
             r#"{"ok":false,"version":"2025-11-14-v1","request_id":"e5e9cfa0","code":"rate_limit_day","message":"Daily API quota of 5 exceeded; retry after 2023-11-14T23:13:20.250Z.","plan":"free"}"#
+        );
+    }
+
+    #[test]
+    fn envoy_form_names_only_the_limits_named_in_the_config() {
+        let mut hour = limit("1h", 3_600_000, None);
+        hour.name_given = false;
+        let outcome = Outcome {
+            now_ms: NOW,
+            checked: vec![Checked {
+                limit: &hour,
+                status: status(3, 3_600_000, 0, NOW + 1_800_000, Some(NOW + 1_800_000)),
+            }],
+            plan: None,
+            plan_id: 0,
+        };
+        let format = response_format(r#"{"headers": {"style": "envoy_draft03"}}"#);
+        let reply = refusal(&format, &outcome, "r", None);
+        assert_eq!(
+            names(&reply.headers)[..4],
+            [
+                ("x-ratelimit-limit", "3, 3;w=3600"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1800"),
+                ("retry-after", "1800"),
+            ]
+        );
+    }
+
+    #[test]
+    fn refusals_say_the_wait_in_milliseconds_and_when_not_to_retry() {
+        let a = limit("a", 1_000, None);
+        let refused_for = |wait_ms: u64| Outcome {
+            now_ms: NOW,
+            checked: vec![Checked {
+                limit: &a,
+                status: status(1, 1_000, 0, NOW + wait_ms, Some(NOW + wait_ms)),
+            }],
+            plan: None,
+            plan_id: 0,
+        };
+        let extras = |format: &ResponseFormat, wait_ms: u64| -> Vec<(String, String)> {
+            let reply = refusal(format, &refused_for(wait_ms), "r", None);
+            let after = reply
+                .headers
+                .iter()
+                .skip_while(|(k, _)| &**k != "retry-after");
+            after.map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        // By default: `Retry-After` alone up to a minute's wait, then `x-should-retry: false`.
+        let default = response_format("{}");
+        let ct = pair("content-type", "application/json");
+        assert_eq!(
+            extras(&default, 1_050),
+            [pair("retry-after", "2"), ct.clone()]
+        );
+        assert_eq!(
+            extras(&default, 60_000),
+            [pair("retry-after", "60"), ct.clone()]
+        );
+        assert_eq!(
+            extras(&default, 60_001),
+            [
+                pair("retry-after", "61"),
+                pair("x-should-retry", "false"),
+                ct.clone()
+            ]
+        );
+        let ms =
+            response_format(r#"{"headers": {"retry_after_ms": true, "max_retry_wait": "5s"}}"#);
+        assert_eq!(
+            extras(&ms, 1_050),
+            [
+                pair("retry-after", "2"),
+                pair("retry-after-ms", "1050"),
+                ct.clone()
+            ]
+        );
+        assert_eq!(
+            extras(&ms, 5_001)[1..3],
+            [
+                pair("retry-after-ms", "5001"),
+                pair("x-should-retry", "false")
+            ]
+        );
+        let never = response_format(r#"{"headers": {"max_retry_wait": null}}"#);
+        assert_eq!(
+            extras(&never, 86_400_000),
+            [pair("retry-after", "86400"), ct.clone()]
+        );
+        // A capacity refusal tells the same.
+        let reply = capacity(&ms, NOW, NOW + 9_000);
+        let headers: Vec<_> = names(&reply.headers).into_iter().take(3).collect();
+        assert_eq!(
+            headers,
+            [
+                ("retry-after", "9"),
+                ("retry-after-ms", "9000"),
+                ("x-should-retry", "false")
+            ]
         );
     }
 

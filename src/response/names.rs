@@ -15,12 +15,17 @@ pub const RATELIMIT: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderNames(pub [Option<HeaderName>; 5]);
 
-/// The rate-limit headers a format sends: their names, the style and how resets are written.
+/// The rate-limit headers a format sends: their names, the style and how resets are written,
+/// and what refusals add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderSet {
     pub names: HeaderNames,
     pub style: HeaderStyle,
     pub reset: ResetFormat,
+    /// `retry-after-ms` on refusals.
+    pub retry_after_ms: bool,
+    /// Refusals asking a longer wait (milliseconds) say `x-should-retry: false`.
+    pub max_retry_wait_ms: Option<u64>,
 }
 
 impl HeaderSet {
@@ -29,6 +34,8 @@ impl HeaderSet {
             names: HeaderNames::compile(headers, errors),
             style: headers.style,
             reset: headers.reset,
+            retry_after_ms: headers.retry_after_ms,
+            max_retry_wait_ms: headers.max_retry_wait.map(|w| w.millis),
         }
     }
 
@@ -36,26 +43,41 @@ impl HeaderSet {
     pub fn lists_every_remaining(&self) -> bool {
         self.names.0[RATELIMIT].is_some()
     }
+
+    /// Whether the reset header counts seconds from now (the drafts' own form), not epoch seconds.
+    pub fn reset_in_seconds_from_now(&self) -> bool {
+        matches!(
+            self.style,
+            HeaderStyle::IetfDraft06 | HeaderStyle::EnvoyDraft03
+        ) || self.reset == ResetFormat::DeltaSeconds
+    }
+
+    /// The headers a refusal that waits `wait_ms` adds after `Retry-After`, if any.
+    pub fn refusal_extras(&self, wait_ms: u64) -> (Option<u64>, bool) {
+        let ms = self.retry_after_ms.then_some(wait_ms.max(1));
+        let no_retry = self.max_retry_wait_ms.is_some_and(|bound| wait_ms > bound);
+        (ms, no_retry)
+    }
 }
 
 impl HeaderNames {
     fn for_style(style: HeaderStyle) -> Self {
         let names: [Option<&str>; 5] = match style {
-            HeaderStyle::XRateLimit => [
+            HeaderStyle::XRateLimit | HeaderStyle::EnvoyDraft03 => [
                 Some("x-ratelimit-limit"),
                 Some("x-ratelimit-remaining"),
                 Some("x-ratelimit-reset"),
                 None,
                 None,
             ],
-            HeaderStyle::Draft03 => [
+            HeaderStyle::IetfDraft06 => [
                 Some("ratelimit-limit"),
                 Some("ratelimit-remaining"),
                 Some("ratelimit-reset"),
                 None,
                 None,
             ],
-            HeaderStyle::DraftIetf => [
+            HeaderStyle::IetfDraft11 => [
                 None,
                 None,
                 None,

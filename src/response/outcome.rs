@@ -30,6 +30,15 @@ impl<'a> Outcome<'a> {
         headline_index(self.checked.iter().map(|c| &c.status)).map(|i| &self.checked[i])
     }
 
+    /// Every limit checked, the headline (binding) one first, then the others in the
+    /// configuration's order.
+    pub fn binding_first(&self) -> impl Iterator<Item = &Checked<'a>> {
+        let first = headline_index(self.checked.iter().map(|c| &c.status));
+        let rest = self.checked.iter().enumerate();
+        let rest = rest.filter(move |(i, _)| Some(*i) != first).map(|(_, c)| c);
+        first.map(|i| &self.checked[i]).into_iter().chain(rest)
+    }
+
     /// When a refused request can be retried: the latest retry time of the violated limits.
     pub fn retry_at_ms(&self) -> u64 {
         self.checked

@@ -2,7 +2,7 @@
 //! capacity refusal, an undecided store, a failed rate limit service, a missing key.
 
 use super::format::ResponseFormat;
-use super::headers::rate_limit_headers;
+use super::headers::{rate_limit_headers, refusal_extras};
 use super::outcome::{retry_after, Outcome};
 use super::refusal::RefusalValues;
 use super::value::{HeaderName, HeaderValue, Headers};
@@ -77,13 +77,22 @@ pub fn refusal(
 /// else changes. The configured status (429 by default): the client is to slow down.
 pub fn capacity(format: &ResponseFormat, now_ms: u64, retry_at_ms: u64) -> Reply {
     let retry_after = retry_after(now_ms, retry_at_ms);
+    let mut headers = vec![(
+        HeaderName::from("retry-after"),
+        HeaderValue::number(retry_after),
+    )];
+    refusal_extras(
+        &format.headers,
+        retry_at_ms.saturating_sub(now_ms),
+        &mut headers,
+    );
     // Fixed text and a number: JSON as written.
     let body = format!(
         "{{\"error\":\"rate_limit_capacity\",\"message\":\"Too many clients for the rate limiter \
          to tell this client's requests from others'. Retry in {retry_after} seconds.\",\
          \"retry_after\":{retry_after}}}"
     );
-    json_reply(format.status, Some(retry_after), body)
+    reply(format.status, headers, "application/json", body)
 }
 
 /// The reply when the store could not decide (every compare-and-swap attempt lost its race)

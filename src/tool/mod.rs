@@ -2,6 +2,7 @@
 //! validation and the same pipeline the filter runs, on a config file and a described request.
 
 mod engines;
+mod warnings;
 
 use std::collections::HashMap;
 
@@ -32,6 +33,15 @@ pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
         }
         Err(errors) => Err(errors.0.iter().map(|e| e.to_string()).collect()),
     }
+}
+
+/// `check`'s warnings for a configuration that loads: choices that break known clients, each
+/// with its JSON path (none for one that does not load).
+pub fn check_warnings(bytes: &[u8]) -> Vec<String> {
+    let (Ok(config), Ok(raw)) = (crate::config::parse(bytes), serde_json::from_slice(bytes)) else {
+        return Vec::new();
+    };
+    warnings::warnings(&config, &raw)
 }
 
 /// A request described on the command line.

@@ -268,7 +268,7 @@ def test_the_shipped_envoy_yaml_validates():
 
 def test_ietf_structured_headers_problem_json_and_request_cost(start_envoy):
     config = {
-        "response": {"status": 503, "preset": "problem_json", "headers": {"style": "draft_ietf"}},
+        "response": {"status": 503, "preset": "problem_json", "headers": {"style": "ietf_draft11"}},
         "rules": [
             rule(
                 key=API_KEY,

@@ -239,7 +239,7 @@ fn default_status() -> u32 {
     429
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
@@ -254,22 +254,55 @@ pub struct HeadersConfig {
     /// Headers of the style not to send: `limit`, `remaining`, `reset`, `policy`, `ratelimit`.
     #[serde(default)]
     pub hide: Vec<String>,
+    /// Refusals also carry `retry-after-ms`: the wait to the millisecond (OpenAI's and
+    /// Anthropic's clients read it before `Retry-After`, which is rounded up to whole seconds).
+    #[serde(default)]
+    pub retry_after_ms: bool,
+    /// A refusal whose wait is longer than this carries `x-should-retry: false`, so that clients
+    /// which obey it (OpenAI's, Anthropic's) hand the refusal to the application instead of
+    /// sleeping that long inside a request. `null`: never sent.
+    #[serde(default = "default_max_retry_wait")]
+    pub max_retry_wait: Option<WindowSpec>,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            style: HeaderStyle::default(),
+            reset: ResetFormat::default(),
+            names: Default::default(),
+            hide: Vec::new(),
+            retry_after_ms: false,
+            max_retry_wait: default_max_retry_wait(),
+        }
+    }
+}
+
+/// A minute: a longer wait is a quota to plan around, not a burst for a client library to sleep
+/// through (`openai` itself gives up beyond two minutes; `anthropic` waits any length).
+pub fn default_max_retry_wait() -> Option<WindowSpec> {
+    Some(WindowSpec { millis: 60_000 })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderStyle {
-    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub's form).
     #[default]
     XRateLimit,
+    /// Envoy's own `enable_x_ratelimit_headers: DRAFT_VERSION_03`: `X-RateLimit-Limit: 100,
+    /// 100;w=60, 5000;w=86400`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds from now).
+    EnvoyDraft03,
     /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds from now), as in the
-    /// IETF draft up to version 06. (Envoy's own `DRAFT_VERSION_03` sends these values under
-    /// `x-ratelimit-*` names: rename them with `headers.names` to match it.)
-    Draft03,
-    /// IETF draft-11 structured fields: `RateLimit-Policy: "name";q=100;w=60` and
-    /// `RateLimit: "name";r=50;t=30`, one item per limit.
-    DraftIetf,
+    /// IETF draft up to version 06 (`draft03` is its former name).
+    #[serde(alias = "draft03")]
+    IetfDraft06,
+    /// IETF draft-08 to -11 structured fields: `RateLimit-Policy: "name";q=100;w=60` and
+    /// `RateLimit: "name";r=50;t=30`, one item per limit, the binding one first (`draft_ietf` is
+    /// its former name).
+    #[serde(alias = "draft_ietf")]
+    IetfDraft11,
     /// No rate-limit headers (a 429 still carries `Retry-After`).
     None,
 }

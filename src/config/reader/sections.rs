@@ -173,8 +173,21 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
 }
 
 fn headers(value: &Value, path: &str, errors: &mut Errors) -> Option<HeadersConfig> {
-    const KNOWN: &[&str] = &["style", "reset", "names", "hide"];
+    const KNOWN: &[&str] = &[
+        "style",
+        "reset",
+        "names",
+        "hide",
+        "retry_after_ms",
+        "max_retry_wait",
+    ];
     let f = Fields::open(value, path, KNOWN, errors)?;
+    // Absent: the default bound; null: never sent.
+    let max_retry_wait = match value.get("max_retry_wait") {
+        None => default_max_retry_wait(),
+        Some(Value::Null) => None,
+        Some(v) => window(v, &f.path("max_retry_wait"), errors),
+    };
     Some(HeadersConfig {
         style: f.or("style", HeaderStyle::XRateLimit, errors, |v, p, e| {
             variant(
@@ -183,9 +196,13 @@ fn headers(value: &Value, path: &str, errors: &mut Errors) -> Option<HeadersConf
                 e,
                 &[
                     ("x_rate_limit", HeaderStyle::XRateLimit),
-                    ("draft03", HeaderStyle::Draft03),
-                    ("draft_ietf", HeaderStyle::DraftIetf),
+                    ("envoy_draft03", HeaderStyle::EnvoyDraft03),
+                    ("ietf_draft06", HeaderStyle::IetfDraft06),
+                    ("ietf_draft11", HeaderStyle::IetfDraft11),
                     ("none", HeaderStyle::None),
+                    // Former names, still accepted (`check` says which is current).
+                    ("draft03", HeaderStyle::IetfDraft06),
+                    ("draft_ietf", HeaderStyle::IetfDraft11),
                 ],
             )
         }),
@@ -204,5 +221,7 @@ fn headers(value: &Value, path: &str, errors: &mut Errors) -> Option<HeadersConf
             map_of(v, p, e, text)
         }),
         hide: f.or("hide", Vec::new(), errors, texts),
+        retry_after_ms: f.or("retry_after_ms", false, errors, boolean),
+        max_retry_wait,
     })
 }

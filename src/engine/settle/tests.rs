@@ -12,7 +12,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// One rule, with every limit's remaining quota in the `RateLimit` header.
 fn load(rule: &str) -> Filter {
-    let headers = r#""response": {"headers": {"style": "draft_ietf"}}"#;
+    let headers = r#""response": {"headers": {"style": "ietf_draft11"}}"#;
     let json = format!(r#"{{{headers}, "rules": [{rule}]}}"#);
     Filter::load(json.as_bytes()).unwrap()
 }
