@@ -374,7 +374,7 @@ mod tests {
             after.map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
-        // By default: `Retry-After` alone up to a minute's wait, then `x-should-retry: false`.
+        // By default: `Retry-After` alone up to two minutes' wait, then `x-should-retry: false`.
         let default = response_format("{}");
         let ct = pair("content-type", "application/json");
         assert_eq!(

@@ -278,10 +278,12 @@ impl Default for HeadersConfig {
     }
 }
 
-/// A minute: a longer wait is a quota to plan around, not a burst for a client library to sleep
-/// through (`openai` itself gives up beyond two minutes; `anthropic` waits any length).
+/// Two minutes, the bound the `openai` client applies itself: a per-minute limit's wait (at most
+/// a minute and a slot of the sliding window) stays under it and is retried, while an hourly or
+/// daily refusal goes to the application at once instead of holding a request that long
+/// (`anthropic` would sleep through any `Retry-After`).
 pub fn default_max_retry_wait() -> Option<WindowSpec> {
-    Some(WindowSpec { millis: 60_000 })
+    Some(WindowSpec { millis: 120_000 })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
