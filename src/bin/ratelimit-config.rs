@@ -15,6 +15,9 @@ const USAGE: &str = "usage:
                            [--route NAME] [--header 'name: value' ...]
                            [--metadata 'namespace/key.path=value' ...] [--filter-state 'key=value' ...]
   ratelimit-config engine-config CONFIG.json [--engine limitador|envoy-ratelimit]
+  ratelimit-config import envoy-gateway POLICY.yaml [--fleet-cluster NAME]
+  ratelimit-config import envoy-ratelimit CONFIG.yaml [--key DESCRIPTOR_KEY=SOURCE ...] [--fleet-cluster NAME]
+                   (SOURCE: header:NAME, query:NAME, client_ip, method, route)
   ratelimit-config schema";
 
 fn main() -> ExitCode {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         Some("check") if args.len() > 1 => check(&args[1..]),
         Some("explain") if args.len() > 1 => explain(&args[1], &args[2..]),
         Some("engine-config") if args.len() > 1 => engine_config(&args[1], &args[2..]),
+        Some("import") if args.len() > 2 => import(&args[1], &args[2], &args[3..]),
         Some("schema") => {
             print!("{}", config_tool::schema());
             ExitCode::SUCCESS
@@ -166,6 +170,60 @@ fn engine_config(path: &str, args: &[String]) -> ExitCode {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Another system's configuration as this filter's, on stdout; what is not carried over (and
+/// what is only approximated) on stderr, with its path. Exit status 1 when something was not
+/// carried over (the configuration is still printed).
+fn import(source: &str, path: &str, args: &[String]) -> ExitCode {
+    let Some(source) = config_tool::ImportSource::parse(source) else {
+        eprintln!("unknown source {source:?}: envoy-gateway or envoy-ratelimit\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let mut options = config_tool::ImportOptions::default();
+    for pair in args.chunks(2) {
+        match (pair[0].as_str(), pair.get(1)) {
+            ("--fleet-cluster", Some(name)) => options.fleet_cluster = Some(name.clone()),
+            ("--key", Some(spec)) if spec.contains('=') => {
+                let (key, source) = spec.split_once('=').unwrap_or_default();
+                options.keys.push((key.to_string(), source.to_string()));
+            }
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{path}: cannot read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match config_tool::import(source, &text, &options) {
+        Ok((config, findings)) => {
+            let pretty = serde_json::to_string_pretty(&config).unwrap_or_default();
+            println!("{pretty}");
+            for (at, what) in &findings.notes {
+                eprintln!("{path}: note: {at}: {what}");
+            }
+            for (at, why) in &findings.lost {
+                eprintln!("{path}: not carried over: {at}: {why}");
+            }
+            match findings.lost.len() {
+                0 => ExitCode::SUCCESS,
+                n => {
+                    eprintln!("{path}: {n} not carried over (above)");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(e) => {
             eprintln!("{path}: {e}");

@@ -2,11 +2,13 @@
 //! validation and the same pipeline the filter runs, on a config file and a described request.
 
 mod engines;
+mod import;
 mod warnings;
 
 use std::collections::HashMap;
 
 pub use engines::{engine_config, Engine};
+pub use import::{import, Findings, Options as ImportOptions, Source as ImportSource};
 
 use crate::config::{format_window, OnMissingKey};
 use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};
