@@ -382,13 +382,13 @@ mod tests {
             [pair("retry-after", "2"), ct.clone()]
         );
         assert_eq!(
-            extras(&default, 60_000),
-            [pair("retry-after", "60"), ct.clone()]
+            extras(&default, 120_000),
+            [pair("retry-after", "120"), ct.clone()]
         );
         assert_eq!(
-            extras(&default, 60_001),
+            extras(&default, 120_001),
             [
-                pair("retry-after", "61"),
+                pair("retry-after", "121"),
                 pair("x-should-retry", "false"),
                 ct.clone()
             ]
