@@ -45,7 +45,8 @@ def test_the_checker_names_the_field_and_fails(tmp_path):
     good = subprocess.run([TOOL, "check", *sorted(str(p) for p in (ROOT / "envoy" / "examples").glob("*.json"))],
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert good.stdout.count(": ok: ") == 5
+    assert good.stdout.count(": ok: ") == 8, "the five reference APIs and three ready-made refusals"
+    assert ": warning: " not in good.stdout, good.stdout
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"rules": [{"name": "x y", "limits": [{"requests": 1, "window": "999d"}]}]}))
     run = subprocess.run([TOOL, "check", str(bad)], capture_output=True, text=True)
