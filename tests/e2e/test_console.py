@@ -143,6 +143,8 @@ def test_make_run_example_llm_serves_token_budgets(tmp_path):
     assert "llm: prefix /v1/, 1000 tokens per 1m, 20 requests per 1m, per bearer" in banner
     assert f"curl -i http://127.0.0.1:{listen}/v1/chat/completions" in banner
     access = [line for line in banner.split("Ctrl-C stops.\n", 1)[1].splitlines() if line.startswith("POST")]
-    assert access[0].startswith("POST /v1/chat/completions 200 tokens=600 ratelimit=\"tokens\";r=900;"), access
+    # The binding limit first (the least left: 19 requests), then the token budget.
+    assert access[0].startswith("POST /v1/chat/completions 200 tokens=600 ratelimit=\"requests\";r=19;"), access
+    assert "\"tokens\";r=900;" in access[0], access
     assert access[2].startswith("POST /v1/chat/completions 429 tokens=- "), access
     assert "sk-console" not in text
