@@ -7,9 +7,12 @@ TARGET := wasm32-wasip1
 CARGO_WASM := target/$(TARGET)/release/envoy_ratelimit_wasm.wasm
 # The filter users deploy: cargo's output after wasm-opt.
 WASM := target/filter/envoy_ratelimit_wasm.wasm
+# The same filter as an Envoy dynamic module (make build-native), named as Envoy looks it up:
+# lib<name>.so for module name envoy_ratelimit.
+NATIVE := target/filter/libenvoy_ratelimit.so
 CONCURRENCY ?= 2
 
-.PHONY: all help setup build run run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean
+.PHONY: all help setup build build-native run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean
 
 all: build
 
@@ -58,6 +61,14 @@ build: .wasm-target .binaryen
 	fi
 	@ls -l $(WASM)
 
+## build-native: the filter as an Envoy dynamic module (ABI v0.2.0, Envoy 1.40), built for this
+## machine into target/filter/libenvoy_ratelimit.so
+build-native:
+	cargo build --profile native --features native --lib
+	@mkdir -p $(dir $(NATIVE))
+	@cp target/native/libenvoy_ratelimit_wasm.so $(NATIVE)
+	@ls -l $(NATIVE)
+
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
 ## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
 run: setup build
@@ -78,7 +89,7 @@ tool:
 test: setup .wrk .promtool build bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
-	cargo test --quiet --features cli,internals
+	cargo test --quiet --features cli,internals,native
 
 ## lint: formatting, clippy (native with every feature, and the wasm32 build), warnings as errors,
 ## and the house rules of src/ (tools/check_structure.py: function and file lengths, no import

@@ -25,6 +25,8 @@ mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod host;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;
 #[cfg(test)]
 mod testing;
 #[cfg(feature = "cli")]

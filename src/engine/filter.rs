@@ -117,6 +117,11 @@ impl Filter {
         self.response.status_filter_state
     }
 
+    /// The prefix of the store's keys and of the stats' names (`store.key_prefix`).
+    pub fn key_prefix(&self) -> &str {
+        &self.store.key_prefix
+    }
+
     /// How many rules the configuration has.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

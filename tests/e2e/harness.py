@@ -33,6 +33,14 @@ ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 BUILT_WASM = ROOT / "target" / "filter" / "envoy_ratelimit_wasm.wasm"
 WASM = Path(os.environ.get("RATELIMIT_WASM", BUILT_WASM))
 UPSTREAM = ROOT / "envoy" / "demo_upstream.py"
+# The same filter as an Envoy dynamic module (make build-native); RATELIMIT_NATIVE points at
+# another build.
+BUILT_NATIVE = ROOT / "target" / "filter" / "libenvoy_ratelimit.so"
+NATIVE = Path(os.environ.get("RATELIMIT_NATIVE", BUILT_NATIVE))
+# The hosts the end-to-end tests run the filter in: the proxy-wasm filter and the dynamic module
+# (RATELIMIT_HOSTS=wasm or =native runs one of them).
+HOSTS = [h.strip() for h in os.environ.get("RATELIMIT_HOSTS", "wasm,native").split(",") if h.strip()]
+assert set(HOSTS) <= {"wasm", "native"} and HOSTS, f"RATELIMIT_HOSTS: wasm, native or both, not {HOSTS}"
 
 
 def envoy_binary() -> str:
@@ -63,10 +71,12 @@ def render_config(
     hcm_overrides: dict | None = None,
     clusters: list[dict] | None = None,
     envoy_yaml: Path = ENVOY_YAML,
+    host: str = "wasm",
 ) -> dict:
     """envoy/envoy.yaml (or another Envoy config of the same shape) with ports, .wasm path and
     (optionally) the filter configuration swapped, and `clusters` added (e.g. the rate limit
-    service's)."""
+    service's). `host="native"` swaps the Wasm filter for the dynamic module, with the same
+    configuration."""
     config = yaml.safe_load(envoy_yaml.read_text())
     config = copy.deepcopy(config)
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -84,7 +94,24 @@ def render_config(
         text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
         plugin["configuration"]["value"] = text
     config["static_resources"]["clusters"].extend(clusters or [])
+    if host == "native":
+        filters = hcm["http_filters"]
+        filters[filters.index(wasm)] = native_filter(plugin["configuration"]["value"])
     return config
+
+
+def native_filter(json_config: str, module: Path | None = None) -> dict:
+    """The dynamic-module filter (module file `module`, else the build under test) with the JSON
+    configuration `json_config`, as docs/src/deploying/native.md shows it."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"module": {"local": {"filename": str(module or NATIVE)}}},
+            "filter_name": "ratelimit",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json_config},
+        },
+    }
 
 
 def grpc_cluster(name: str, port: int) -> dict:
@@ -126,13 +153,14 @@ class Envoy:
     hcm_overrides: dict | None = None
     clusters: list[dict] | None = None
     envoy_yaml: Path = ENVOY_YAML
+    host: str = "wasm"
 
     def start(self, wait: bool = True) -> "Envoy":
         # One process per Envoy object: a second start would lose the first process's id.
         assert self.proc is None, "this Envoy has been started already"
         config = render_config(
             self.filter_config, self.upstream.port, self.listen_port, self.admin_port,
-            self.hcm_overrides, self.clusters, self.envoy_yaml,
+            self.hcm_overrides, self.clusters, self.envoy_yaml, self.host,
         )
         workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
         config_path = workdir / "envoy.yaml"
@@ -223,9 +251,12 @@ def http_get(port: int, path: str, headers: dict | None = None, host: str = "127
 
 
 def prometheus(envoy: "Envoy") -> dict[str, int]:
-    """The filter's stats from the admin endpoint's Prometheus output (name -> value), settled."""
+    """The filter's stats from the admin endpoint's Prometheus output (name -> value), settled.
+    The Wasm filter's appear as `ratelimit_...`, the module's under Envoy's prefix and the
+    module's metrics namespace, `envoy_dynamicmodulescustom_ratelimit_...`: the same names."""
     return settled(lambda: {m.group(1): int(m.group(2)) for m in re.finditer(
-        r"^(ratelimit_\w+)\{\} (\d+)$", admin_get(envoy.admin_port, "/stats/prometheus"), re.M)})
+        r"^(?:envoy_dynamicmodulescustom_)?(ratelimit_\w+)\{\} (\d+)$",
+        admin_get(envoy.admin_port, "/stats/prometheus"), re.M)})
 
 
 def settled(read, timeout: float = 15):

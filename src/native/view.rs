@@ -1,0 +1,111 @@
+//! The stream as the engine reads it, through Envoy's callbacks: the request when its headers
+//! arrive, the response when its stream completes. Each read copies only the bytes asked for.
+
+use super::abi::{self, Callbacks, EnvoyBuffer, FilterPtr, ModuleBuffer};
+use crate::engine::{Computed, MetadataPath, RequestView, ResponseView};
+
+/// One stream of Envoy's, during one of its event hooks.
+#[derive(Clone, Copy)]
+pub struct Stream {
+    pub filter: FilterPtr,
+    pub envoy: &'static Callbacks,
+}
+
+impl Stream {
+    /// The first value of a header of `kind` (request or response headers).
+    pub fn header(&self, kind: u32, name: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer::EMPTY;
+        let key = ModuleBuffer::of(name.as_bytes());
+        let null = std::ptr::null_mut();
+        // SAFETY: `filter` is the stream of the running hook; `out` is written by Envoy.
+        let found = unsafe { (self.envoy.http_get_header)(self.filter, kind, key, &mut out, 0, null) };
+        // SAFETY: Envoy wrote `out` in this hook.
+        (found && !out.ptr.is_null()).then(|| unsafe { out.bytes() }.to_vec())
+    }
+
+    fn attribute_string(&self, id: u32) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: as in `header`.
+        let found = unsafe { (self.envoy.http_filter_get_attribute_string)(self.filter, id, &mut out) };
+        // SAFETY: Envoy wrote `out` in this hook.
+        found.then(|| unsafe { out.bytes() }.to_vec())
+    }
+
+    fn attribute_int(&self, id: u32) -> Option<u64> {
+        let mut out = 0u64;
+        // SAFETY: as in `header`.
+        let found = unsafe { (self.envoy.http_filter_get_attribute_int)(self.filter, id, &mut out) };
+        found.then_some(out)
+    }
+
+    /// A value in the stream's dynamic metadata: a string, a number or a boolean under
+    /// `namespace` and `key`. The ABI reads top-level keys only; a path into a structured value
+    /// is not readable here (see docs/src/deploying/native.md).
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        if !at.path.is_empty() {
+            return None;
+        }
+        let (ns, key) = (
+            ModuleBuffer::of(at.namespace.as_bytes()),
+            ModuleBuffer::of(at.key.as_bytes()),
+        );
+        let (e, f, source) = (self.envoy, self.filter, abi::METADATA_DYNAMIC);
+        let mut text = EnvoyBuffer::EMPTY;
+        // SAFETY (the three reads): as in `header`; Envoy writes the out-parameter.
+        if unsafe { (e.http_get_metadata_string)(f, source, ns, key, &mut text) } {
+            // SAFETY: Envoy wrote `text` in this hook.
+            return Some(Computed::Text(unsafe { text.bytes() }.to_vec()));
+        }
+        let mut number = 0f64;
+        if unsafe { (e.http_get_metadata_number)(f, source, ns, key, &mut number) } {
+            return Some(Computed::Number(number));
+        }
+        let mut flag = false;
+        if unsafe { (e.http_get_metadata_bool)(f, source, ns, key, &mut flag) } {
+            return Some(Computed::Bool(flag));
+        }
+        None
+    }
+}
+
+impl RequestView for Stream {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        Stream::header(self, abi::REQUEST_HEADER, name)
+    }
+    fn source_address(&self) -> Option<Vec<u8>> {
+        self.attribute_string(abi::ATTRIBUTE_SOURCE_ADDRESS)
+    }
+    fn route_name(&self) -> Option<Vec<u8>> {
+        self.attribute_string(abi::ATTRIBUTE_XDS_ROUTE_NAME)
+    }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        Stream::metadata(self, at)
+    }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer::EMPTY;
+        let key = ModuleBuffer::of(key.as_bytes());
+        // SAFETY: as in `header`.
+        let found = unsafe { (self.envoy.http_get_filter_state_bytes)(self.filter, key, &mut out) };
+        // SAFETY: Envoy wrote `out` in this hook.
+        found.then(|| unsafe { out.bytes() }.to_vec())
+    }
+}
+
+impl ResponseView for Stream {
+    fn status(&self) -> Option<u32> {
+        let code = self.attribute_int(abi::ATTRIBUTE_RESPONSE_CODE)?;
+        u32::try_from(code).ok().filter(|&s| s > 0)
+    }
+    fn local_reply(&self) -> bool {
+        // Envoy says `via_upstream` of a response the upstream sent; anything else was made in
+        // Envoy (a filter's reply, a timeout, a reset before the response).
+        self.attribute_string(abi::ATTRIBUTE_RESPONSE_CODE_DETAILS)
+            .is_some_and(|d| d != b"via_upstream")
+    }
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        Stream::header(self, abi::RESPONSE_HEADER, name)
+    }
+    fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
+        Stream::metadata(self, at)
+    }
+}
