@@ -11,8 +11,10 @@ use crate::engine::Filter;
 pub fn supported(filter: &Filter) -> Result<(), String> {
     match filter.fleet_service() {
         None => Ok(()),
-        Some(_) => Err("$.fleet: the native module does not call the rate limit service yet; \
+        Some(_) => Err(
+            "$.fleet: the native module does not call the rate limit service yet; \
              run fleet-wide limits with the Wasm filter (docs/src/deploying/native.md)"
-            .to_string()),
+                .to_string(),
+        ),
     }
 }

@@ -121,7 +121,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
 ///
 /// # Safety
 /// `module` came from `filter_new` and is not destroyed; Envoy runs one hook of a stream at once.
-unsafe fn parts<'a>(envoy_ptr: FilterPtr, module: *const c_void) -> Option<(Stream, &'a mut RateLimitStream)> {
+unsafe fn parts<'a>(
+    envoy_ptr: FilterPtr,
+    module: *const c_void,
+) -> Option<(Stream, &'a mut RateLimitStream)> {
     let envoy = abi::envoy()?;
     // SAFETY: per the caller's promise.
     let ours = unsafe { &mut *module.cast_mut().cast::<RateLimitStream>() };
@@ -163,7 +166,10 @@ fn failure_reply() -> Reply {
                 request.\"}";
     Reply {
         status: 500,
-        headers: vec![(HeaderName::from("content-type"), HeaderValue::from("application/json"))],
+        headers: vec![(
+            HeaderName::from("content-type"),
+            HeaderValue::from("application/json"),
+        )],
         body: body.to_string(),
     }
 }
@@ -183,7 +189,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         config.record_panic(stream);
         abi::CONTINUE
     };
-    guarded("writing response headers", || ours.on_response_headers(stream), fail)
+    guarded(
+        "writing response headers",
+        || ours.on_response_headers(stream),
+        fail,
+    )
 }
 
 #[no_mangle]
@@ -197,5 +207,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     };
     let config = ours.config.clone();
     let fail = || config.record_panic(stream);
-    guarded("settling a request", || ours.on_stream_complete(stream), fail)
+    guarded(
+        "settling a request",
+        || ours.on_stream_complete(stream),
+        fail,
+    )
 }

@@ -57,13 +57,18 @@ impl NativeStore {
         let shard = &self.shards[fnv1a(key.as_bytes()) as usize % SHARDS];
         // A panic while a change held the lock leaves a value the engine reads defensively
         // (an unrecognised page starts afresh): the shard stays usable.
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh cas, never 0 (0 means "no cas" to a writer).
     fn stamp(&self) -> u32 {
         loop {
-            let cas = self.next_cas.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let cas = self
+                .next_cas
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1);
             if cas != 0 {
                 return cas;
             }
@@ -73,7 +78,10 @@ impl NativeStore {
     /// How many keys the store holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
     }
 
     /// Total bytes of keys and values.
@@ -166,7 +174,11 @@ mod tests {
             Err(CasMismatch)
         );
         store.set("k", b"b", Some(cas)).unwrap();
-        assert_eq!(store.set("k", b"c", Some(cas)), Err(CasMismatch), "single use");
+        assert_eq!(
+            store.set("k", b"c", Some(cas)),
+            Err(CasMismatch),
+            "single use"
+        );
         store.set("k", b"c", None).unwrap();
         // An emptied key reads as no value with a cas: it still exists.
         store.set("k", b"", None).unwrap();
@@ -213,7 +225,9 @@ mod tests {
         let store = Arc::new(NativeStore::new());
         // Two writers creating one key both succeed (as in shared data): create them first.
         for k in 0..KEYS {
-            store.set(&format!("page/{k}"), &0u64.to_le_bytes(), None).unwrap();
+            store
+                .set(&format!("page/{k}"), &0u64.to_le_bytes(), None)
+                .unwrap();
         }
         let add_one = |v: &mut Vec<u8>| {
             let n = <[u8; 8]>::try_from(&v[..]).map_or(0, u64::from_le_bytes);
@@ -228,7 +242,7 @@ mod tests {
                         let key = format!("page/{}", (i + t) % KEYS);
                         if (i + t) % 4 == 0 {
                             // The trait's default loop over get/set, as the Wasm host runs it.
-                            cas_loop(&*store, &key, add_one);
+                            cas_loop(&store, &key, add_one);
                         } else {
                             store.update(&key, 1, &mut |v| add_one(v)).unwrap();
                         }
@@ -253,7 +267,10 @@ mod tests {
             let (value, cas) = store.get(key);
             let mut value = value.unwrap_or_default();
             change(&mut value);
-            if store.set(key, &value, Some(cas.unwrap_or(u32::MAX))).is_ok() {
+            if store
+                .set(key, &value, Some(cas.unwrap_or(u32::MAX)))
+                .is_ok()
+            {
                 return;
             }
         }

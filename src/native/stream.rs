@@ -84,7 +84,9 @@ impl RateLimitStream {
             let (name, value) = (ModuleBuffer::of(name.as_bytes()), value.as_str().as_bytes());
             let value = ModuleBuffer::of(value);
             // SAFETY: the stream of the running hook; Envoy copies name and value.
-            unsafe { (stream.envoy.http_set_header)(stream.filter, abi::RESPONSE_HEADER, name, value) };
+            unsafe {
+                (stream.envoy.http_set_header)(stream.filter, abi::RESPONSE_HEADER, name, value)
+            };
         }
         abi::CONTINUE
     }

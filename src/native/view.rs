@@ -18,7 +18,8 @@ impl Stream {
         let key = ModuleBuffer::of(name.as_bytes());
         let null = std::ptr::null_mut();
         // SAFETY: `filter` is the stream of the running hook; `out` is written by Envoy.
-        let found = unsafe { (self.envoy.http_get_header)(self.filter, kind, key, &mut out, 0, null) };
+        let found =
+            unsafe { (self.envoy.http_get_header)(self.filter, kind, key, &mut out, 0, null) };
         // SAFETY: Envoy wrote `out` in this hook.
         (found && !out.ptr.is_null()).then(|| unsafe { out.bytes() }.to_vec())
     }
@@ -26,7 +27,8 @@ impl Stream {
     fn attribute_string(&self, id: u32) -> Option<Vec<u8>> {
         let mut out = EnvoyBuffer::EMPTY;
         // SAFETY: as in `header`.
-        let found = unsafe { (self.envoy.http_filter_get_attribute_string)(self.filter, id, &mut out) };
+        let found =
+            unsafe { (self.envoy.http_filter_get_attribute_string)(self.filter, id, &mut out) };
         // SAFETY: Envoy wrote `out` in this hook.
         found.then(|| unsafe { out.bytes() }.to_vec())
     }
@@ -34,7 +36,8 @@ impl Stream {
     fn attribute_int(&self, id: u32) -> Option<u64> {
         let mut out = 0u64;
         // SAFETY: as in `header`.
-        let found = unsafe { (self.envoy.http_filter_get_attribute_int)(self.filter, id, &mut out) };
+        let found =
+            unsafe { (self.envoy.http_filter_get_attribute_int)(self.filter, id, &mut out) };
         found.then_some(out)
     }
 
