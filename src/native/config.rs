@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use super::abi::{self, Callbacks, ConfigPtr, ModuleBuffer};
 use super::fleet;
 use super::store::NativeStore;
+use super::support;
 use super::view::Stream;
 use crate::engine::{stat_names, Event, Filter, Memory, RefusalLog, StatKind};
 
@@ -52,8 +53,12 @@ impl Config {
                 return None;
             }
         };
-        if let Err(problem) = fleet::supported(&filter) {
-            log::error!("ratelimit: invalid configuration: {problem}");
+        let mut problems = support::unreadable(json);
+        problems.extend(fleet::supported(&filter).err());
+        if !problems.is_empty() {
+            for problem in &problems {
+                log::error!("ratelimit: invalid configuration: {problem}");
+            }
             return None;
         }
         filter.adopt_shared_seed(store(), random());

@@ -15,6 +15,7 @@ mod fleet;
 mod guard;
 mod store;
 mod stream;
+mod support;
 mod unused;
 mod view;
 
