@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: F401 (fixtures)
-from harness import ROOT, grpc_cluster, prometheus
+from harness import HOSTS, ROOT, grpc_cluster, prometheus
 
 TOOL = ROOT / "target" / "debug" / "ratelimit-config"
 LIMIT, WINDOW_S, N = 10, 4, 4  # 10 per 4 s, sub-windows of 1 s
@@ -41,6 +41,25 @@ def limits_yaml(config: dict) -> str:
     out = subprocess.run([TOOL, "engine-config", f.name], capture_output=True, text=True, check=True)
     Path(f.name).unlink()
     return out.stdout
+
+
+@pytest.fixture(params=[h for h in HOSTS if h == "wasm"])
+def host(request):
+    """The fleet tier runs in the Wasm filter only: the native module refuses a configuration
+    with fleet-wide limits at load (test_the_native_module_refuses_the_fleet_tier_at_load)."""
+    return request.param
+
+
+@pytest.mark.skipif("native" not in HOSTS, reason="RATELIMIT_HOSTS leaves the native module out")
+def test_the_native_module_refuses_the_fleet_tier_at_load(upstream):
+    from harness import Envoy
+    envoy = Envoy(filter_config(), upstream, clusters=[grpc_cluster("rls", 1)], host="native")
+    try:
+        envoy.start(wait=False)
+        assert envoy.proc.wait(60) != 0
+        assert "$.fleet: the native module does not call the rate limit service" in envoy.log()
+    finally:
+        envoy.close()
 
 
 def fleet_of(start_envoy, engine, config, count, concurrency=2):

@@ -94,26 +94,26 @@ def test_hostile_requests_never_bypass_or_trap(start_envoy):
         assert sign not in log, sign
 
 
-def listener_resource(filter_config, listen_port, upstream_port, admin_port):
-    bootstrap = render_config(filter_config, upstream_port, listen_port, admin_port)
+def listener_resource(filter_config, listen_port, upstream_port, admin_port, host="wasm"):
+    bootstrap = render_config(filter_config, upstream_port, listen_port, admin_port, host=host)
     listener = bootstrap["static_resources"].pop("listeners")[0]
     listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
     return bootstrap, {"resources": [listener]}
 
 
-def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_path):
+def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_path, host):
     listen, admin = free_port(), free_port()
 
     def config(requests, window="30s"):
         return {"rules": [{"name": "api", "key": API_KEY, "limits": [{"requests": requests, "window": window}]}]}
 
-    bootstrap, lds = listener_resource(config(3), listen, upstream.port, admin)
+    bootstrap, lds = listener_resource(config(3), listen, upstream.port, admin, host)
     lds_dir = tmp_path / "lds"
     lds_dir.mkdir()
     lds_path = lds_dir / "lds.yaml"
 
     def publish(filter_config):
-        _, resource = listener_resource(filter_config, listen, upstream.port, admin)
+        _, resource = listener_resource(filter_config, listen, upstream.port, admin, host)
         staged = lds_dir / ".staged.yaml"
         staged.write_text(yaml.safe_dump(resource))
         os.rename(staged, lds_path)
@@ -156,7 +156,8 @@ def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_
             assert eventually(lambda: stat(name) >= value, timeout=20, every=0.1), f"{name} never reached {value}"
 
         assert [get()[0] for _ in range(4)] == [200, 200, 200, 429]
-        # Raise the limit to 5: the filter's vm_id is unchanged, so the 3 counted requests stay.
+        # Raise the limit to 5: the filter's vm_id is unchanged (the module's store is the
+        # process's), so the 3 counted requests stay.
         publish(config(5))
         wait_for("listener_manager.lds.update_success", 2)
         # the new listener takes over (fresh keys until it answers with the new limit)

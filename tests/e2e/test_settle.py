@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import ROOT, Envoy, Upstream, prometheus
+from harness import HOSTS, ROOT, Envoy, Upstream, prometheus
 
 LLM = ROOT / "envoy" / "examples" / "llm"
 CHAT = "/v1/chat/completions"
@@ -25,10 +25,10 @@ CHAT = "/v1/chat/completions"
 SETTLE = 0.2
 
 
-@pytest.fixture(scope="module")
-def llm():
+@pytest.fixture(scope="module", params=HOSTS)
+def llm(request):
     upstream = Upstream(LLM / "upstream.py")
-    envoy = Envoy(None, upstream, concurrency=2, envoy_yaml=LLM / "envoy.yaml")
+    envoy = Envoy(None, upstream, concurrency=2, envoy_yaml=LLM / "envoy.yaml", host=request.param)
     try:
         yield envoy.start()
     finally:
