@@ -74,6 +74,11 @@ build-native:
 run: setup build
 	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY) $(if $(EXAMPLE),--example $(EXAMPLE))
 
+## run-native: make run's demo with the filter as an Envoy dynamic module (envoy/envoy.native.yaml)
+## on 127.0.0.1:10000; EXAMPLE=llm runs that example with the module
+run-native: setup build-native
+	@$(PY) envoy/run.py --envoy $(ENVOY) --concurrency $(CONCURRENCY) --native $(if $(EXAMPLE),--example $(EXAMPLE))
+
 ## run-fleet: make run's demo fleet-wide: three Envoys (10000-10002, admin 9901-9903), the rate limit
 ## service (Limitador's counting) and Redis, in the foreground
 run-fleet: setup build fleet-engine tool
@@ -86,7 +91,7 @@ tool:
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark),
 ## and the docs' checks (make docs-check)
-test: setup .wrk .promtool build bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
+test: setup .wrk .promtool build build-native bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
 	cargo test --quiet --features cli,internals,native
@@ -113,7 +118,7 @@ explain:
 schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
-e2e: setup build
+e2e: setup build build-native
 	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
 # promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries
@@ -163,8 +168,9 @@ compose-config: setup tool
 	$(PY) envoy/fleet_config.py compose
 
 ## validate: check envoy/envoy.yaml and envoy/examples/llm/envoy.yaml with Envoy itself
-validate: setup build
+validate: setup build build-native
 	$(ENVOY) --mode validate -c envoy/envoy.yaml --disable-hot-restart
+	$(ENVOY) --mode validate -c envoy/envoy.native.yaml --disable-hot-restart
 	$(ENVOY) --mode validate -c envoy/examples/llm/envoy.yaml --disable-hot-restart
 
 # Benchmarks (make bench) live in bench/, with their own make fragment.

@@ -9,6 +9,7 @@ Ctrl-C (or SIGTERM) stops both processes, by their process ids.
 
     .venv/bin/python envoy/run.py [--envoy .venv/bin/envoy] [--config envoy/envoy.yaml] [--concurrency 2]
     .venv/bin/python envoy/run.py --example llm   # envoy/examples/llm/: its envoy.yaml and upstream.py
+    .venv/bin/python envoy/run.py --native        # the filter as a dynamic module (envoy/envoy.native.yaml)
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import procs  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "envoy"))
+import native_config  # noqa: E402
 
 # Envoy's console for people: no start-up chatter (info prints ~240 lines of extension lists), the
 # filter's log lines (component "wasm", info: configuration loaded, refusals), a short line prefix,
@@ -53,10 +57,7 @@ def addresses(config: dict) -> dict:
 
 
 def filter_rules(config: dict) -> list[dict]:
-    listener = config["static_resources"]["listeners"][0]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"]).get("rules", [])
+    return json.loads(native_config.filter_json(config)).get("rules", [])
 
 
 def key_source(source: dict) -> str:
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="default: envoy/envoy.yaml, or the example's envoy.yaml")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--example", help="run envoy/examples/<EXAMPLE>/: its envoy.yaml and upstream.py")
+    ap.add_argument("--native", action="store_true",
+                    help="the filter as an Envoy dynamic module (make build-native): envoy/envoy.native.yaml, "
+                         "or the example's envoy.yaml with the module swapped in")
     args = ap.parse_args(argv)
     upstream_script, config_path = ROOT / "envoy" / "demo_upstream.py", ROOT / "envoy" / "envoy.yaml"
     if args.example:
@@ -167,8 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         config_path = folder / "envoy.yaml"
         if (folder / "upstream.py").is_file():
             upstream_script = folder / "upstream.py"
+    if args.native and not args.example and not args.config:
+        config_path = native_config.NATIVE_YAML
     args.config = args.config or config_path
     config = yaml.safe_load(args.config.read_text())
+    if args.native and args.example:
+        # The example's own envoy.yaml, the module swapped in, written where Envoy reads it.
+        config = native_config.to_native(config)
+        args.config = ROOT / "target" / f"envoy.{args.example}.native.yaml"
+        args.config.parent.mkdir(exist_ok=True)
+        args.config.write_text(yaml.safe_dump(config, sort_keys=False))
     a = addresses(config)
     stop_on_signals()
 
@@ -182,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         started.append(upstream)
         wait_listening(*a["upstream"], upstream, "the demo upstream")
         flags = CONSOLE_FLAGS
+        if args.native:
+            # The module's lines are Envoy's `dynamic_modules` component.
+            flags = [f if f != "wasm:info" else "dynamic_modules:info" for f in flags]
         if args.example:
             # Envoy warns at every start that json_to_metadata's and sse_to_metadata's protos are
             # work in progress (the example's README says so); the console shows the rest.
-            flags = [f if f != "wasm:info" else "wasm:info,misc:error" for f in CONSOLE_FLAGS]
+            flags = [f + ",misc:error" if f.endswith(":info") else f for f in flags]
         envoy = subprocess.Popen(
             [args.envoy, "-c", str(args.config), "--concurrency", str(args.concurrency),
              "--disable-hot-restart", *flags],

@@ -24,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "envoy"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import fleet_config  # noqa: E402
+import native_config  # noqa: E402
 import procs  # noqa: E402
 from procs import admin_get, free_port, stop, wait_for_port  # noqa: E402,F401
 
@@ -96,22 +97,8 @@ def render_config(
     config["static_resources"]["clusters"].extend(clusters or [])
     if host == "native":
         filters = hcm["http_filters"]
-        filters[filters.index(wasm)] = native_filter(plugin["configuration"]["value"])
+        filters[filters.index(wasm)] = native_config.native_filter(plugin["configuration"]["value"], str(NATIVE))
     return config
-
-
-def native_filter(json_config: str, module: Path | None = None) -> dict:
-    """The dynamic-module filter (module file `module`, else the build under test) with the JSON
-    configuration `json_config`, as docs/src/deploying/native.md shows it."""
-    return {
-        "name": "envoy.filters.http.dynamic_modules",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"module": {"local": {"filename": str(module or NATIVE)}}},
-            "filter_name": "ratelimit",
-            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json_config},
-        },
-    }
 
 
 def grpc_cluster(name: str, port: int) -> dict:
