@@ -33,10 +33,10 @@ bench-setup: .wasm-target $(NOOP_WASM)
 $(NOOP_WASM): bench/noop/Cargo.toml bench/noop/src/lib.rs | .wasm-target
 	cargo build --quiet --release --target $(TARGET) --manifest-path bench/noop/Cargo.toml
 
-bench: setup build bench-setup
+bench: setup build build-native bench-setup
 	$(PY) bench/envoy_bench.py --envoy $(ENVOY) $(BENCH_ARGS)
 
-bench-smoke: setup build bench-setup
+bench-smoke: setup build build-native bench-setup
 	$(PY) bench/envoy_bench.py --envoy $(ENVOY) --smoke
 
 bench-micro:
@@ -52,7 +52,7 @@ bench-profile: setup build bench-setup $(PROBE_WASM)
 	$(PY) bench/envoy_bench.py --envoy $(ENVOY) --rounds 6 --duration 2 --warmup 1 \
 	  --configs $(PROBE_CONFIGS) --out bench/results/probes
 
-bench-instructions: setup build $(NOOP_WASM)
+bench-instructions: setup build build-native $(NOOP_WASM)
 	@command -v valgrind >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
 	  echo "installing valgrind with apt-get"; \
