@@ -23,7 +23,7 @@ pub fn unreadable(json: &[u8]) -> Vec<String> {
                 "{at}: the native module reads dynamic metadata by namespace and key only (a \
                  string, number or boolean), not a path into a structured value; have the \
                  filter that sets it write the value under its own key (or into a header), or \
-                 use the Wasm filter"
+                 run this configuration with the Wasm filter"
             )
         })
         .collect()
