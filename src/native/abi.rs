@@ -73,6 +73,25 @@ pub struct ModuleHeader {
     pub value_length: usize,
 }
 
+/// A header owned by Envoy (valid until the end of the current event hook).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHeader {
+    pub key_ptr: *const u8,
+    pub key_length: usize,
+    pub value_ptr: *const u8,
+    pub value_length: usize,
+}
+
+impl EnvoyHeader {
+    pub const EMPTY: EnvoyHeader = EnvoyHeader {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
+}
+
 /// Envoy's filter of one stream (`envoy_dynamic_module_type_http_filter_envoy_ptr`).
 pub type FilterPtr = *mut c_void;
 /// Envoy's filter configuration (`envoy_dynamic_module_type_http_filter_config_envoy_ptr`).
@@ -147,6 +166,8 @@ callbacks! {
     log: fn(u32, ModuleBuffer);
     log_enabled: fn(u32) -> bool;
     http_get_header: fn(FilterPtr, u32, ModuleBuffer, *mut EnvoyBuffer, usize, *mut usize) -> bool;
+    http_get_headers_size: fn(FilterPtr, u32) -> usize;
+    http_get_headers: fn(FilterPtr, u32, *mut EnvoyHeader) -> bool;
     http_set_header: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
     http_send_response: fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer);
     http_filter_get_attribute_string: fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool;

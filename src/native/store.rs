@@ -16,6 +16,7 @@
 //!   panic inside one (caught at the C boundary) does not poison the shard for the others.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,7 +31,10 @@ struct Entry {
     cas: u32,
 }
 
-type Shard = HashMap<Box<str>, Entry>;
+/// A shard's map, hashed with FNV-1a rather than SipHash (~300 instructions a request less): its
+/// keys are page keys the engine makes from a keyed, per-process hash of the client's key, not
+/// strings a client chooses, so there is no flooding to guard against.
+type Shard = HashMap<Box<str>, Entry, BuildHasherDefault<Fnv>>;
 
 /// Pages by key, in [`SHARDS`] independently locked maps.
 #[derive(Debug)]
@@ -42,7 +46,7 @@ pub struct NativeStore {
 impl Default for NativeStore {
     fn default() -> Self {
         NativeStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_cas: AtomicU32::new(0),
         }
     }
@@ -54,7 +58,8 @@ impl NativeStore {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let shard = &self.shards[fnv1a(key.as_bytes()) as usize % SHARDS];
+        // Bits the shard's own map does not index by (it takes the low ones).
+        let shard = &self.shards[(fnv1a(key.as_bytes()) >> 32) as usize % SHARDS];
         // A panic while a change held the lock leaves a value the engine reads defensively
         // (an unrecognised page starts afresh): the shard stays usable.
         shard
@@ -148,11 +153,35 @@ impl SharedStore for NativeStore {
     }
 }
 
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a, 64 bits: spreads page keys over the shards.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+    fnv1a_from(FNV_BASIS, bytes)
+}
+
+fn fnv1a_from(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// FNV-1a as a `Hasher`, for the shards' maps.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(FNV_BASIS)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a_from(self.0, bytes);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

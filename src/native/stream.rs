@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::abi::{self, ModuleBuffer, ModuleHeader};
 use super::config::{store, with_worker, Config};
-use super::view::Stream;
+use super::view::{RequestRead, Stream};
 use crate::engine::{begin, settle, Action, Decision, Headers, Progress, Reply, Ticket};
 
 /// The filter state key of each request's status (`response.status_filter_state`): the Wasm
@@ -36,8 +36,9 @@ impl RateLimitStream {
         let now = now_ms();
         let config = &self.config;
         let filter = &config.filter;
+        let request = RequestRead::new(stream);
         let progress = with_worker(config, |worker| {
-            begin(filter, store(), &mut worker.memory, &stream, now)
+            begin(filter, store(), &mut worker.memory, &request, now)
         });
         let decision = match progress {
             Progress::Done(decision) => decision,

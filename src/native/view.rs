@@ -1,8 +1,15 @@
 //! The stream as the engine reads it, through Envoy's callbacks: the request when its headers
 //! arrive, the response when its stream completes. Each read copies only the bytes asked for.
 
-use super::abi::{self, Callbacks, EnvoyBuffer, FilterPtr, ModuleBuffer};
+use std::cell::OnceCell;
+
+use smallvec::SmallVec;
+
+use super::abi::{self, Callbacks, EnvoyBuffer, EnvoyHeader, FilterPtr, ModuleBuffer};
 use crate::engine::{Computed, MetadataPath, RequestView, ResponseView};
+
+/// Request headers Envoy lists without a heap allocation here.
+const INLINE_HEADERS: usize = 24;
 
 /// One stream of Envoy's, during one of its event hooks.
 #[derive(Clone, Copy)]
@@ -71,19 +78,72 @@ impl Stream {
     }
 }
 
-impl RequestView for Stream {
+/// The request of a stream, during its request-headers hook: every header listed by one call on
+/// the first read, then found here. Envoy's lookup of one header by name (`get_header`) costs
+/// ~1,900 instructions a call (BENCHMARKS.md, "Issue 21"); the list, one call whatever the
+/// number of headers read.
+pub struct RequestRead {
+    pub stream: Stream,
+    headers: OnceCell<SmallVec<[EnvoyHeader; INLINE_HEADERS]>>,
+}
+
+impl RequestRead {
+    pub fn new(stream: Stream) -> Self {
+        RequestRead {
+            stream,
+            headers: OnceCell::new(),
+        }
+    }
+
+    fn headers(&self) -> &[EnvoyHeader] {
+        self.headers.get_or_init(|| {
+            let Stream { filter, envoy } = self.stream;
+            // SAFETY: the stream of the running hook; Envoy fills `count` entries.
+            let count = unsafe { (envoy.http_get_headers_size)(filter, abi::REQUEST_HEADER) };
+            let mut headers = SmallVec::from_elem(EnvoyHeader::EMPTY, count);
+            // SAFETY: `headers` has room for the `count` entries Envoy writes.
+            let listed = unsafe {
+                (envoy.http_get_headers)(filter, abi::REQUEST_HEADER, headers.as_mut_ptr())
+            };
+            if !listed {
+                headers.clear();
+            }
+            headers
+        })
+    }
+}
+
+impl RequestView for RequestRead {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        Stream::header(self, abi::REQUEST_HEADER, name)
+        let name = name.as_bytes();
+        self.headers().iter().find_map(|h| {
+            let key = EnvoyBuffer {
+                ptr: h.key_ptr,
+                length: h.key_length,
+            };
+            let value = EnvoyBuffer {
+                ptr: h.value_ptr,
+                length: h.value_length,
+            };
+            // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
+            (unsafe { key.bytes() } == name).then(|| unsafe { value.bytes() }.to_vec())
+        })
     }
     fn source_address(&self) -> Option<Vec<u8>> {
-        self.attribute_string(abi::ATTRIBUTE_SOURCE_ADDRESS)
+        self.stream.attribute_string(abi::ATTRIBUTE_SOURCE_ADDRESS)
     }
     fn route_name(&self) -> Option<Vec<u8>> {
-        self.attribute_string(abi::ATTRIBUTE_XDS_ROUTE_NAME)
+        self.stream.attribute_string(abi::ATTRIBUTE_XDS_ROUTE_NAME)
     }
     fn metadata(&self, at: &MetadataPath) -> Option<Computed> {
-        Stream::metadata(self, at)
+        self.stream.metadata(at)
     }
+    fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        self.stream.filter_state(key)
+    }
+}
+
+impl Stream {
     fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
         let mut out = EnvoyBuffer::EMPTY;
         let key = ModuleBuffer::of(key.as_bytes());

@@ -196,7 +196,7 @@ def loads_in_envoy(json_config: str, upstream, tmp_path: Path) -> None:
     envoy = Envoy(json_config, upstream, host="native")
     envoy.start()
     try:
-        assert "ratelimit: configuration loaded" in envoy.log()
+        assert eventually(lambda: "ratelimit: configuration loaded" in envoy.log()), envoy.log()[-3000:]
         statuses = [envoy.request("/api/x", {"x-api-key": "manifest"}).status for _ in range(11)]
         assert statuses == [200] * 10 + [429]
     finally:
