@@ -444,11 +444,12 @@ class Envoy:
         return None
 
     def ratelimit_stats(self) -> dict[str, int]:
-        """The filter's stats (`/stats?filter=ratelimit`), by name without `wasmcustom.`: e.g.
-        `ratelimit.api.clients_tracked`. Workers hand their counts over once a second."""
+        """The filter's stats (`/stats?filter=ratelimit`), by name without `wasmcustom.` (the
+        module's: `dynamicmodulescustom.`): e.g. `ratelimit.api.clients_tracked`. Wasm workers
+        hand their counts over once a second."""
         out = {}
         for line in admin_get(self.admin_port, "/stats?filter=ratelimit").splitlines():
-            m = re.fullmatch(r"(?:wasmcustom\.)?(\S+): (\d+)", line.strip())
+            m = re.fullmatch(r"(?:wasmcustom\.|dynamicmodulescustom\.)?(\S+): (\d+)", line.strip())
             if m:
                 out[m.group(1)] = int(m.group(2))
         return out

@@ -169,6 +169,7 @@ callbacks! {
     http_get_headers_size: fn(FilterPtr, u32) -> usize;
     http_get_headers: fn(FilterPtr, u32, *mut EnvoyHeader) -> bool;
     http_set_header: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
+    http_add_header: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
     http_send_response: fn(FilterPtr, u32, *mut ModuleHeader, usize, ModuleBuffer, ModuleBuffer);
     http_filter_get_attribute_string: fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool;
     http_filter_get_attribute_int: fn(FilterPtr, u32, *mut u64) -> bool;

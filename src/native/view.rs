@@ -78,6 +78,41 @@ impl Stream {
     }
 }
 
+/// Every header of `kind` (request or response), listed by one call.
+fn list(stream: Stream, kind: u32) -> SmallVec<[EnvoyHeader; INLINE_HEADERS]> {
+    let Stream { filter, envoy } = stream;
+    // SAFETY: the stream of the running hook; Envoy fills `count` entries.
+    let count = unsafe { (envoy.http_get_headers_size)(filter, kind) };
+    let mut headers = SmallVec::from_elem(EnvoyHeader::EMPTY, count);
+    // SAFETY: `headers` has room for the `count` entries Envoy writes.
+    if !unsafe { (envoy.http_get_headers)(filter, kind, headers.as_mut_ptr()) } {
+        headers.clear();
+    }
+    headers
+}
+
+/// The value of header `name` in a list Envoy made in the running hook.
+fn find<'a>(headers: &'a [EnvoyHeader], name: &[u8]) -> Option<&'a [u8]> {
+    headers.iter().find_map(|h| {
+        let key = EnvoyBuffer {
+            ptr: h.key_ptr,
+            length: h.key_length,
+        };
+        let value = EnvoyBuffer {
+            ptr: h.value_ptr,
+            length: h.value_length,
+        };
+        // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
+        (unsafe { key.bytes() } == name).then(|| unsafe { value.bytes() })
+    })
+}
+
+/// Whether the response already has any of `names` (listed by one call).
+pub fn response_has_any<'a>(stream: Stream, mut names: impl Iterator<Item = &'a str>) -> bool {
+    let headers = list(stream, abi::RESPONSE_HEADER);
+    names.any(|name| find(&headers, name.as_bytes()).is_some())
+}
+
 /// The request of a stream, during its request-headers hook: every header listed by one call on
 /// the first read, then found here. Envoy's lookup of one header by name (`get_header`) costs
 /// ~1,900 instructions a call (BENCHMARKS.md, "Issue 21"); the list, one call whatever the
@@ -96,38 +131,14 @@ impl RequestRead {
     }
 
     fn headers(&self) -> &[EnvoyHeader] {
-        self.headers.get_or_init(|| {
-            let Stream { filter, envoy } = self.stream;
-            // SAFETY: the stream of the running hook; Envoy fills `count` entries.
-            let count = unsafe { (envoy.http_get_headers_size)(filter, abi::REQUEST_HEADER) };
-            let mut headers = SmallVec::from_elem(EnvoyHeader::EMPTY, count);
-            // SAFETY: `headers` has room for the `count` entries Envoy writes.
-            let listed = unsafe {
-                (envoy.http_get_headers)(filter, abi::REQUEST_HEADER, headers.as_mut_ptr())
-            };
-            if !listed {
-                headers.clear();
-            }
-            headers
-        })
+        self.headers
+            .get_or_init(|| list(self.stream, abi::REQUEST_HEADER))
     }
 }
 
 impl RequestView for RequestRead {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        let name = name.as_bytes();
-        self.headers().iter().find_map(|h| {
-            let key = EnvoyBuffer {
-                ptr: h.key_ptr,
-                length: h.key_length,
-            };
-            let value = EnvoyBuffer {
-                ptr: h.value_ptr,
-                length: h.value_length,
-            };
-            // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
-            (unsafe { key.bytes() } == name).then(|| unsafe { value.bytes() }.to_vec())
-        })
+        find(self.headers(), name.as_bytes()).map(<[u8]>::to_vec)
     }
     fn source_address(&self) -> Option<Vec<u8>> {
         self.stream.attribute_string(abi::ATTRIBUTE_SOURCE_ADDRESS)

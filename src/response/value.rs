@@ -49,6 +49,11 @@ impl HeaderValue {
         Digits::of(n).into()
     }
 
+    /// The value's bytes, as a host hands them on (no UTF-8 check: they were made from text).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ever built from `str`s.
         std::str::from_utf8(&self.0).unwrap_or("")

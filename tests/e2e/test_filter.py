@@ -381,3 +381,19 @@ def test_a_capacity_refusal_says_so_and_its_retry_after_is_true(start_envoy):
     assert stats["ratelimit_api_door_admitted"] == 1 and stats["ratelimit_api_clients_evicted"] >= 1
     assert stats["ratelimit_api_1s_refused"] == 0, "not a refusal by the limit"
     assert eventually(lambda: "ratelimit: capacity rule=api limit=- " in envoy.log())
+
+
+def test_headers_the_upstream_sent_under_the_filters_names_are_replaced(start_envoy):
+    """The response carries each rate-limit header once, the filter's value, also when the
+    upstream answered with a header of the same name."""
+    route = {"name": "local", "virtual_hosts": [{"name": "api", "domains": ["*"], "routes": [{
+        "name": "api", "match": {"prefix": "/"}, "route": {"cluster": "demo_upstream"},
+        "response_headers_to_add": [{"header": {"key": "x-ratelimit-limit", "value": "999"},
+                                     "append_action": "APPEND_IF_EXISTS_OR_ADD"}]}]}]}
+    config = {"rules": [{"name": "api", "key": [{"header": "x-api-key"}],
+                         "limits": [{"requests": 5, "window": "1m"}]}]}
+    envoy = start_envoy(config, hcm_overrides={"route_config": route})
+    r = envoy.request("/x", {"x-api-key": "upstream-sent"})
+    assert r.status == 200
+    assert r.all("x-ratelimit-limit") == ["5"]
+    assert r.all("x-ratelimit-remaining") == ["4"]
