@@ -701,8 +701,10 @@ def walk(e: Envoy, keys: int, connections: int, why: str) -> tuple[dict, list[st
 def store_setting(cfg: Config, name: str):
     """A `store` field of a ratelimit config (None for other filters)."""
     try:
-        plugin = json.loads(cfg.filters[0]["typed_config"]["config"]["configuration"]["value"])
-        return plugin.get("store", {}).get(name)
+        typed = cfg.filters[0]["typed_config"]
+        value = typed["filter_config"]["value"] if "filter_config" in typed else \
+            typed["config"]["configuration"]["value"]
+        return json.loads(value).get("store", {}).get(name)
     except (IndexError, KeyError, TypeError, ValueError):
         return None
 
