@@ -39,6 +39,7 @@ pub use engine::{
     Memory, Progress, RefusalLog, RefusalNote, Reply, RequestStatus, RequestView, ResponseFacts,
     ResponseView, SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
 };
+pub use engine::{reports, side_answered, Side, SideCall};
 pub use engine::{Computed, MetadataPath};
 pub use store::MemoryStore;
 

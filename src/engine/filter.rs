@@ -103,6 +103,13 @@ impl Filter {
         self.fleet.as_ref()
     }
 
+    /// Batched counting's interval: how often the host asks for the reports due
+    /// ([`super::reports`]); `None` without batched counting.
+    pub fn batch_interval_ms(&self) -> Option<u64> {
+        let fleet = self.fleet.as_ref()?;
+        (fleet.batch_interval_ms > 0).then_some(fleet.batch_interval_ms)
+    }
+
     /// Whether rule `rule` is in shadow mode: its own `mode`, else the filter's.
     pub(crate) fn shadow_for(&self, rule: usize) -> bool {
         match self.limited(rule).and_then(|l| l.mode) {

@@ -38,6 +38,9 @@ pub struct FleetConfig {
     /// the local tier admits asks the service.
     #[serde(default = "one")]
     pub lease: u64,
+    /// Batched counting: how long a client's admitted hits may wait before they are reported.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval: WindowSpec,
     /// A secret every Envoy of the fleet shares, keying the hash the service knows clients by
     /// (keys never leave Envoy in clear). Without it the hash is keyed by the domain: still not
     /// the key, but a guessable key (an IP address) can be tried against it.
@@ -47,6 +50,10 @@ pub struct FleetConfig {
 
 fn default_fleet_timeout() -> WindowSpec {
     WindowSpec { millis: 20 }
+}
+
+fn default_batch_interval() -> WindowSpec {
+    WindowSpec { millis: 1_000 }
 }
 
 fn default_fleet_sub_windows() -> u32 {
@@ -70,6 +77,9 @@ pub enum FleetCounting {
     #[default]
     Sliding,
     Fixed,
+    /// Admit on the local tier's word and report hits to the service in batches, taking back
+    /// refusals: for many keys, with an over-admission bound (see the book).
+    Batched,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

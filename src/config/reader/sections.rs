@@ -58,6 +58,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         "counting",
         "sub_windows",
         "lease",
+        "batch_interval",
         "key_secret",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
@@ -72,6 +73,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
     let counting = [
         ("sliding", FleetCounting::Sliding),
         ("fixed", FleetCounting::Fixed),
+        ("batched", FleetCounting::Batched),
     ];
     Some(FleetConfig {
         domain: f.optional("domain", errors, text),
@@ -84,6 +86,12 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         }),
         sub_windows: f.or("sub_windows", 4, errors, whole32),
         lease: f.or("lease", 1, errors, whole),
+        batch_interval: f.or(
+            "batch_interval",
+            WindowSpec { millis: 1_000 },
+            errors,
+            window,
+        ),
         key_secret: f.optional("key_secret", errors, text),
         cluster: cluster?,
     })
