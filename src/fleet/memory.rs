@@ -294,6 +294,15 @@ impl FleetMemory {
         }
     }
 
+    /// A client being probed was refused again: it stays probed until `until`.
+    pub fn keep_probing(&mut self, key: (usize, u64), until: u64) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.probing_until > 0 {
+                entry.probing_until = entry.probing_until.max(until);
+            }
+        }
+    }
+
     /// Entries held (bounded by the capacity).
     #[cfg(test)]
     pub fn held(&self) -> usize {

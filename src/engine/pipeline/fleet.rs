@@ -147,7 +147,11 @@ pub fn answered(
         Verdict::OverLimit => {
             event(events, Stat::FleetRefused);
             memory.refused(key, asking.sent.sub_end, now);
-            refused(filter, (rule, limited), now, events)
+            let step = refused(filter, (rule, limited), now, events);
+            if let Step::Refused { retry_at_ms, .. } = step {
+                memory.keep_probing(key, retry_at_ms); // batched: still over, still exact
+            }
+            step
         }
         Verdict::Failed => {
             memory.failed(rule, client);
