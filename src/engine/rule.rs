@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::levels::{LevelSource, Levels};
 use crate::config::{
-    format_window, name_rule, valid_name, Errors, GrpcAnswer, KeyConfig, Mode, OnFailure, OnMissingKey, Report,
-    RuleConfig,
+    format_window, name_rule, valid_name, Errors, GrpcAnswer, KeyConfig, Mode, OnFailure,
+    OnMissingKey, Report, RuleConfig,
 };
 use crate::costs::RuleCosts;
 use crate::fleet::{FleetRule, FleetSettings};

@@ -176,7 +176,9 @@ pub fn capacity(
 pub fn unavailable(grpc: bool) -> Reply {
     const MESSAGE: &str = "The rate limiter could not decide on this request. Retry in 1 second.";
     let body = || {
-        format!("{{\"error\":\"rate_limit_unavailable\",\"message\":\"{MESSAGE}\",\"retry_after\":1}}")
+        format!(
+            "{{\"error\":\"rate_limit_unavailable\",\"message\":\"{MESSAGE}\",\"retry_after\":1}}"
+        )
     };
     json_reply(503, Some(1), body, grpc.then_some((UNAVAILABLE, MESSAGE)))
 }

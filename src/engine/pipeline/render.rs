@@ -109,9 +109,7 @@ fn local_reply(
 ) -> response::Reply {
     let grpc = grpc_code(filter, decided.rule, request);
     match stop {
-        Stop::MissingKey => {
-            response::missing_key(&filter.rules[decided.rule].name, grpc.is_some())
-        }
+        Stop::MissingKey => response::missing_key(&filter.rules[decided.rule].name, grpc.is_some()),
         Stop::Capacity { retry_at_ms } => {
             response::capacity(&filter.response, decided.clock, *retry_at_ms, grpc)
         }

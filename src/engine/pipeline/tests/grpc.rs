@@ -60,7 +60,11 @@ fn unbase64(text: &str) -> Vec<u8> {
 fn a_refused_grpc_call_gets_resource_exhausted_with_the_wait_and_the_limit() {
     let filter = load(GRPC.as_bytes()).unwrap();
     let store = MemoryStore::new();
-    let hello = call("/helloworld.Greeter/SayHello", "application/grpc", Some("k"));
+    let hello = call(
+        "/helloworld.Greeter/SayHello",
+        "application/grpc",
+        Some("k"),
+    );
     for _ in 0..3 {
         let decision = handle(&filter, &store, &hello, T0);
         assert!(matches!(decision.action, Action::Allow(_)));
@@ -92,7 +96,11 @@ fn a_refused_grpc_call_gets_resource_exhausted_with_the_wait_and_the_limit() {
 fn plain_http_and_rules_that_keep_http_get_the_http_reply() {
     let filter = load(GRPC.as_bytes()).unwrap();
     let store = MemoryStore::new();
-    let json = call("/helloworld.Greeter/SayHello", "application/json", Some("k"));
+    let json = call(
+        "/helloworld.Greeter/SayHello",
+        "application/json",
+        Some("k"),
+    );
     for _ in 0..3 {
         handle(&filter, &store, &json, T0);
     }
