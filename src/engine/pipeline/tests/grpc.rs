@@ -158,3 +158,69 @@ fn a_code_that_is_not_grpcs_is_rejected_at_load() {
         "{errors}"
     );
 }
+
+/// The stops that are not the client's limits: an undecided store and a failed rate limit
+/// service are `UNAVAILABLE` (with the second's wait), a capacity refusal the rule's code.
+#[test]
+fn the_limiters_own_failures_are_unavailable_and_capacity_is_the_rules_code() {
+    let grpc = |path: &str| {
+        let all = [
+            (":path", path),
+            (":method", "POST"),
+            ("content-type", "application/grpc"),
+            ("x-api-key", "k"),
+        ];
+        FakeRequest::with(&all)
+    };
+    let request = grpc("/api/x");
+    let status = |d: &Decision| match &d.action {
+        Action::Refuse(reply) => header(reply, "grpc-status").map(str::to_string),
+        other => panic!("{other:?}"),
+    };
+    // store.on_contention: deny.
+    let closed = CONFIG.replacen('{', r#"{"store": {"on_contention": "deny"},"#, 1);
+    let closed = load(closed.as_bytes()).unwrap();
+    let d = decide(&closed, &AlwaysLoses(MemoryStore::new()), &request, T0);
+    assert_eq!(status(&d).as_deref(), Some("14"));
+    // fleet.on_error: deny.
+    let json = FLEET.replace(r#""lease": 3"#, r#""lease": 1, "on_error": "deny""#);
+    let filter = load(json.as_bytes()).unwrap();
+    let mut fail = |_: &FleetCall| fleet::Verdict::Failed;
+    let store = MemoryStore::new();
+    let (d, _) = serve(
+        &filter,
+        &store,
+        &mut Memory::default(),
+        &request,
+        T0,
+        &mut fail,
+    );
+    let Action::Refuse(reply) = &d.action else {
+        panic!()
+    };
+    assert_eq!(header(reply, "grpc-status"), Some("14"));
+    assert_eq!(header(reply, "retry-after"), Some("1"));
+    assert_eq!(
+        header(reply, "grpc-message"),
+        Some("The rate limit service did not answer in time. Retry shortly.")
+    );
+    // A capacity refusal (one client's room, taken by another): RESOURCE_EXHAUSTED.
+    let tiny = CONFIG.replacen(
+        '{',
+        r#"{"store": {"max_clients": 1, "slots_per_page": 1},"#,
+        1,
+    );
+    let tiny = load(tiny.as_bytes()).unwrap();
+    let store = MemoryStore::new();
+    let first = grpc("/api/x");
+    for _ in 0..5 {
+        decide(&tiny, &store, &first, T0);
+    }
+    let second = get("/api/x", &[("x-api-key", "second")]);
+    for _ in 0..2 {
+        decide(&tiny, &store, &second, T0 + 1);
+    }
+    let d = decide(&tiny, &store, &first, T0 + 2_000);
+    assert!(has(&d, Stat::CapacityRefused));
+    assert_eq!(status(&d).as_deref(), Some("8"));
+}
