@@ -151,6 +151,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_answer_is_its_grpc_code() {
+        use crate::config::GrpcAnswer;
+        for (code, (_, answer)) in GrpcAnswer::NAMES.iter().enumerate() {
+            assert_eq!(answer.code(), (code > 0).then_some(code as u32));
+        }
+        assert_eq!(GrpcAnswer::ResourceExhausted.code(), Some(8));
+        assert_eq!(GrpcAnswer::Unavailable.code(), Some(UNAVAILABLE));
+        assert_eq!(GrpcAnswer::Unauthenticated.code(), Some(UNAUTHENTICATED));
+    }
+
+    #[test]
     fn grpc_content_types() {
         for yes in [
             "application/grpc",

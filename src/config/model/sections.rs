@@ -237,23 +237,23 @@ impl Default for ResponseConfig {
 #[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GrpcAnswer {
-    Http,
-    Cancelled,
-    Unknown,
-    InvalidArgument,
-    DeadlineExceeded,
-    NotFound,
-    AlreadyExists,
-    PermissionDenied,
-    ResourceExhausted,
-    FailedPrecondition,
-    Aborted,
-    OutOfRange,
-    Unimplemented,
-    Internal,
-    Unavailable,
-    DataLoss,
-    Unauthenticated,
+    Http = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
 }
 
 impl GrpcAnswer {
@@ -278,10 +278,12 @@ impl GrpcAnswer {
         ("unauthenticated", GrpcAnswer::Unauthenticated),
     ];
 
-    /// The gRPC status code, or `None` for `http`.
+    /// The gRPC status code (the variant's value), or `None` for `http`.
     pub fn code(self) -> Option<u32> {
-        let index = GrpcAnswer::NAMES.iter().position(|(_, a)| *a == self)?;
-        (index > 0).then_some(index as u32)
+        match self {
+            GrpcAnswer::Http => None,
+            other => Some(other as u32),
+        }
     }
 }
 
