@@ -138,6 +138,9 @@ def test_a_unary_call_over_its_limit_is_resource_exhausted_with_retry_info(envoy
             hello(b"world", metadata=metadata, timeout=10)
     error = refused.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Trailers-only (one HEADERS frame with END_STREAM): grpcio hands every header over as
+    # trailing metadata and has no initial metadata.
+    assert error.initial_metadata() == ()
     meta = trailing(error)
     retry_after = int(meta["retry-after"])
     assert 1 <= retry_after <= WINDOW_S + 1  # a sliding window: its last sub-window too
