@@ -18,6 +18,7 @@ mod engine;
 mod fleet;
 mod hash;
 mod limiter;
+mod protobuf;
 mod request;
 mod response;
 mod route;

@@ -118,6 +118,13 @@ impl Filter {
         }
     }
 
+    /// The gRPC status code rule `rule`'s refusals answer a gRPC request with (its own `grpc`,
+    /// else the filter's `response.grpc`); `None`: an HTTP reply, as to any request.
+    pub(crate) fn grpc_code(&self, rule: usize) -> Option<u32> {
+        let own = self.limited(rule).and_then(|l| l.grpc);
+        own.unwrap_or(self.response.grpc).code()
+    }
+
     /// Whether the host writes each request's status in its filter state (`response.
     /// status_filter_state`), for the access log.
     pub fn records_status(&self) -> bool {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::json::{boolean, list, map_of, text, texts, variant, whole, whole32, window, Fields};
-use super::rules::{mode, rule};
+use super::rules::{grpc_answer, mode, rule};
 use super::select::metadata_path;
 use crate::config::model::*;
 use crate::config::{Errors, WindowSpec};
@@ -156,6 +156,7 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
         "content_type",
         "status_header",
         "status_filter_state",
+        "grpc",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let d = ResponseConfig::default();
@@ -177,6 +178,7 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
         content_type: f.optional("content_type", errors, text),
         status_header: f.optional("status_header", errors, text),
         status_filter_state: f.or("status_filter_state", false, errors, boolean),
+        grpc: f.optional("grpc", errors, grpc_answer),
     })
 }
 

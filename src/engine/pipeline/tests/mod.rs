@@ -930,5 +930,6 @@ fn the_filter_is_send_and_sync() {
 }
 
 mod batched;
+mod grpc;
 mod rollout;
 mod selectors;
