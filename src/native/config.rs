@@ -29,7 +29,6 @@ pub struct Config {
 }
 
 /// What one worker thread keeps for one configuration.
-#[derive(Default)]
 pub struct Worker {
     pub memory: Memory,
     pub refusal_log: RefusalLog,
@@ -114,7 +113,11 @@ pub fn with_worker<R>(config: &Arc<Config>, f: impl FnOnce(&mut Worker) -> R) ->
             Some(at) => at,
             None => {
                 workers.retain(|(c, _)| c.strong_count() > 0);
-                workers.push((Arc::downgrade(config), Worker::default()));
+                let worker = Worker {
+                    memory: Memory::for_filter(&config.filter),
+                    refusal_log: RefusalLog::default(),
+                };
+                workers.push((Arc::downgrade(config), worker));
                 workers.len() - 1
             }
         };

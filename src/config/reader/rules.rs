@@ -24,6 +24,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "also",
         "limits",
         "fleet",
+        "grpc",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let name = f
@@ -52,6 +53,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         also: f.or("also", Vec::new(), errors, texts),
         limits: f.or("limits", Vec::new(), errors, |v, p, e| list(v, p, e, limit)),
         fleet: f.or("fleet", false, errors, boolean),
+        grpc: f.optional("grpc", errors, grpc_answer),
         name: name?,
     })
 }
@@ -183,6 +185,11 @@ fn requests_from(value: &Value, path: &str, errors: &mut Errors) -> Option<Reque
 }
 
 /// `enforce` or `shadow`.
+/// `grpc`: `http` or a gRPC status code's name.
+pub fn grpc_answer(value: &Value, path: &str, errors: &mut Errors) -> Option<GrpcAnswer> {
+    variant(value, path, errors, &GrpcAnswer::NAMES)
+}
+
 pub fn mode(value: &Value, path: &str, errors: &mut Errors) -> Option<Mode> {
     let modes = [("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
     variant(value, path, errors, &modes)
