@@ -152,6 +152,11 @@ impl<'a> Request<'a> {
         if !self.all_headers {
             return None;
         }
+        self.whole_map()
+    }
+
+    /// Every header, read at once on the first call, however this request reads single ones.
+    fn whole_map(&self) -> Option<&HeaderMap> {
         self.map
             .get_or_init(|| self.view.header_map().map(HeaderMap::new))
             .as_ref()
@@ -173,6 +178,21 @@ impl<'a> Request<'a> {
             Some(map) => map.get(name).map(<[u8]>::to_vec),
             None => self.view.header(name),
         }
+    }
+
+    /// Every value of a header, in the order the host gave them (each line of a header sent
+    /// several times); where the host cannot read every header at once, the first value alone.
+    pub fn header_values<'r: 'n, 'n>(
+        &'r self,
+        name: &'n str,
+    ) -> impl Iterator<Item = Cow<'r, [u8]>> + 'n {
+        let map = self.whole_map();
+        let single = match map {
+            Some(_) => None,
+            None => self.view.header(name),
+        };
+        let lines = map.into_iter().flat_map(move |m| m.values(name));
+        lines.map(Cow::Borrowed).chain(single.map(Cow::Owned))
     }
 
     /// A header's value where it lies, when all headers were read at once (else read for it).

@@ -21,7 +21,9 @@ mod value;
 pub use format::{LimitText, ResponseFormat};
 pub use headers::rate_limit_headers;
 pub use outcome::{Checked, Outcome};
-pub use reply::{capacity, missing_key, refusal, service_unavailable, unavailable, Reply};
+pub use reply::{
+    ambiguous_key, capacity, missing_key, refusal, service_unavailable, unavailable, Reply,
+};
 pub use value::{HeaderName, HeaderValue, Headers};
 
 #[cfg(test)]

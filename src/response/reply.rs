@@ -114,6 +114,19 @@ pub fn service_unavailable() -> Reply {
     json_reply(503, Some(1), body.to_string())
 }
 
+/// The reply to a request whose client key source held several different values under
+/// `on_ambiguous_key: deny`: the client's mistake (400), not a rate limit (no `Retry-After`).
+pub fn ambiguous_key(rule: &str, source: &str) -> Reply {
+    let body = serde_json::json!({
+        "error": "ambiguous_client_key",
+        "message": format!(
+            "The client key ({source}) was given more than once with different values; \
+             send it once (rule {rule})."
+        ),
+    });
+    json_reply(400, None, body.to_string())
+}
+
 /// The reply to a request without a client key under `on_missing_key: deny`.
 pub fn missing_key(rule: &str) -> Reply {
     let body = serde_json::json!({

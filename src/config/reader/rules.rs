@@ -18,6 +18,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "mode",
         "key",
         "on_missing_key",
+        "on_ambiguous_key",
         "cost",
         "counted",
         "given_back",
@@ -46,6 +47,19 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
                 ],
             )
         }),
+        on_ambiguous_key: f.or(
+            "on_ambiguous_key",
+            OnAmbiguousKey::Deny,
+            errors,
+            |v, p, e| {
+                let options = [
+                    ("deny", OnAmbiguousKey::Deny),
+                    ("first", OnAmbiguousKey::First),
+                    ("last", OnAmbiguousKey::Last),
+                ];
+                variant(v, p, e, &options)
+            },
+        ),
         cost: f.optional("cost", errors, cost),
         counted: f.optional("counted", errors, responses),
         given_back: f.optional("given_back", errors, responses),

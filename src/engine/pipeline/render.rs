@@ -57,7 +57,9 @@ fn decide(
             let action = allow(filter, &outcome(Some((*rule, statuses))));
             (action, Some(Stat::ShadowRefused), let_through)
         }
-        Some(Stop::MissingKey) if shadow(decided.rule) => (Action::Pass, None, let_through),
+        Some(Stop::MissingKey | Stop::AmbiguousKey(_)) if shadow(decided.rule) => {
+            (Action::Pass, None, let_through)
+        }
         Some(Stop::Refused { .. }) => refuse(filter, decided, request),
         Some(_) if shadow(decided.rule) => (Action::Pass, Some(Stat::ShadowRefused), let_through),
         Some(stop) => (
@@ -94,6 +96,9 @@ fn refuse(
 fn local_reply(filter: &Filter, decided: &Decided, stop: &Stop) -> response::Reply {
     match stop {
         Stop::MissingKey => response::missing_key(&filter.rules[decided.rule].name),
+        Stop::AmbiguousKey(source) => {
+            response::ambiguous_key(&filter.rules[decided.rule].name, source)
+        }
         Stop::Capacity { retry_at_ms } => {
             response::capacity(&filter.response, decided.clock, *retry_at_ms)
         }
@@ -104,7 +109,7 @@ fn local_reply(filter: &Filter, decided: &Decided, stop: &Stop) -> response::Rep
 
 fn stop_stat(stop: &Stop) -> Option<Stat> {
     match stop {
-        Stop::MissingKey => None,
+        Stop::MissingKey | Stop::AmbiguousKey(_) => None,
         _ => Some(Stat::Refused),
     }
 }

@@ -898,5 +898,6 @@ fn the_filter_is_send_and_sync() {
     shared::<Filter>();
 }
 
+mod ambiguous;
 mod rollout;
 mod selectors;
