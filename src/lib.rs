@@ -57,5 +57,5 @@ pub mod internals {
     pub use crate::config::OnAmbiguousKey;
     pub use crate::fleet::protocol::{decode_response, Answer, Code, Malformed, Status};
     pub use crate::request::{Key, KeySource, Request};
-    pub use crate::route::{canonical_segments, Canonical};
+    pub use crate::route::{canonical_segments, canonical_text, Canonical};
 }

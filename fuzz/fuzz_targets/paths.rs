@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use envoy_ratelimit_wasm::internals::{canonical_segments, Canonical};
+use envoy_ratelimit_wasm::internals::{canonical_segments, canonical_text, Canonical};
 use envoy_ratelimit_wasm::{decide, Event, Filter, MemoryStore, RequestView};
 use libfuzzer_sys::fuzz_target;
 
@@ -44,26 +44,18 @@ fn rule_of(filter: &Filter, path: &[u8]) -> Option<usize> {
     })
 }
 
-fn joined(segments: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for s in segments {
-        out.push(b'/');
-        out.extend_from_slice(s);
-    }
-    out
-}
-
 fuzz_target!(|raw: &[u8]| {
     static FILTER: OnceLock<Filter> = OnceLock::new();
     let filter = FILTER.get_or_init(|| Filter::load(CONFIG.as_bytes()).unwrap());
     let segments = canonical_segments(raw);
-    let canonical = joined(&segments);
+    let canonical = canonical_text(raw);
     // The borrowed fast path and the rewritten one agree.
     let of = Canonical::of(raw);
     let of: Vec<&[u8]> = of.segments().collect();
     assert_eq!(of, segments.iter().map(Vec::as_slice).collect::<Vec<_>>());
     // Idempotent: the canonical form's canonical form is itself.
     assert_eq!(canonical_segments(&canonical), segments, "not idempotent: {canonical:?}");
+    assert_eq!(canonical_text(&canonical), canonical);
     for s in &segments {
         assert!(!s.is_empty() && s != b"." && s != b"..");
         assert!(!s.iter().any(|b| b.is_ascii_uppercase() || *b == b'/' || *b == b'\\'));
