@@ -59,7 +59,7 @@ fuzz_target!(|bytes: &[u8]| {
         names.sort();
         let unique = names.windows(2).all(|w| w[0] != w[1]);
         let path = view.header(":path").unwrap_or_default();
-        let query = path.split(|&b| b == b'?').nth(1).unwrap_or(b"");
+        let query = path.iter().position(|&b| b == b'?').map_or(&b""[..], |q| &path[q + 1..]);
         let params = query.split(|&b| b == b'&').count();
         let authorization = view.header("authorization").unwrap_or_default();
         unique && params <= 1 && !authorization.contains(&b',')

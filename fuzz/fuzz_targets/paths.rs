@@ -53,9 +53,16 @@ fuzz_target!(|raw: &[u8]| {
     let of = Canonical::of(raw);
     let of: Vec<&[u8]> = of.segments().collect();
     assert_eq!(of, segments.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    // Idempotent: the canonical form's canonical form is itself.
-    assert_eq!(canonical_segments(&canonical), segments, "not idempotent: {canonical:?}");
-    assert_eq!(canonical_text(&canonical), canonical);
+    // Idempotent: the canonical form's canonical form is itself. Escapes are decoded four times
+    // at most (src/route/path.rs): a path still holding one after that (encoded five times over,
+    // which no hop decodes) is matched as it stands, and its text would decode further.
+    let still_escaped = segments.iter().any(|s| {
+        s.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    });
+    if !still_escaped {
+        assert_eq!(canonical_segments(&canonical), segments, "not idempotent: {canonical:?}");
+        assert_eq!(canonical_text(&canonical), canonical);
+    }
     for s in &segments {
         assert!(!s.is_empty() && s != b"." && s != b"..");
         assert!(!s.iter().any(|b| b.is_ascii_uppercase() || *b == b'/' || *b == b'\\'));

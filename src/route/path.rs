@@ -56,7 +56,8 @@ fn is_canonical(path: &[u8]) -> bool {
 /// reads specially (`%`, `?`, `#`) that decoding put inside a segment are escaped again, so that
 /// the text reads back to the same segments (`/a%3F/x` is the segments `a?` and `x`, written
 /// `/a%3F/x`, not `/a?/x`, whose reading would cut the query). Matching works on the segments and
-/// never re-reads a text; this is the form tools show, idempotent (`fuzz/fuzz_targets/paths.rs`).
+/// never re-reads a text; this is the form tools show, idempotent (`fuzz/fuzz_targets/paths.rs`)
+/// for every path whose escapes decoding undoes within its four rounds.
 #[cfg(any(test, feature = "internals"))]
 pub fn canonical_text(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
