@@ -53,7 +53,10 @@ fn documented(value: &[u8]) -> u64 {
         return 7;
     }
     for d in digits {
-        match n.checked_mul(10).and_then(|n| n.checked_add((d - b'0') as u64)) {
+        match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add((d - b'0') as u64))
+        {
             Some(next) => n = next,
             None => return 7,
         }
@@ -66,7 +69,10 @@ fn documented(value: &[u8]) -> u64 {
 }
 
 fn percent_encoded(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().flat_map(|b| format!("%{b:02X}").into_bytes()).collect()
+    bytes
+        .iter()
+        .flat_map(|b| format!("%{b:02X}").into_bytes())
+        .collect()
 }
 
 fn charged(filter: &Filter, request: &Req) -> u64 {
@@ -74,7 +80,10 @@ fn charged(filter: &Filter, request: &Req) -> u64 {
     let Action::Allow(headers) = decide(filter, &store, request, 1_700_000_000_000).action else {
         panic!("refused with a fresh store")
     };
-    let remaining = headers.iter().find(|(k, _)| &**k == "x-ratelimit-remaining").unwrap();
+    let remaining = headers
+        .iter()
+        .find(|(k, _)| &**k == "x-ratelimit-remaining")
+        .unwrap();
     let remaining: u64 = remaining.1.to_string().parse().unwrap();
     LIMIT - remaining
 }
@@ -85,10 +94,24 @@ fuzz_target!(|bytes: &[u8]| {
     let mut parts = bytes.splitn(2, |&b| b == b'\n');
     let header = parts.next().unwrap_or_default().to_vec();
     let query = parts.next().unwrap_or_default();
-    let by_header = Req { path: b"/h".to_vec(), cost: header.clone() };
-    assert_eq!(charged(filter, &by_header), documented(&header), "header {header:?}");
+    let by_header = Req {
+        path: b"/h".to_vec(),
+        cost: header.clone(),
+    };
+    assert_eq!(
+        charged(filter, &by_header),
+        documented(&header),
+        "header {header:?}"
+    );
     let mut path = b"/q?n=".to_vec();
     path.extend(percent_encoded(query));
-    let by_query = Req { path, cost: Vec::new() };
-    assert_eq!(charged(filter, &by_query), documented(query), "query {query:?}");
+    let by_query = Req {
+        path,
+        cost: Vec::new(),
+    };
+    assert_eq!(
+        charged(filter, &by_query),
+        documented(query),
+        "query {query:?}"
+    );
 });

@@ -20,8 +20,16 @@ fn limiter() -> &'static Limiter {
     static LIMITER: OnceLock<Limiter> = OnceLock::new();
     LIMITER.get_or_init(|| {
         let limits = [
-            Limit { window_ms: 1_000, requests: vec![LEVELS[0]], ..Limit::default() },
-            Limit { window_ms: 60_000, requests: vec![LEVELS[1]], ..Limit::default() },
+            Limit {
+                window_ms: 1_000,
+                requests: vec![LEVELS[0]],
+                ..Limit::default()
+            },
+            Limit {
+                window_ms: 60_000,
+                requests: vec![LEVELS[1]],
+                ..Limit::default()
+            },
         ];
         Limiter::new(&limits, 4, 2)
     })
@@ -34,7 +42,12 @@ fn reencoded(layout: &PageLayout, page: &[u8]) -> Vec<u8> {
     for slot in 0..layout.slots() {
         let (identity, last) = (layout.identity(page, slot), layout.last_ms(page, slot));
         layout.set_header(&mut copy, slot, identity, last);
-        layout.set_seeded(&mut copy, slot, layout.seeded_ms(page, slot), layout.door(page, slot));
+        layout.set_seeded(
+            &mut copy,
+            slot,
+            layout.seeded_ms(page, slot),
+            layout.door(page, slot),
+        );
         for limit in 0..LEVELS.len() {
             let ring = layout.read_ring(page, slot, limit);
             layout.write_ring(&mut copy, slot, limit, &ring);
@@ -62,14 +75,19 @@ fn hammer(limiter: &Limiter, mut page: Vec<u8>, client: u64) -> (usize, Vec<u8>)
             assert!(write, "an admission not written");
         }
         if write {
-            assert!(limiter.layout().recognises(&page), "wrote a page of another layout");
+            assert!(
+                limiter.layout().recognises(&page),
+                "wrote a page of another layout"
+            );
         }
     }
     (admitted, page)
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    let Some((&mode, rest)) = bytes.split_first() else { return };
+    let Some((&mode, rest)) = bytes.split_first() else {
+        return;
+    };
     let limiter = limiter();
     let layout = limiter.layout();
     let page = if mode & 1 == 1 {
@@ -90,10 +108,18 @@ fuzz_target!(|bytes: &[u8]| {
             let door = layout.door(&page, slot);
             layout.set_seeded(&mut expected, slot, layout.seeded_ms(&page, slot), door);
         }
-        assert_eq!(reencoded(layout, &page), expected, "a decoded page re-encodes differently");
+        assert_eq!(
+            reencoded(layout, &page),
+            expected,
+            "a decoded page re-encodes differently"
+        );
     }
     let (admitted, _) = hammer(limiter, page, client);
-    assert!(admitted as u64 <= LEVELS[0], "{admitted} admitted at one instant, limit {}", LEVELS[0]);
+    assert!(
+        admitted as u64 <= LEVELS[0],
+        "{admitted} admitted at one instant, limit {}",
+        LEVELS[0]
+    );
     if !recognised {
         let (fresh, _) = hammer(limiter, layout.empty_page(), client);
         assert_eq!(admitted, fresh, "a value of another layout was read");

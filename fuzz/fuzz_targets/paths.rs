@@ -57,16 +57,27 @@ fuzz_target!(|raw: &[u8]| {
     // at most (src/route/path.rs): a path still holding one after that (encoded five times over,
     // which no hop decodes) is matched as it stands, and its text would decode further.
     let still_escaped = segments.iter().any(|s| {
-        s.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        s.windows(3)
+            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
     });
     if !still_escaped {
-        assert_eq!(canonical_segments(&canonical), segments, "not idempotent: {canonical:?}");
+        assert_eq!(
+            canonical_segments(&canonical),
+            segments,
+            "not idempotent: {canonical:?}"
+        );
         assert_eq!(canonical_text(&canonical), canonical);
     }
     for s in &segments {
         assert!(!s.is_empty() && s != b"." && s != b"..");
-        assert!(!s.iter().any(|b| b.is_ascii_uppercase() || *b == b'/' || *b == b'\\'));
+        assert!(!s
+            .iter()
+            .any(|b| b.is_ascii_uppercase() || *b == b'/' || *b == b'\\'));
     }
     // The same rule for a path and its canonical form.
-    assert_eq!(rule_of(filter, raw), rule_of(filter, &canonical), "{raw:?} -> {canonical:?}");
+    assert_eq!(
+        rule_of(filter, raw),
+        rule_of(filter, &canonical),
+        "{raw:?} -> {canonical:?}"
+    );
 });

@@ -60,9 +60,15 @@ fn encode(answer: &Answer) -> Vec<u8> {
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    let Ok(answer) = decode_response(bytes) else { return };
+    let Ok(answer) = decode_response(bytes) else {
+        return;
+    };
     let again = encode(&answer);
-    assert_eq!(decode_response(&again), Ok(answer.clone()), "re-encoded: {again:?}");
+    assert_eq!(
+        decode_response(&again),
+        Ok(answer.clone()),
+        "re-encoded: {again:?}"
+    );
     for cut in 0..again.len() {
         let _ = decode_response(&again[..cut]);
     }

@@ -47,7 +47,9 @@ fn fixed_texts(value: &Value, out: &mut Vec<String>) {
 
 fuzz_target!(|bytes: &[u8]| {
     let mut parts = bytes.splitn(2, |&b| b == b'\n');
-    let Ok(body) = serde_json::from_slice::<Value>(parts.next().unwrap_or_default()) else { return };
+    let Ok(body) = serde_json::from_slice::<Value>(parts.next().unwrap_or_default()) else {
+        return;
+    };
     let message = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let config = json!({
         "response": {"body": body},
@@ -57,13 +59,19 @@ fuzz_target!(|bytes: &[u8]| {
     let filter = match Filter::load(config.to_string().as_bytes()) {
         Ok(filter) => filter,
         Err(errors) => {
-            assert!(errors.0.iter().all(|e| e.path.starts_with("$.")), "{errors}");
+            assert!(
+                errors.0.iter().all(|e| e.path.starts_with("$.")),
+                "{errors}"
+            );
             return;
         }
     };
     let store = MemoryStore::new();
     let now = 1_700_000_000_000;
-    assert!(matches!(decide(&filter, &store, &Req, now).action, Action::Allow(_)));
+    assert!(matches!(
+        decide(&filter, &store, &Req, now).action,
+        Action::Allow(_)
+    ));
     let Action::Refuse(reply) = decide(&filter, &store, &Req, now).action else {
         panic!("the second request was not refused")
     };
@@ -74,6 +82,10 @@ fuzz_target!(|bytes: &[u8]| {
     let mut got = Vec::new();
     fixed_texts(&rendered, &mut got);
     for text in expected {
-        assert!(got.contains(&text), "the fixed text {text:?} is lost: {}", reply.body);
+        assert!(
+            got.contains(&text),
+            "the fixed text {text:?} is lost: {}",
+            reply.body
+        );
     }
 });
