@@ -130,11 +130,13 @@ def refused_as_ambiguous(envoy):
 
 def test_envoy_hands_both_lines_to_the_upstream(tmp_path):
     """What Envoy does with a header line given twice: the upstream receives both lines (so it may
-    read either), and two Authorization lines as one. No filter rule applies here."""
+    read either), two Authorization lines as one, two X-Forwarded-For lines as one list. No filter
+    rule applies here."""
     config = {"rules": [{"name": "other", "match": {"path": {"prefix": "/nothing"}}, "limits": [LIMIT]}]}
     with envoy_before_lines_upstream(config, tmp_path) as envoy:
         status, _, body = send(envoy, "/seen", [("x-api-key", "junk"), ("x-api-key", "exhausted"),
-                                                ("authorization", "Bearer a"), ("authorization", "Bearer b")])
+                                                ("authorization", "Bearer a"), ("authorization", "Bearer b"),
+                                                ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7")])
         assert status == 200
         lines = json.loads(body)["lines"]
         assert [v for k, v in lines if k == "x-api-key"] == ["junk", "exhausted"], lines
@@ -142,3 +144,6 @@ def test_envoy_hands_both_lines_to_the_upstream(tmp_path):
         # Envoy 1.40 joins Authorization lines into one, comma-separated (it keeps that header in
         # one place of its header map): the filter reads the same two credentials either way.
         assert authorization == ["Bearer a,Bearer b"], authorization
+        forwarded = [v for k, v in lines if k == "x-forwarded-for"]
+        # X-Forwarded-For lines too (then Envoy appends what it adds): one list, as client_ip reads it.
+        assert len(forwarded) == 1 and forwarded[0].startswith("6.6.6.6,7.7.7.7"), forwarded
