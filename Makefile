@@ -115,7 +115,7 @@ fuzz: .cargo-fuzz
 	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
 	  $(FUZZ) run $(FUZZ_FLAGS) $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | \
-	    grep -E "^(INFO: seed corpus|#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec|==|thread|SUMMARY|Done)|panicked|MS:" | tail -n 12; \
+	    grep -E "^(INFO: seed corpus|#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|Done)|panicked|Failing input|^artifact_prefix|Test unit written" | tail -n 12; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
