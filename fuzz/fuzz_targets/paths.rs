@@ -55,19 +55,21 @@ fuzz_target!(|raw: &[u8]| {
     assert_eq!(of, segments.iter().map(Vec::as_slice).collect::<Vec<_>>());
     // Idempotent: the canonical form's canonical form is itself. Escapes are decoded four times
     // at most (src/route/path.rs): a path still holding one after that (encoded five times over,
-    // which no hop decodes) is matched as it stands, and its text would decode further.
+    // which no hop decodes) is matched as it stands, and its text would decode further (and
+    // might select another rule: `/a%252525252F:` is not under `/a`, its text is).
     let still_escaped = segments.iter().any(|s| {
         s.windows(3)
             .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
     });
-    if !still_escaped {
-        assert_eq!(
-            canonical_segments(&canonical),
-            segments,
-            "not idempotent: {canonical:?}"
-        );
-        assert_eq!(canonical_text(&canonical), canonical);
+    if still_escaped {
+        return;
     }
+    assert_eq!(
+        canonical_segments(&canonical),
+        segments,
+        "not idempotent: {canonical:?}"
+    );
+    assert_eq!(canonical_text(&canonical), canonical);
     for s in &segments {
         assert!(!s.is_empty() && s != b"." && s != b"..");
         assert!(!s
