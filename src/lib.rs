@@ -18,6 +18,7 @@ mod engine;
 mod fleet;
 mod hash;
 mod limiter;
+mod protobuf;
 mod request;
 mod response;
 mod route;
@@ -39,6 +40,7 @@ pub use engine::{
     Memory, Progress, RefusalLog, RefusalNote, Reply, RequestStatus, RequestView, ResponseFacts,
     ResponseView, SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
 };
+pub use engine::{reports, side_answered, Side, SideCall};
 pub use engine::{Computed, MetadataPath};
 pub use store::MemoryStore;
 

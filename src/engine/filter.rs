@@ -104,12 +104,26 @@ impl Filter {
         self.fleet.as_ref()
     }
 
+    /// Batched counting's interval: how often the host asks for the reports due
+    /// ([`super::reports`]); `None` without batched counting.
+    pub fn batch_interval_ms(&self) -> Option<u64> {
+        let fleet = self.fleet.as_ref()?;
+        (fleet.batch_interval_ms > 0).then_some(fleet.batch_interval_ms)
+    }
+
     /// Whether rule `rule` is in shadow mode: its own `mode`, else the filter's.
     pub(crate) fn shadow_for(&self, rule: usize) -> bool {
         match self.limited(rule).and_then(|l| l.mode) {
             Some(mode) => mode == Mode::Shadow,
             None => self.shadow,
         }
+    }
+
+    /// The gRPC status code rule `rule`'s refusals answer a gRPC request with (its own `grpc`,
+    /// else the filter's `response.grpc`); `None`: an HTTP reply, as to any request.
+    pub(crate) fn grpc_code(&self, rule: usize) -> Option<u32> {
+        let own = self.limited(rule).and_then(|l| l.grpc);
+        own.unwrap_or(self.response.grpc).code()
     }
 
     /// Whether the host writes each request's status in its filter state (`response.

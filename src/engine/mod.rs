@@ -21,7 +21,10 @@ mod waitlist;
 pub use filter::Filter;
 pub use log::{RefusalLog, RefusalNote};
 pub use memory::Memory;
-pub use pipeline::{begin, decide, Action, Decision, Progress, RequestStatus, Waiting};
+pub use pipeline::{
+    begin, decide, reports, side_answered, Action, Decision, Progress, RequestStatus, Side,
+    SideCall, Waiting,
+};
 pub use settle::{settle, Ticket};
 pub use stats::{stat_names, Event, Events, StatKind};
 pub use waitlist::{Call, CallHost, Client, Waitlist};

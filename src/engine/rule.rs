@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::levels::{LevelSource, Levels};
 use crate::config::{
-    format_window, name_rule, valid_name, Errors, KeyConfig, Mode, OnAmbiguousKey, OnFailure,
-    OnMissingKey, Report, RuleConfig,
+    format_window, name_rule, valid_name, Errors, GrpcAnswer, KeyConfig, Mode, OnAmbiguousKey,
+    OnFailure, OnMissingKey, Report, RuleConfig,
 };
 use crate::costs::RuleCosts;
 use crate::fleet::{FleetRule, FleetSettings};
@@ -50,6 +50,8 @@ pub struct LimitedRule {
     pub candidates: Vec<bool>,
     /// `enforce` or `shadow` for this rule alone; `None`: the filter's mode.
     pub mode: Option<Mode>,
+    /// How this rule's refusals answer a gRPC request; `None`: the filter's `response.grpc`.
+    pub grpc: Option<GrpcAnswer>,
     pub limiter: Limiter,
     pub pages: PageKeys,
     /// The limits also counted by the rate limit service, if any.
@@ -174,6 +176,7 @@ impl LimitedRule {
             levels,
             candidates,
             mode: rule.mode,
+            grpc: rule.grpc,
             fleet,
             refusals_last,
         }

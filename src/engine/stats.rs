@@ -56,6 +56,15 @@ stats! {
     FleetFailed => "fleet_failed", Counter;
     /// A request covered by a lease: no call.
     FleetLeased => "fleet_leased", Counter;
+    /// A lease refill, asked ahead of need (no request waits for it), ended.
+    FleetRefills => "fleet_refills", Counter;
+    /// Batched counting: a request admitted on the local tier's word, to be reported.
+    FleetBatched => "fleet_batched", Counter;
+    /// Batched counting: a report of one client's hits ended.
+    FleetReports => "fleet_reports", Counter;
+    /// Batched counting: the service refused a report (the client is refused, then asked for
+    /// request by request, until its counts have left every span).
+    FleetReportRefused => "fleet_report_refused", Counter;
     /// A new client's first request admitted without a slot, recorded in the page summary.
     DoorAdmitted => "door_admitted", Counter;
     /// Refused from this worker's memory of an earlier refusal still true: no store access.
@@ -176,6 +185,10 @@ mod tests {
                 "edge.api.fleet_refused",
                 "edge.api.fleet_failed",
                 "edge.api.fleet_leased",
+                "edge.api.fleet_refills",
+                "edge.api.fleet_batched",
+                "edge.api.fleet_reports",
+                "edge.api.fleet_report_refused",
                 "edge.api.door_admitted",
                 "edge.api.refused_from_memory",
                 "edge.api.given_back",

@@ -16,7 +16,7 @@ mod memory;
 pub mod protocol;
 mod settings;
 
-pub use memory::{FleetMemory, Recall};
+pub use memory::{Clock, FleetMemory, Recall};
 pub use protocol::{Answer, Code, Descriptor};
 pub use settings::{FleetLimit, FleetRule, FleetSettings};
 
@@ -115,15 +115,26 @@ impl FleetRule {
         descriptors
     }
 
-    /// When what the service said at `now_ms` may change: the end of the current sub-window of
-    /// the rule's fleet limits (the earliest of them).
-    pub fn valid_until(&self, settings: &FleetSettings, now_ms: u64) -> u64 {
+    /// `now_ms` and the bounds of the current sub-window of the rule's fleet limit whose
+    /// sub-window ends first: what the service says at `now_ms` is true until then.
+    pub fn clock(&self, settings: &FleetSettings, now_ms: u64) -> Clock {
         let n = settings.sub_windows;
         self.limits
             .iter()
-            .map(|l| sub_window_start(sub_window(now_ms, l.window_ms, n) + 1, l.window_ms, n))
-            .min()
-            .unwrap_or(now_ms)
+            .map(|l| {
+                let m = sub_window(now_ms, l.window_ms, n);
+                Clock {
+                    now: now_ms,
+                    sub_start: sub_window_start(m, l.window_ms, n),
+                    sub_end: sub_window_start(m + 1, l.window_ms, n),
+                }
+            })
+            .min_by_key(|c| c.sub_end)
+            .unwrap_or(Clock {
+                now: now_ms,
+                sub_start: now_ms,
+                sub_end: now_ms,
+            })
     }
 
     /// A conservative retry time after a fleet refusal at `now_ms`: when everything counted up
@@ -133,7 +144,7 @@ impl FleetRule {
         self.limits
             .iter()
             .map(|l| match settings.counting {
-                FleetCounting::Sliding => {
+                FleetCounting::Sliding | FleetCounting::Batched => {
                     let m = sub_window(now_ms, l.window_ms, settings.sub_windows);
                     sub_window_start(m + n + 1, l.window_ms, settings.sub_windows)
                 }

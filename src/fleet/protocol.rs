@@ -2,6 +2,8 @@
 //! messages the filter needs, encoded and decoded by hand (protobuf wire format): the filter
 //! sends `RateLimitRequest` and reads `RateLimitResponse`'s overall code and statuses.
 
+use crate::protobuf::{put_bytes, put_uint_always};
+
 /// The gRPC service and method the filter calls.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
@@ -29,8 +31,7 @@ pub fn encode_request(domain: &str, descriptors: &[Descriptor], hits: u32) -> Ve
         }
         put_bytes(&mut out, 2, &descriptor);
     }
-    put_key(&mut out, 3, VARINT);
-    put_varint(&mut out, hits as u64);
+    put_uint_always(&mut out, 3, u64::from(hits));
     out
 }
 
@@ -113,27 +114,6 @@ fn code_of(value: u64) -> Code {
         2 => Code::OverLimit,
         _ => Code::Unknown,
     }
-}
-
-const VARINT: u8 = 0;
-const LEN: u8 = 2;
-
-fn put_key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    put_varint(out, ((field as u64) << 3) | wire as u64);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_key(out, field, LEN);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 enum Value<'a> {

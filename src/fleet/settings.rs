@@ -8,6 +8,7 @@ use crate::hash::fnv1a;
 const MAX_TIMEOUT_MS: u64 = 60_000;
 const MAX_SUB_WINDOWS: u32 = 20;
 const MAX_LEASE: u64 = 100_000;
+const BATCH_INTERVAL_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
 
 /// The rate limit service and how the filter talks to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub struct FleetSettings {
     pub counting: FleetCounting,
     pub sub_windows: u32,
     pub lease: u64,
+    /// Batched counting: how long admitted hits may wait to be reported (0: not batched).
+    pub batch_interval_ms: u64,
     /// Seeds the hash the service knows clients by: the same in every Envoy of the fleet.
     pub seed: u64,
 }
@@ -58,7 +61,9 @@ impl FleetSettings {
             let message = "leases need \"counting\": \"sliding\" (a fixed window's end is the engine's, unknown to the filter)";
             errors.add("$.fleet.lease", message);
         }
+        let batch_interval_ms = batch_interval(fleet, errors);
         FleetSettings {
+            batch_interval_ms,
             cluster: fleet.cluster.clone(),
             domain: domain.clone(),
             timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS),
@@ -75,6 +80,30 @@ impl FleetSettings {
             ),
         }
     }
+}
+
+/// Batched counting's interval, and what it needs: no lease (hits are reported, not reserved)
+/// and `on_error: local` (the local tier has decided already).
+fn batch_interval(fleet: &FleetConfig, errors: &mut Errors) -> u64 {
+    if fleet.counting != FleetCounting::Batched {
+        return 0;
+    }
+    let millis = fleet.batch_interval.millis;
+    if !BATCH_INTERVAL_MS.contains(&millis) {
+        let message = format!("must be between 10ms and 60s, got {millis}ms");
+        errors.add("$.fleet.batch_interval", message);
+    }
+    if fleet.lease > 1 {
+        let message =
+            "batched counting reports hits after the fact: no lease (set 1 or leave it out)";
+        errors.add("$.fleet.lease", message);
+    }
+    if fleet.on_error != OnFleetError::Local {
+        let message =
+            "batched counting admits on the local tier's word first: only \"local\" applies";
+        errors.add("$.fleet.on_error", message);
+    }
+    millis.clamp(*BATCH_INTERVAL_MS.start(), *BATCH_INTERVAL_MS.end())
 }
 
 /// One fleet-wide limit of a rule.

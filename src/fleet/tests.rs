@@ -68,7 +68,7 @@ fn answers_are_valid_until_the_sub_window_ends_and_retries_are_conservative() {
     let s = settings(r#"{"cluster": "rls", "sub_windows": 4}"#);
     let r = rule(&[2_000, 60_000]);
     assert_eq!(
-        r.valid_until(&s, 500_250),
+        r.clock(&s, 500_250).sub_end,
         500_500,
         "the 500 ms sub-window ends first"
     );
@@ -110,21 +110,159 @@ fn verdicts_from_the_wire() {
     );
 }
 
+fn clock(now: u64) -> Clock {
+    // Sub-windows of 1,000 ms.
+    Clock {
+        now,
+        sub_start: now - now % 1_000,
+        sub_end: now - now % 1_000 + 1_000,
+    }
+}
+
 #[test]
 fn memory_keeps_leases_and_refusals_until_they_end() {
     let mut m = FleetMemory::with_capacity(2);
-    assert_eq!(m.recall(0, 1, 1, 100), Recall::Ask);
-    m.leased(0, 1, 2, 500, 100);
-    assert_eq!(m.recall(0, 1, 1, 200), Recall::Leased);
-    assert_eq!(m.recall(0, 1, 2, 200), Recall::Ask, "1 hit left, 2 needed");
-    assert_eq!(m.recall(0, 1, 1, 300), Recall::Leased);
-    assert_eq!(m.recall(0, 1, 1, 300), Recall::Ask, "used up");
-    m.refused(0, 2, 400, 300);
-    assert_eq!(m.recall(0, 2, 1, 399), Recall::Refused);
-    assert_eq!(m.recall(0, 2, 1, 400), Recall::Ask, "the sub-window ended");
+    let recall = |m: &mut FleetMemory, client, cost, now| {
+        m.recall((0, client), cost, 3, clock(now), now + 1_000)
+    };
+    assert_eq!(
+        recall(&mut m, 1, 1, 100),
+        Recall::Ask { hits: 3 },
+        "a new client asks for the cap"
+    );
+    assert_eq!(
+        recall(&mut m, 1, 1, 101),
+        Recall::Join,
+        "one call in flight per client"
+    );
+    m.leased((0, 1), (3, 1), clock(100), 110);
+    assert_eq!(
+        recall(&mut m, 1, 1, 200),
+        Recall::Leased { refill: Some(3) },
+        "1 left of 3: refilled ahead"
+    );
+    assert_eq!(
+        recall(&mut m, 1, 2, 200),
+        Recall::Join,
+        "1 hit left, 2 needed: the refill is in flight"
+    );
+    assert_eq!(
+        recall(&mut m, 1, 1, 300),
+        Recall::Leased { refill: None },
+        "one refill at a time"
+    );
+    m.refilled((0, 1), Some(3), clock(200), 310);
+    for _ in 0..3 {
+        assert!(matches!(recall(&mut m, 1, 1, 400), Recall::Leased { .. }));
+    }
+    // A refused refill stops refills: the next request asks for its own cost.
+    let mut m2 = FleetMemory::with_capacity(4);
+    m2.recall((0, 1), 1, 3, clock(100), 120);
+    m2.leased((0, 1), (3, 1), clock(100), 110);
+    assert_eq!(
+        m2.recall((0, 1), 1, 3, clock(150), 170),
+        Recall::Leased { refill: Some(3) }
+    );
+    m2.refilled((0, 1), None, clock(150), 160);
+    assert_eq!(
+        m2.recall((0, 1), 1, 3, clock(170), 190),
+        Recall::Leased { refill: None }
+    );
+    assert_eq!(
+        m2.recall((0, 1), 1, 3, clock(180), 200),
+        Recall::Ask { hits: 1 },
+        "its own cost"
+    );
+    // A lease ends with its sub-window: the next one asks for what was used in this one.
+    m2.failed(0, 1);
+    assert_eq!(
+        m2.recall((0, 1), 1, 3, clock(1_100), 1_120),
+        Recall::Ask { hits: 3 }
+    );
+    m.refused((0, 2), 400, 300);
+    assert_eq!(recall(&mut m, 2, 1, 399), Recall::Refused);
+    assert!(
+        matches!(recall(&mut m, 2, 1, 400), Recall::Ask { .. }),
+        "the sub-window ended"
+    );
     // Bounded: a third entry pushes out an expired one, or any one.
-    m.refused(1, 1, 1_000, 500);
-    m.refused(1, 2, 1_000, 500);
-    m.refused(1, 3, 1_000, 500);
+    m.refused((1, 1), 1_000, 500);
+    m.refused((1, 2), 1_000, 500);
+    m.refused((1, 3), 1_000, 500);
     assert!(m.held() <= 2);
+}
+
+/// A tiny deterministic generator (xorshift), for the property tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Hits reserved and never used in a sub-window stay under 1.5 × cap, and under the larger of
+/// the sub-window's first grant and 5 × the hits used: whatever the rate, the cap, the refills'
+/// latency, or a refill refused.
+#[test]
+fn unused_lease_hits_are_bounded() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..300 {
+        let cap = 1 + rng.below(60);
+        let mut m = FleetMemory::with_capacity(10);
+        let mut in_flight: Option<(u64, Clock, u64, bool)> = None; // hits, sent, answer at, refill
+        for sub in 0..12u64 {
+            let (mut granted, mut used, mut first) = (0u64, 0u64, None);
+            let requests = rng.below(4 * cap + 2);
+            let start = sub * 1_000;
+            for r in 0..requests {
+                let now = start + r * 999 / requests.max(1);
+                if let Some((hits, sent, _, refill)) = in_flight.filter(|f| f.2 <= now) {
+                    in_flight = None;
+                    let admitted = rng.below(5) > 0;
+                    match (refill, admitted) {
+                        (true, true) => m.refilled((0, 1), Some(hits), sent, now),
+                        (true, false) => m.refilled((0, 1), None, sent, now),
+                        (false, _) => m.leased((0, 1), (hits, 1), sent, now),
+                    }
+                    if sent.sub_end == clock(now).sub_end && (admitted || !refill) {
+                        granted += hits;
+                        first.get_or_insert(hits);
+                        used += u64::from(!refill);
+                    }
+                }
+                let latency = rng.below(30);
+                match m.recall((0, 1), 1, cap, clock(now), now + 1_000) {
+                    Recall::Leased { refill } => {
+                        used += 1;
+                        if let Some(hits) = refill {
+                            in_flight = Some((hits, clock(now), now + latency, true));
+                        }
+                    }
+                    Recall::Ask { hits } => {
+                        in_flight = Some((hits, clock(now), now + latency, false))
+                    }
+                    Recall::Join => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            let unused = granted.saturating_sub(used);
+            assert!(
+                2 * unused <= 3 * cap,
+                "cap {cap}: {unused} unused of {granted}"
+            );
+            let first = first.unwrap_or(0);
+            assert!(
+                unused <= first.max(5 * used),
+                "cap {cap}: {unused} unused, first grant {first}, used {used}"
+            );
+            if in_flight.is_some_and(|f| f.1.sub_end <= start + 1_000) {
+                in_flight = None; // answered after its sub-window: its hits count nowhere we use
+                m.failed(0, 1);
+            }
+        }
+    }
 }

@@ -12,8 +12,8 @@ use super::io::{HostRequest, HostStore};
 use super::loaded::Carried;
 use super::loaded::Loaded;
 use crate::engine::{
-    Call, CallHost, Decision, FleetVerdict, Progress, Waiting as Parked, Waitlist, FLEET_METHOD,
-    FLEET_SERVICE,
+    side_answered, Call, CallHost, Decision, FleetVerdict, Progress, SideCall, Waiting as Parked,
+    Waitlist, FLEET_METHOD, FLEET_SERVICE,
 };
 
 /// This worker's requests waiting for the service, by HTTP context id, each with the
@@ -61,7 +61,18 @@ impl CallHost<u32, Rc<Loaded>> for RootCalls<'_> {
         Some(progress)
     }
 
-    fn carry_out(&mut self, id: u32, loaded: &Rc<Loaded>, decision: Decision) {
+    fn side_answered(&mut self, loaded: &Rc<Loaded>, side: &SideCall, verdict: FleetVerdict) {
+        let events = {
+            let mut memory = loaded.memory.borrow_mut();
+            side_answered(&loaded.filter, &mut memory, side, verdict, self.now)
+        };
+        loaded.record(&events);
+    }
+
+    fn carry_out(&mut self, id: u32, loaded: &Rc<Loaded>, mut decision: Decision) {
+        for side in std::mem::take(&mut decision.side_calls) {
+            self.waiting.side(side, loaded.clone());
+        }
         if let Carried::Continue(headers, ticket) = loaded.carry_out(decision, self.now) {
             if !headers.is_empty() || !ticket.is_empty() {
                 self.waiting.keep(id, headers, ticket);

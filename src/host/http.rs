@@ -11,7 +11,7 @@ use super::calls::Waiting;
 use super::io::now_ms;
 use super::io::{HostRequest, HostResponse, HostStore};
 use super::loaded::{Carried, Loaded};
-use crate::engine::{begin, settle, Headers, Progress, Ticket};
+use crate::engine::{begin, settle, Decision, Headers, Progress, Ticket};
 
 pub struct RateLimitHttp {
     id: u32,
@@ -35,6 +35,36 @@ impl RateLimitHttp {
     }
 }
 
+impl RateLimitHttp {
+    fn carried(&mut self, decision: Decision, now: u64) -> HostAction {
+        match self.config.carry_out(decision, now) {
+            Carried::Continue(headers, ticket) => {
+                (self.response_headers, self.ticket) = (headers, ticket);
+                HostAction::Continue
+            }
+            Carried::Replied => HostAction::Pause,
+        }
+    }
+
+    /// Lease refills asked ahead of need: queued for the root to send (nobody waits for them).
+    fn send_side_calls(&self, decision: &mut Decision) {
+        if decision.side_calls.is_empty() {
+            return;
+        }
+        for call in std::mem::take(&mut decision.side_calls) {
+            self.waiting.side(call, self.config.clone());
+        }
+        self.wake_root();
+    }
+
+    /// Only the root sends calls: this worker's queue wakes it.
+    fn wake_root(&self) {
+        if let Some(queue) = self.config.queue {
+            let _ = proxy_wasm::hostcalls::enqueue_shared_queue(queue, Some(b"call"));
+        }
+    }
+}
+
 impl Context for RateLimitHttp {
     fn on_done(&mut self) -> bool {
         self.waiting.forget(self.id);
@@ -51,18 +81,13 @@ impl HttpContext for RateLimitHttp {
             begin(&loaded.filter, &HostStore, &mut memory, &HostRequest, now)
         };
         match progress {
-            Progress::Done(decision) => match loaded.carry_out(decision, now) {
-                Carried::Continue(headers, ticket) => {
-                    (self.response_headers, self.ticket) = (headers, ticket);
-                    HostAction::Continue
-                }
-                Carried::Replied => HostAction::Pause,
-            },
+            Progress::Done(mut decision) => {
+                self.send_side_calls(&mut decision);
+                self.carried(decision, now)
+            }
             Progress::Waiting(waiting) => {
                 if self.waiting.park(self.id, loaded.clone(), waiting) {
-                    if let Some(queue) = loaded.queue {
-                        let _ = proxy_wasm::hostcalls::enqueue_shared_queue(queue, Some(b"call"));
-                    }
+                    self.wake_root();
                 }
                 HostAction::Pause
             }

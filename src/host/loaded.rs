@@ -42,9 +42,10 @@ impl Loaded {
             })
             .collect();
         let pending = stats.iter().map(|ids| vec![0; ids.len()]).collect();
+        let memory = Memory::for_filter(&filter);
         Loaded {
             filter,
-            memory: RefCell::new(Memory::default()),
+            memory: RefCell::new(memory),
             queue,
             stats,
             pending: RefCell::new(pending),

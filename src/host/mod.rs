@@ -14,7 +14,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use crate::engine::{Filter, FleetVerdict};
+use crate::engine::{reports, Filter, FleetVerdict};
 use calls::{RootCalls, Waiting};
 use http::RateLimitHttp;
 use io::{now_ms, random, HostStore};
@@ -66,10 +66,36 @@ impl RateLimitRoot {
             .fleet_service()
             .map(|_| self.register_shared_queue(&format!("ratelimit/fleet/{:016x}", random(self))));
         let loaded = Loaded::new(filter, queue);
+        let tick = loaded
+            .filter
+            .batch_interval_ms()
+            .map_or(STATS_FLUSH, |interval| {
+                // Reports are due by age: look four times per interval (and flush stats as often).
+                STATS_FLUSH.min(Duration::from_millis((interval / 4).max(5)))
+            });
         if let Some(previous) = self.config.replace(Rc::new(loaded)) {
             previous.flush();
         }
-        self.set_tick_period(STATS_FLUSH);
+        self.set_tick_period(tick);
+    }
+}
+
+/// Batched counting: reports in flight at most, per worker (more wait for the next tick).
+const MAX_REPORTS_IN_FLIGHT: usize = 256;
+
+impl RateLimitRoot {
+    /// Batched counting: sends the reports due.
+    fn send_reports(&self, loaded: &Rc<Loaded>) {
+        if loaded.filter.batch_interval_ms().is_none() {
+            return;
+        }
+        let room = MAX_REPORTS_IN_FLIGHT.saturating_sub(self.waiting.in_flight());
+        let now = now_ms(self);
+        let due = reports(&loaded.filter, &mut loaded.memory.borrow_mut(), now, room);
+        for side in due {
+            self.waiting.side(side, loaded.clone());
+        }
+        self.waiting.send(&mut self.calls());
     }
 }
 
@@ -118,8 +144,9 @@ impl RootContext for RateLimitRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(loaded) = &self.config {
+        if let Some(loaded) = self.config.clone() {
             loaded.flush();
+            self.send_reports(&loaded);
         }
     }
 

@@ -5,7 +5,9 @@ use super::body::{default_body, problem_json_body, FixedValues, DEFAULT_MESSAGE}
 use super::names::HeaderSet;
 use super::template::{BodyTemplate, Placeholder, PreparedBody, TextTemplate};
 use super::value::{Digits, HeaderName, HeaderValue};
-use crate::config::{valid_header_name, BodyPreset, Errors, LimitConfig, Report, ResponseConfig};
+use crate::config::{
+    valid_header_name, BodyPreset, Errors, GrpcAnswer, LimitConfig, Report, ResponseConfig,
+};
 
 /// How refusals and rate-limit headers look: the configuration's `response` part, compiled.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct ResponseFormat {
     status_header: Option<HeaderName>,
     /// Whether that status goes in the request's filter state too (the access log).
     pub status_filter_state: bool,
+    /// How a refused gRPC request is answered unless its rule says (`response.grpc`).
+    pub grpc: GrpcAnswer,
 }
 
 impl ResponseFormat {
@@ -63,6 +67,7 @@ impl ResponseFormat {
             default_message: TextTemplate::compile(DEFAULT_MESSAGE, &[]).expect("a valid template"),
             status_header,
             status_filter_state: response.status_filter_state,
+            grpc: response.grpc.unwrap_or(GrpcAnswer::ResourceExhausted),
         })
     }
 

@@ -5,10 +5,12 @@
 //! From the bottom: header values (`value`), times, templates and the fixed body values
 //! (`body`), the header names a style sends (`names`) → the compiled format and limit texts
 //! (`format`) → what a decision checked (`outcome`) → the rate-limit headers (`headers`) and a
-//! refusal's values (`refusal`) → the replies (`reply`).
+//! refusal's values (`refusal`) → the replies (`reply`), to a gRPC request as a gRPC status
+//! (`grpc`).
 
 mod body;
 mod format;
+mod grpc;
 mod headers;
 mod names;
 mod outcome;
@@ -19,6 +21,7 @@ mod time;
 mod value;
 
 pub use format::{LimitText, ResponseFormat};
+pub use grpc::is_grpc;
 pub use headers::rate_limit_headers;
 pub use outcome::{Checked, Outcome};
 pub use reply::{
@@ -84,7 +87,7 @@ mod tests {
         let format =
             ResponseFormat::compile(&config::ResponseConfig::default(), &mut Errors::default())
                 .unwrap();
-        let reply = capacity(&format, NOW, NOW + 40_001);
+        let reply = capacity(&format, NOW, NOW + 40_001, None);
         assert_eq!(reply.status, 429);
         let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(body["error"], "rate_limit_capacity");
@@ -97,7 +100,7 @@ mod tests {
             reply.headers[0],
             (HeaderName::from("retry-after"), "41".into())
         );
-        let reply = unavailable();
+        let reply = unavailable(false);
         assert_eq!(reply.status, 503);
         let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(
@@ -235,7 +238,7 @@ mod tests {
             plan: None,
             plan_id: 0,
         };
-        let reply = refusal(&response_format("{}"), &outcome, "api", None);
+        let reply = refusal(&response_format("{}"), &outcome, "api", None, None);
         assert_eq!(reply.status, 429);
         assert_eq!(
             names(&reply.headers),
@@ -285,6 +288,7 @@ mod tests {
             &outcome,
             "r",
             None,
+            None,
         );
         assert_eq!(reply.status, 503);
         assert!(reply
@@ -322,7 +326,7 @@ mod tests {
         let policy = response_format(
             r#"{"body": {"ok": false, "version": "2025-11-14-v1", "request_id": "{{request_id}}", "code": "{{code}}", "message": "{{message}}", "plan": "{{plan}}"}}"#,
         );
-        let reply = refusal(&policy, &outcome, "r", Some("e5e9cfa0".into()));
+        let reply = refusal(&policy, &outcome, "r", Some("e5e9cfa0".into()), None);
         assert_eq!(
             reply.body,
             r#"{"ok":false,"version":"2025-11-14-v1","request_id":"e5e9cfa0","code":"rate_limit_day","message":"Daily API quota of 5 exceeded; retry after 2023-11-14T23:13:20.250Z.","plan":"free"}"#
@@ -343,7 +347,7 @@ mod tests {
             plan_id: 0,
         };
         let format = response_format(r#"{"headers": {"style": "envoy_draft03"}}"#);
-        let reply = refusal(&format, &outcome, "r", None);
+        let reply = refusal(&format, &outcome, "r", None, None);
         assert_eq!(
             names(&reply.headers)[..4],
             [
@@ -368,7 +372,7 @@ mod tests {
             plan_id: 0,
         };
         let extras = |format: &ResponseFormat, wait_ms: u64| -> Vec<(String, String)> {
-            let reply = refusal(format, &refused_for(wait_ms), "r", None);
+            let reply = refusal(format, &refused_for(wait_ms), "r", None, None);
             let after = reply
                 .headers
                 .iter()
@@ -418,7 +422,7 @@ mod tests {
             [pair("retry-after", "86400"), ct.clone()]
         );
         // A capacity refusal tells the same.
-        let reply = capacity(&ms, NOW, NOW + 9_000);
+        let reply = capacity(&ms, NOW, NOW + 9_000, None);
         let headers: Vec<_> = names(&reply.headers).into_iter().take(3).collect();
         assert_eq!(
             headers,

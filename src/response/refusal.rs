@@ -19,6 +19,14 @@ pub struct RefusalValues<'a> {
     pub default_message: &'a TextTemplate,
 }
 
+impl RefusalValues<'_> {
+    /// The headline limit's message (its own, else the default one), as the body says it.
+    pub fn message(&self) -> String {
+        let template = self.headline.limit.message.as_ref();
+        template.unwrap_or(self.default_message).render(self)
+    }
+}
+
 impl Placeholders for RefusalValues<'_> {
     fn fill(&self, placeholder: Placeholder) -> Filled {
         let status = &self.headline.status;
@@ -28,14 +36,7 @@ impl Placeholders for RefusalValues<'_> {
             Placeholder::Reset => Filled::Number(self.retry_at_ms.div_ceil(1000)),
             Placeholder::ResetIso => Filled::Text(iso8601_utc(self.retry_at_ms)),
             Placeholder::RequestId => self.request_id.clone().map_or(Filled::Null, Filled::Text),
-            Placeholder::Message => Filled::Text(
-                self.headline
-                    .limit
-                    .message
-                    .as_ref()
-                    .unwrap_or(self.default_message)
-                    .render(self),
-            ),
+            Placeholder::Message => Filled::Text(self.message()),
             Placeholder::ViolatedPolicies => Filled::List(
                 self.checked
                     .iter()

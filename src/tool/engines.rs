@@ -39,6 +39,7 @@ pub fn engine_config(filter: &Filter, engine: Engine) -> Result<String, String> 
         match settings.counting {
             FleetCounting::Sliding => "sliding",
             FleetCounting::Fixed => "fixed",
+            FleetCounting::Batched => "batched, sliding spans",
         }
     );
     let rules = (0..filter.rules.len()).filter_map(|i| {
@@ -72,7 +73,7 @@ fn limitador(
     fleet: &crate::fleet::FleetRule,
     out: &mut String,
 ) {
-    let sliding = settings.counting == FleetCounting::Sliding;
+    let sliding = settings.counting != FleetCounting::Fixed;
     let per_limit = if sliding {
         settings.sub_windows as usize + 1
     } else {
@@ -120,7 +121,7 @@ fn envoy_ratelimit(
     fleet: &crate::fleet::FleetRule,
     out: &mut String,
 ) -> Result<(), String> {
-    if settings.counting == FleetCounting::Sliding {
+    if settings.counting != FleetCounting::Fixed {
         return Err("envoyproxy/ratelimit windows are fixed and aligned to the clock: set \"fleet\": {\"counting\": \"fixed\"} (and read the README on what that allows)".into());
     }
     let _ = writeln!(out, "---\ndomain: \"{}\"\ndescriptors:", fleet.domain);

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::config::{FilterConfig, HeaderStyle, ResetFormat, RuleConfig};
+use crate::config::{FilterConfig, GrpcAnswer, HeaderStyle, ResetFormat, RuleConfig};
 
 /// Every warning for a configuration that loads (`config` is it parsed, `raw` its JSON).
 pub fn warnings(config: &FilterConfig, raw: &Value) -> Vec<String> {
@@ -54,7 +54,27 @@ pub fn warnings(config: &FilterConfig, raw: &Value) -> Vec<String> {
             ));
         }
     }
+    retried_grpc_answers(config, &mut out);
     out
+}
+
+/// A gRPC answer that grpcio's retry policies (and most others) retry at once.
+fn retried_grpc_answers(config: &FilterConfig, out: &mut Vec<String>) {
+    let rules = config.rules.iter().enumerate();
+    let rules = rules.map(|(r, rule)| (format!("$.rules[{r}].grpc"), rule.grpc));
+    let answers = std::iter::once(("$.response.grpc".to_string(), config.response.grpc));
+    for (at, answer) in answers.chain(rules) {
+        let why = match answer {
+            Some(GrpcAnswer::Unavailable) => "refuses gRPC calls with UNAVAILABLE",
+            Some(GrpcAnswer::Http) => "lets Envoy turn a 429 into UNAVAILABLE for gRPC calls",
+            _ => continue,
+        };
+        out.push(format!(
+            "{at}: {why}, which gRPC clients take for a transient failure: grpcio retries it at \
+             once under a retry policy that lists it, as most do; \"resource_exhausted\" (the \
+             default) is not retried"
+        ));
+    }
 }
 
 /// A style under its former name (still accepted).
@@ -148,5 +168,11 @@ mod tests {
         assert!(warned(&format!("{{{rules}}}")).is_empty());
         let renamed = r#"{"response": {"headers": {"reset": "delta_seconds", "names": {"reset": "x-reset-in"}}}, "rules": []}"#;
         assert!(warned(renamed).is_empty());
+        let grpc = r#"{"response": {"grpc": "unavailable"}, "rules": [
+            {"name": "a", "grpc": "http"}, {"name": "b", "grpc": "aborted"}]}"#;
+        let grpc = warned(grpc);
+        assert_eq!(grpc.len(), 2, "{grpc:?}");
+        assert!(grpc[0].starts_with("$.response.grpc: refuses gRPC calls with UNAVAILABLE"));
+        assert!(grpc[1].starts_with("$.rules[0].grpc: lets Envoy turn a 429 into UNAVAILABLE"));
     }
 }

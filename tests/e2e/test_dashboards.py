@@ -101,6 +101,7 @@ def test_relabelling_gives_every_filter_stat_its_rule_and_stat(exported):
     assert stats == {"allowed", "refused", "shadow_refused", "missing_key", "ambiguous_key", "capacity_refused",
                      "store_contention", "clients_tracked", "clients_evicted", "fleet_calls",
                      "fleet_admitted", "fleet_refused", "fleet_failed", "fleet_leased",
+                     "fleet_refills", "fleet_batched", "fleet_reports", "fleet_report_refused",
                      "door_admitted", "refused_from_memory", "given_back", "settled", "overspent"}
     rules = {relabel(n)["ratelimit_rule"] for n in exported}
     assert {"ratelimit_api", "ratelimit_bulk", "ratelimit_api_per_minute", "ratelimit_api_per_day",

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::sections::{one, Mode};
+use super::sections::{one, GrpcAnswer, Mode};
 use super::select::{FilterStateMatch, MetadataMatch, MetadataPath, NamedMatch, SourceCidrMatch};
 use crate::config::duration::WindowSpec;
 
@@ -54,6 +54,9 @@ pub struct RuleConfig {
     /// Every limit of this rule is fleet-wide (see the top-level `fleet`).
     #[serde(default)]
     pub fleet: bool,
+    /// How this rule's refusals answer a gRPC request (default: `response.grpc`).
+    #[serde(default)]
+    pub grpc: Option<GrpcAnswer>,
 }
 
 /// Where a rule's client key comes from (see [`RuleConfig::key`]).

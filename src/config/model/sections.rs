@@ -38,6 +38,9 @@ pub struct FleetConfig {
     /// the local tier admits asks the service.
     #[serde(default = "one")]
     pub lease: u64,
+    /// Batched counting: how long a client's admitted hits may wait before they are reported.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval: WindowSpec,
     /// A secret every Envoy of the fleet shares, keying the hash the service knows clients by
     /// (keys never leave Envoy in clear). Without it the hash is keyed by the domain: still not
     /// the key, but a guessable key (an IP address) can be tried against it.
@@ -47,6 +50,10 @@ pub struct FleetConfig {
 
 fn default_fleet_timeout() -> WindowSpec {
     WindowSpec { millis: 20 }
+}
+
+fn default_batch_interval() -> WindowSpec {
+    WindowSpec { millis: 1_000 }
 }
 
 fn default_fleet_sub_windows() -> u32 {
@@ -70,6 +77,9 @@ pub enum FleetCounting {
     #[default]
     Sliding,
     Fixed,
+    /// Admit on the local tier's word and report hits to the service in batches, taking back
+    /// refusals: for many keys, with an over-admission bound (see the book).
+    Batched,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -208,6 +218,11 @@ pub struct ResponseConfig {
     /// `%FILTER_STATE(wasm.ratelimit_status:PLAIN)%`.
     #[serde(default)]
     pub status_filter_state: bool,
+    /// How a refused gRPC request (`content-type: application/grpc...`, gRPC-Web too) is
+    /// answered, unless its rule says otherwise: a gRPC status with this code (default
+    /// `resource_exhausted`), or `http` for the same reply as any request's.
+    #[serde(default)]
+    pub grpc: Option<GrpcAnswer>,
 }
 
 impl Default for ResponseConfig {
@@ -220,6 +235,64 @@ impl Default for ResponseConfig {
             content_type: None,
             status_header: None,
             status_filter_state: false,
+            grpc: None,
+        }
+    }
+}
+
+/// How a refused gRPC request is answered: a trailers-only gRPC answer with one of gRPC's status
+/// codes (by its name in snake case), or `http`, the reply any request gets (which Envoy turns
+/// into a gRPC status of its own choosing: 429 becomes `UNAVAILABLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum GrpcAnswer {
+    Http = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl GrpcAnswer {
+    /// Every answer by its name in the configuration, in the order of gRPC's codes.
+    pub const NAMES: [(&'static str, GrpcAnswer); 17] = [
+        ("http", GrpcAnswer::Http),
+        ("cancelled", GrpcAnswer::Cancelled),
+        ("unknown", GrpcAnswer::Unknown),
+        ("invalid_argument", GrpcAnswer::InvalidArgument),
+        ("deadline_exceeded", GrpcAnswer::DeadlineExceeded),
+        ("not_found", GrpcAnswer::NotFound),
+        ("already_exists", GrpcAnswer::AlreadyExists),
+        ("permission_denied", GrpcAnswer::PermissionDenied),
+        ("resource_exhausted", GrpcAnswer::ResourceExhausted),
+        ("failed_precondition", GrpcAnswer::FailedPrecondition),
+        ("aborted", GrpcAnswer::Aborted),
+        ("out_of_range", GrpcAnswer::OutOfRange),
+        ("unimplemented", GrpcAnswer::Unimplemented),
+        ("internal", GrpcAnswer::Internal),
+        ("unavailable", GrpcAnswer::Unavailable),
+        ("data_loss", GrpcAnswer::DataLoss),
+        ("unauthenticated", GrpcAnswer::Unauthenticated),
+    ];
+
+    /// The gRPC status code (the variant's value), or `None` for `http`.
+    pub fn code(self) -> Option<u32> {
+        match self {
+            GrpcAnswer::Http => None,
+            other => Some(other as u32),
         }
     }
 }

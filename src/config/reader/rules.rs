@@ -25,6 +25,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "also",
         "limits",
         "fleet",
+        "grpc",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let name = f
@@ -35,30 +36,17 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         exempt: f.or("exempt", false, errors, boolean),
         mode: f.optional("mode", errors, mode),
         key: f.or("key", KeyConfig::default(), errors, key),
-        on_missing_key: f.or("on_missing_key", OnMissingKey::Shared, errors, |v, p, e| {
-            variant(
-                v,
-                p,
-                e,
-                &[
-                    ("shared", OnMissingKey::Shared),
-                    ("allow", OnMissingKey::Allow),
-                    ("deny", OnMissingKey::Deny),
-                ],
-            )
-        }),
+        on_missing_key: f.or(
+            "on_missing_key",
+            OnMissingKey::Shared,
+            errors,
+            on_missing_key,
+        ),
         on_ambiguous_key: f.or(
             "on_ambiguous_key",
             OnAmbiguousKey::Deny,
             errors,
-            |v, p, e| {
-                let options = [
-                    ("deny", OnAmbiguousKey::Deny),
-                    ("first", OnAmbiguousKey::First),
-                    ("last", OnAmbiguousKey::Last),
-                ];
-                variant(v, p, e, &options)
-            },
+            on_ambiguous,
         ),
         cost: f.optional("cost", errors, cost),
         counted: f.optional("counted", errors, responses),
@@ -66,8 +54,27 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         also: f.or("also", Vec::new(), errors, texts),
         limits: f.or("limits", Vec::new(), errors, |v, p, e| list(v, p, e, limit)),
         fleet: f.or("fleet", false, errors, boolean),
+        grpc: f.optional("grpc", errors, grpc_answer),
         name: name?,
     })
+}
+
+fn on_missing_key(value: &Value, path: &str, errors: &mut Errors) -> Option<OnMissingKey> {
+    let options = [
+        ("shared", OnMissingKey::Shared),
+        ("allow", OnMissingKey::Allow),
+        ("deny", OnMissingKey::Deny),
+    ];
+    variant(value, path, errors, &options)
+}
+
+fn on_ambiguous(value: &Value, path: &str, errors: &mut Errors) -> Option<OnAmbiguousKey> {
+    let options = [
+        ("deny", OnAmbiguousKey::Deny),
+        ("first", OnAmbiguousKey::First),
+        ("last", OnAmbiguousKey::Last),
+    ];
+    variant(value, path, errors, &options)
 }
 
 /// `key`: a list of sources, `{"first": [...]}`, `{"all": [...]}` or `"shared"`.
@@ -197,6 +204,11 @@ fn requests_from(value: &Value, path: &str, errors: &mut Errors) -> Option<Reque
 }
 
 /// `enforce` or `shadow`.
+/// `grpc`: `http` or a gRPC status code's name.
+pub fn grpc_answer(value: &Value, path: &str, errors: &mut Errors) -> Option<GrpcAnswer> {
+    variant(value, path, errors, &GrpcAnswer::NAMES)
+}
+
 pub fn mode(value: &Value, path: &str, errors: &mut Errors) -> Option<Mode> {
     let modes = [("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
     variant(value, path, errors, &modes)

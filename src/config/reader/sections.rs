@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::json::{boolean, list, map_of, text, texts, variant, whole, whole32, window, Fields};
-use super::rules::{mode, rule};
+use super::rules::{grpc_answer, mode, rule};
 use super::select::metadata_path;
 use crate::config::model::*;
 use crate::config::{Errors, WindowSpec};
@@ -58,6 +58,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         "counting",
         "sub_windows",
         "lease",
+        "batch_interval",
         "key_secret",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
@@ -72,6 +73,7 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
     let counting = [
         ("sliding", FleetCounting::Sliding),
         ("fixed", FleetCounting::Fixed),
+        ("batched", FleetCounting::Batched),
     ];
     Some(FleetConfig {
         domain: f.optional("domain", errors, text),
@@ -84,6 +86,12 @@ fn fleet(value: &Value, path: &str, errors: &mut Errors) -> Option<FleetConfig> 
         }),
         sub_windows: f.or("sub_windows", 4, errors, whole32),
         lease: f.or("lease", 1, errors, whole),
+        batch_interval: f.or(
+            "batch_interval",
+            WindowSpec { millis: 1_000 },
+            errors,
+            window,
+        ),
         key_secret: f.optional("key_secret", errors, text),
         cluster: cluster?,
     })
@@ -148,6 +156,7 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
         "content_type",
         "status_header",
         "status_filter_state",
+        "grpc",
     ];
     let f = Fields::open(value, path, KNOWN, errors)?;
     let d = ResponseConfig::default();
@@ -169,6 +178,7 @@ fn response(value: &Value, path: &str, errors: &mut Errors) -> Option<ResponseCo
         content_type: f.optional("content_type", errors, text),
         status_header: f.optional("status_header", errors, text),
         status_filter_state: f.or("status_filter_state", false, errors, boolean),
+        grpc: f.optional("grpc", errors, grpc_answer),
     })
 }
 

@@ -1,5 +1,6 @@
 //! What the pipeline gives the host for one request.
 
+use super::side::SideCall;
 use crate::engine::log::RefusalNote;
 use crate::engine::settle::Ticket;
 use crate::engine::stats::Events;
@@ -29,6 +30,9 @@ pub struct Decision {
     pub refusal: Option<RefusalNote>,
     /// What the filter made of the request, when a limit applied to it (for the access log).
     pub status: Option<RequestStatus>,
+    /// Calls to the rate limit service no request waits for (a lease refilled ahead of need):
+    /// the host sends them.
+    pub side_calls: Vec<SideCall>,
 }
 
 /// What the filter made of a request a limit applied to (nginx's `$limit_req_status`).
@@ -59,6 +63,7 @@ impl Decision {
             ticket: Ticket::default(),
             refusal: None,
             status: None,
+            side_calls: Vec::new(),
         }
     }
 }

@@ -3,13 +3,15 @@
 //! call in flight for the same client is waited for); its verdict, or its failure under
 //! `on_error`, says how the request goes on.
 
+use super::side::SideCall;
 use super::stop::Stop;
+use crate::config::FleetCounting;
 use crate::config::OnFleetError;
 use crate::engine::filter::Filter;
 use crate::engine::ledger::Charge;
 use crate::engine::rule::LimitedRule;
 use crate::engine::stats::{Event, Events, Stat};
-use crate::fleet::{FleetCall, FleetMemory, Recall, Verdict};
+use crate::fleet::{Clock, FleetCall, FleetMemory, Recall, Verdict};
 
 /// A call to the service for a request's last charge: the request's own (`call`), or one in
 /// flight for the same client that it waits for (`None`).
@@ -18,6 +20,8 @@ pub struct Asking {
     pub client: u64,
     pub cost: u64,
     pub call: Option<FleetCall>,
+    /// When the call was made: its counts are in that sub-window.
+    pub sent: Clock,
 }
 
 /// What the fleet tier made of a charge the local tier admitted.
@@ -39,14 +43,15 @@ pub enum Step {
 /// One charge's rule and the client's plan.
 pub type Charged<'a> = (usize, &'a LimitedRule, usize);
 
-/// After the local tier admitted `cost` for `client` (as the service knows it).
+/// After the local tier admitted `cost` for `client` (as the service knows it); a lease refill
+/// asked ahead of need goes to `side` (sent without any request waiting for it).
 pub fn ask(
     filter: &Filter,
     memory: &mut FleetMemory,
     (rule, limited, plan): Charged,
     (client, cost): (u64, u64),
     now: u64,
-    events: &mut Events,
+    (events, side): (&mut Events, &mut Vec<SideCall>),
 ) -> Step {
     let (Some(settings), Some(fleet)) = (&filter.fleet, &limited.fleet) else {
         return Step::Done;
@@ -58,31 +63,40 @@ pub fn ask(
     {
         return Step::Done; // no fleet-wide limit for this plan
     }
+    let clock = fleet.clock(settings, now);
+    let (key, timeout) = ((rule, client), now + settings.timeout_ms);
+    let recall = match settings.counting {
+        FleetCounting::Batched => memory.batched(key, (cost, plan), clock, timeout),
+        _ => memory.recall(key, cost, settings.lease, clock, timeout),
+    };
+    let event = |events: &mut Events, stat| events.push(Event::Rule { rule, stat });
+    let call = |hits| FleetCall {
+        domain: fleet.domain.clone(),
+        descriptors: fleet.descriptors(settings, client, filter.plans.shown(plan), now),
+        hits,
+    };
     let asking = |call| Asking {
         rule,
         client,
         cost,
         call,
+        sent: clock,
     };
-    match memory.recall(rule, client, cost, now) {
-        Recall::Leased => {
-            events.push(Event::Rule {
-                rule,
-                stat: Stat::FleetLeased,
-            });
+    match recall {
+        Recall::Leased { refill } => {
+            event(events, Stat::FleetLeased);
+            if let Some(hits) = refill {
+                side.push(SideCall::refill(key, call(hits), clock));
+            }
+            Step::Done
+        }
+        Recall::Batched => {
+            event(events, Stat::FleetBatched);
             Step::Done
         }
         Recall::Refused => refused(filter, (rule, limited), now, events),
         Recall::Join => Step::Ask(asking(None)),
-        Recall::Ask => {
-            let call = FleetCall {
-                domain: fleet.domain.clone(),
-                descriptors: fleet.descriptors(settings, client, filter.plans.shown(plan), now),
-                hits: settings.lease.max(cost),
-            };
-            memory.asking(rule, client, now + settings.timeout_ms, now);
-            Step::Ask(asking(Some(call)))
-        }
+        Recall::Ask { hits } => Step::Ask(asking(Some(call(hits)))),
     }
 }
 
@@ -93,18 +107,15 @@ pub fn answered(
     asking: Asking,
     (verdict, plan): (Verdict, usize),
     now: u64,
-    events: &mut Events,
+    (events, side): (&mut Events, &mut Vec<SideCall>),
 ) -> Step {
     let rule = asking.rule;
-    let (Some(settings), Some(limited)) = (&filter.fleet, filter.limited(rule)) else {
-        return Step::Done;
-    };
-    let Some(fleet) = &limited.fleet else {
+    let Some(limited) = filter.limited(rule).filter(|l| l.fleet.is_some()) else {
         return Step::Done;
     };
     let (client, cost) = (asking.client, asking.cost);
-    let Some(mut call) = asking.call else {
-        // Another request's call answered: its lease or refusal is in memory now.
+    let Some(call) = asking.call else {
+        // Another call for the client answered: its lease or refusal is in memory now.
         return match verdict {
             Verdict::Failed => failed(filter, rule, events),
             _ => ask(
@@ -113,38 +124,62 @@ pub fn answered(
                 (rule, limited, plan),
                 (client, cost),
                 now,
-                events,
+                (events, side),
             ),
         };
     };
     let event = |events: &mut Events, stat| events.push(Event::Rule { rule, stat });
     event(events, Stat::FleetCalls);
-    let until = fleet.valid_until(settings, now);
+    let key = (rule, client);
     match verdict {
         Verdict::Admitted => {
             event(events, Stat::FleetAdmitted);
-            memory.leased(rule, client, call.hits - cost, until, now);
+            memory.leased(key, (call.hits, cost), asking.sent, now);
             Step::Done
         }
         Verdict::OverLimit if call.hits > cost => {
-            // A lease did not fit: ask again for this request alone.
-            call.hits = cost;
-            memory.asking(rule, client, now + settings.timeout_ms, now);
-            Step::Ask(Asking {
+            let asking = Asking {
                 call: Some(call),
                 ..asking
-            })
+            };
+            retry_alone(filter, memory, asking, plan, now)
         }
         Verdict::OverLimit => {
             event(events, Stat::FleetRefused);
-            memory.refused(rule, client, until, now);
-            refused(filter, (rule, limited), now, events)
+            memory.refused(key, asking.sent.sub_end, now);
+            let step = refused(filter, (rule, limited), now, events);
+            if let Step::Refused { retry_at_ms, .. } = step {
+                memory.keep_probing(key, retry_at_ms); // batched: still over, still exact
+            }
+            step
         }
         Verdict::Failed => {
             memory.failed(rule, client);
             failed(filter, rule, events)
         }
     }
+}
+
+/// A lease did not fit: ask again, now, for the request alone.
+fn retry_alone(
+    filter: &Filter,
+    memory: &mut FleetMemory,
+    mut asking: Asking,
+    plan: usize,
+    now: u64,
+) -> Step {
+    let rule = filter.limited(asking.rule);
+    let (Some(settings), Some(fleet)) = (&filter.fleet, rule.and_then(|l| l.fleet.as_ref())) else {
+        return Step::Done;
+    };
+    if let Some(call) = asking.call.as_mut() {
+        call.hits = asking.cost;
+        let plan = filter.plans.shown(plan);
+        call.descriptors = fleet.descriptors(settings, asking.client, plan, now);
+    }
+    memory.asking((asking.rule, asking.client), now + settings.timeout_ms);
+    asking.sent = fleet.clock(settings, now);
+    Step::Ask(asking)
 }
 
 /// No usable answer from the service: `on_error` decides.

@@ -13,12 +13,14 @@ mod decision;
 mod fleet;
 mod render;
 mod select;
+mod side;
 mod stop;
 #[cfg(test)]
 mod tests;
 
 pub use decision::{Action, Decision, RequestStatus};
 pub use select::Selection;
+pub use side::{reports, side_answered, Side, SideCall};
 
 use smallvec::SmallVec;
 
@@ -58,6 +60,7 @@ pub fn decide(
 }
 
 /// A decision, or a call to the rate limit service the decision waits for.
+#[allow(clippy::large_enum_variant)] // a decision is the common case: kept unboxed
 pub enum Progress {
     Done(Decision),
     Waiting(Waiting),
@@ -115,8 +118,9 @@ impl Waiting {
         if let Some(asking) = self.evaluation.asking.take() {
             let plan = self.evaluation.selection.plan;
             let fleet = &mut memory.fleet;
-            let events = &mut self.evaluation.events;
-            let step = fleet::answered(filter, fleet, asking, (verdict, plan), now_ms, events);
+            let evaluation = &mut *self.evaluation;
+            let out = (&mut evaluation.events, &mut evaluation.side);
+            let step = fleet::answered(filter, fleet, asking, (verdict, plan), now_ms, out);
             self.evaluation.follow(filter, store, step);
         }
         (*self.evaluation).run(filter, store, memory, &request, now_ms)
@@ -132,6 +136,8 @@ struct Evaluation {
     charges: SmallVec<[Charge; 1]>,
     stop: Option<Stop>,
     asking: Option<Asking>,
+    /// Calls no request waits for, for the host to send.
+    side: Vec<SideCall>,
     /// The latest clock a charge used (never before a client's last admission).
     clock: u64,
     events: Events,
@@ -150,6 +156,7 @@ impl Evaluation {
             charges: SmallVec::new(),
             stop: None,
             asking: None,
+            side: Vec::new(),
             clock: 0,
             events: Events::new(),
             refusal: None,
@@ -231,9 +238,9 @@ impl Evaluation {
                 let cost = limited.costs.fleet_cost(&charge.costs);
                 self.clock = self.clock.max(charge.at_ms);
                 self.charges.push(charge);
-                let (fleet, events) = (&mut memory.fleet, &mut self.events);
-                let charged = (rule, limited, plan);
-                let step = fleet::ask(filter, fleet, charged, (fleet_client, cost), now, events);
+                let fleet = &mut memory.fleet;
+                let (charged, out) = ((rule, limited, plan), (&mut self.events, &mut self.side));
+                let step = fleet::ask(filter, fleet, charged, (fleet_client, cost), now, out);
                 self.follow(filter, store, step);
             }
         }
@@ -303,6 +310,7 @@ impl Evaluation {
             ticket: ticket(filter, &self.charges),
             refusal: self.refusal,
             status,
+            side_calls: self.side,
         }
     }
 }

@@ -63,7 +63,7 @@ fn decide(
         Some(Stop::Refused { .. }) => refuse(filter, decided, request),
         Some(_) if shadow(decided.rule) => (Action::Pass, Some(Stat::ShadowRefused), let_through),
         Some(stop) => (
-            Action::Refuse(local_reply(filter, decided, stop)),
+            Action::Refuse(local_reply(filter, decided, stop, request)),
             stop_stat(stop),
             Some(RequestStatus::Refused),
         ),
@@ -87,23 +87,39 @@ fn refuse(
         .map(|id| String::from_utf8_lossy(&id).into_owned());
     let outcome = outcome(filter, decided, Some((*rule, statuses)));
     let rule_name = &filter.rules[decided.rule].name;
-    let reply = response::refusal(&filter.response, &outcome, rule_name, request_id);
+    let grpc = grpc_code(filter, decided.rule, request);
+    let reply = response::refusal(&filter.response, &outcome, rule_name, request_id, grpc);
     let refused = Some(RequestStatus::Refused);
     (Action::Refuse(reply), Some(Stat::Refused), refused)
 }
 
+/// The gRPC code a refusal by `rule` answers a gRPC request with, `None` for an HTTP reply (a
+/// request that is not gRPC, or a rule that keeps HTTP replies). The content type is read only
+/// here, on the way to a refusal.
+fn grpc_code(filter: &Filter, rule: usize, request: &Request) -> Option<u32> {
+    let code = filter.grpc_code(rule)?;
+    let content_type = request.header_ref("content-type")?;
+    response::is_grpc(&content_type).then_some(code)
+}
+
 /// The reply to a stop that is not the client's own limit.
-fn local_reply(filter: &Filter, decided: &Decided, stop: &Stop) -> response::Reply {
+fn local_reply(
+    filter: &Filter,
+    decided: &Decided,
+    stop: &Stop,
+    request: &Request,
+) -> response::Reply {
+    let grpc = grpc_code(filter, decided.rule, request);
     match stop {
-        Stop::MissingKey => response::missing_key(&filter.rules[decided.rule].name),
+        Stop::MissingKey => response::missing_key(&filter.rules[decided.rule].name, grpc.is_some()),
         Stop::AmbiguousKey(source) => {
-            response::ambiguous_key(&filter.rules[decided.rule].name, source)
+            response::ambiguous_key(&filter.rules[decided.rule].name, source, grpc.is_some())
         }
         Stop::Capacity { retry_at_ms } => {
-            response::capacity(&filter.response, decided.clock, *retry_at_ms)
+            response::capacity(&filter.response, decided.clock, *retry_at_ms, grpc)
         }
-        Stop::Unavailable => response::unavailable(),
-        Stop::FleetFailed | Stop::Refused { .. } => response::service_unavailable(),
+        Stop::Unavailable => response::unavailable(grpc.is_some()),
+        Stop::FleetFailed | Stop::Refused { .. } => response::service_unavailable(grpc.is_some()),
     }
 }
 

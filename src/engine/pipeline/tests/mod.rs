@@ -553,7 +553,15 @@ fn serve(
     let mut progress = begin(filter, store, memory, request, now);
     loop {
         match progress {
-            Progress::Done(decision) => return (decision, calls),
+            Progress::Done(decision) => {
+                // Side calls (lease refills) answered at once.
+                for side in &decision.side_calls {
+                    let verdict = service(side.call());
+                    calls.push(side.call().clone());
+                    side_answered(filter, memory, side, verdict, now);
+                }
+                return (decision, calls);
+            }
             Progress::Waiting(waiting) => {
                 let call = waiting.call.clone().expect("nothing else in flight");
                 let verdict = service(&call);
@@ -582,19 +590,26 @@ fn the_fleet_is_asked_only_after_the_local_tier_admits_and_leases_save_calls() {
         "N+1 spans of the one fleet limit"
     );
     assert!(has(&first, Stat::FleetAdmitted));
-    for _ in 0..2 {
-        let (d, calls) = serve(&filter, &store, &mut memory, &request, T0 + 1, &mut ok);
+    // 1 hit left of the 3 granted, under half: the lease is refilled ahead, by a side call the
+    // request does not wait for.
+    let (d, calls) = serve(&filter, &store, &mut memory, &request, T0 + 1, &mut ok);
+    assert!(has(&d, Stat::FleetLeased) && matches!(d.action, Action::Allow(_)));
+    assert_eq!(d.side_calls.len(), 1, "refilled ahead");
+    assert_eq!(calls.iter().map(|c| c.hits).collect::<Vec<_>>(), [3]);
+    for t in [2, 3] {
+        let (d, calls) = serve(&filter, &store, &mut memory, &request, T0 + t, &mut ok);
         assert!(
             calls.is_empty() && has(&d, Stat::FleetLeased),
             "the lease covers it"
         );
     }
-    let (_, calls) = serve(&filter, &store, &mut memory, &request, T0 + 2, &mut ok);
-    assert_eq!(calls.len(), 1, "lease used up");
+    let (d, calls) = serve(&filter, &store, &mut memory, &request, T0 + 4, &mut ok);
+    assert!(
+        has(&d, Stat::FleetLeased) && calls.len() == 1,
+        "refilled again"
+    );
     // The local per-second limit (5) refuses before the fleet is asked.
-    let (_, calls) = serve(&filter, &store, &mut memory, &request, T0 + 3, &mut ok);
-    assert!(calls.is_empty());
-    let (local, calls) = serve(&filter, &store, &mut memory, &request, T0 + 4, &mut ok);
+    let (local, calls) = serve(&filter, &store, &mut memory, &request, T0 + 5, &mut ok);
     assert!(calls.is_empty() && matches!(local.action, Action::Refuse(_)));
 }
 
@@ -733,20 +748,36 @@ fn requests_of_a_client_whose_call_is_in_flight_wait_for_it() {
     };
     assert!(matches!(d.action, Action::Allow(_)));
     let mut joiners = joiners.into_iter();
+    let mut refills = Vec::new();
     for w in joiners.by_ref().take(2) {
         let Progress::Done(d) = w.resume(&filter, &store, &mut memory, &request, admitted, T0)
         else {
             panic!("the lease's two spare hits cover two waiting requests")
         };
         assert!(matches!(d.action, Action::Allow(_)) && has(&d, Stat::FleetLeased));
+        refills.extend(d.side_calls);
     }
+    assert_eq!(
+        refills.len(),
+        1,
+        "the first one under half a grant refills it, once"
+    );
     let third = joiners.next().unwrap();
     let Progress::Waiting(next) =
         third.resume(&filter, &store, &mut memory, &request, admitted, T0)
     else {
-        panic!("the lease is spent: the third calls in turn")
+        panic!("the lease is spent")
     };
-    assert!(next.call.is_some());
+    assert!(
+        next.call.is_none(),
+        "the refill the first joiner asked for is in flight: it waits for that"
+    );
+    side_answered(&filter, &mut memory, &refills[0], admitted, T0);
+    let Progress::Done(d) = next.resume(&filter, &store, &mut memory, &request, admitted, T0)
+    else {
+        panic!("the refill covers it")
+    };
+    assert!(matches!(d.action, Action::Allow(_)) && has(&d, Stat::FleetLeased));
     // A refusal answers every waiting request too.
     let other = get("/api/x", &[("x-api-key", "k2")]);
     let Progress::Waiting(lead) = begin(&filter, &store, &mut memory, &other, T0) else {
@@ -899,5 +930,7 @@ fn the_filter_is_send_and_sync() {
 }
 
 mod ambiguous;
+mod batched;
+mod grpc;
 mod rollout;
 mod selectors;
