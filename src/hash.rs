@@ -21,6 +21,9 @@ pub enum KeyKind {
     Composite,
     /// The one counter of a rule keyed `"shared"`.
     Shared,
+    /// No key: a source held several different values and the rule's `on_ambiguous_key` is
+    /// `deny` (the value names the source). Never hashed into a counter.
+    Ambiguous,
 }
 
 /// SipHash-1-3 of the seed, the kind and the key bytes.

@@ -56,4 +56,10 @@ pub mod internals {
     };
     pub use crate::request::serialize_headers;
     pub use crate::store::{update, PageKeys, Updated};
+
+    /// What the fuzz targets (`fuzz/`) drive besides the public face.
+    pub use crate::config::OnAmbiguousKey;
+    pub use crate::fleet::protocol::{decode_response, Answer, Code, Malformed, Status};
+    pub use crate::request::{Key, KeySource, Request};
+    pub use crate::route::{canonical_segments, canonical_text, Canonical};
 }

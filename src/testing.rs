@@ -15,6 +15,9 @@ pub struct FakeRequest {
     /// Dynamic metadata, by `namespace/key.path.steps`.
     pub metadata: HashMap<String, Computed>,
     pub filter_state: HashMap<String, Vec<u8>>,
+    /// Header lines sent again after the first of their name (`headers`): every-header reads
+    /// see them, single reads the first.
+    pub again: Vec<(String, Vec<u8>)>,
 }
 
 impl FakeRequest {
@@ -27,6 +30,13 @@ impl FakeRequest {
             source: Some(b"192.0.2.7:51234".to_vec()),
             ..FakeRequest::default()
         }
+    }
+
+    /// Sends header `name` once more, with `value`, after its first line.
+    pub fn again(mut self, name: &str, value: &str) -> Self {
+        self.again
+            .push((name.to_string(), value.as_bytes().to_vec()));
+        self
     }
 
     /// Sets a dynamic metadata value at `namespace/key.path.steps`.
@@ -58,6 +68,7 @@ impl RequestView for FakeRequest {
         let pairs: Vec<(&str, &[u8])> = self
             .headers
             .iter()
+            .chain(self.again.iter().map(|(k, v)| (k, v)))
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
         Some(crate::request::serialize_headers(&pairs))

@@ -68,7 +68,8 @@ impl Filter {
         let routes = RouteTable::new(matchers);
         match response {
             Some(response) if errors.is_empty() => Ok(Filter {
-                read_all_headers: headers_read(&rules, &routes, &plans) >= ALL_HEADERS_FROM,
+                read_all_headers: headers_read(&rules, &routes, &plans) >= ALL_HEADERS_FROM
+                    || reads_every_line(&rules),
                 enabled: config.enabled,
                 shadow: config.mode == Mode::Shadow,
                 refusal_log: config.refusal_log,
@@ -154,6 +155,15 @@ impl Filter {
         }
     }
 }
+/// Whether some rule's key needs every line of a header (to find one given several times, see
+/// `on_ambiguous_key`): then every header is read at once, in one host call.
+fn reads_every_line(rules: &[Rule]) -> bool {
+    rules.iter().any(|rule| match &rule.action {
+        RuleAction::Limit(limited) => limited.key.reads_every_line(limited.on_ambiguous_key),
+        _ => false,
+    })
+}
+
 /// How many distinct request headers the configuration may read on a request: choosing the
 /// rule, its keys, costs and levels, the plan.
 fn headers_read(rules: &[Rule], routes: &RouteTable, plans: &Plans) -> usize {

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::levels::{LevelSource, Levels};
 use crate::config::{
-    format_window, name_rule, valid_name, Errors, GrpcAnswer, KeyConfig, Mode, OnFailure,
-    OnMissingKey, Report, RuleConfig,
+    format_window, name_rule, valid_name, Errors, GrpcAnswer, KeyConfig, Mode, OnAmbiguousKey,
+    OnFailure, OnMissingKey, Report, RuleConfig,
 };
 use crate::costs::RuleCosts;
 use crate::fleet::{FleetRule, FleetSettings};
@@ -34,6 +34,7 @@ pub enum RuleAction {
 pub struct LimitedRule {
     pub key: Key,
     pub on_missing_key: OnMissingKey,
+    pub on_ambiguous_key: OnAmbiguousKey,
     /// What a request costs in each limit, and what its response settles.
     pub costs: RuleCosts,
     /// Indices of the other rules whose limits apply too.
@@ -65,9 +66,10 @@ pub struct LimitedRule {
 }
 
 impl LimitedRule {
-    /// The client key: the first of the rule's sources that yields one.
+    /// The client key: the first of the rule's sources that yields one (`KeyKind::Ambiguous`
+    /// when one holds several different values and `on_ambiguous_key` says deny).
     pub fn key_of(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
-        self.key.extract(request)
+        self.key.extract(request, self.on_ambiguous_key)
     }
 
     /// The level of every limit for `plan` (0: not enforced), as fixed at load.
@@ -162,6 +164,7 @@ impl LimitedRule {
         LimitedRule {
             key: Key::compile(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
+            on_ambiguous_key: rule.on_ambiguous_key,
             costs,
             also: compile_also(index, cx.rules, at, errors),
             limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)

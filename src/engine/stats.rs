@@ -35,6 +35,8 @@ stats! {
     ShadowRefused => "shadow_refused", Counter;
     /// No key source yielded a key.
     MissingKey => "missing_key", Counter;
+    /// A key source held several different values (`on_ambiguous_key: deny` applied).
+    AmbiguousKey => "ambiguous_key", Counter;
     /// Over quota only through counts inherited from the page summary, not the client's own
     /// (`store.on_full` applied: refused with the capacity reply, or admitted).
     CapacityRefused => "capacity_refused", Counter;
@@ -173,6 +175,7 @@ mod tests {
                 "edge.api.refused",
                 "edge.api.shadow_refused",
                 "edge.api.missing_key",
+                "edge.api.ambiguous_key",
                 "edge.api.capacity_refused",
                 "edge.api.store_contention",
                 "edge.api.clients_tracked",
@@ -204,7 +207,7 @@ mod tests {
             stat: Stat::ClientTracked,
         }
         .slot();
-        assert_eq!(tracked, (1, 6));
+        assert_eq!(tracked, (1, 7));
         assert_eq!(names[1][tracked.1].1, StatKind::Gauge);
         let by_day = Event::Limit { rule: 1, limit: 1 }.slot();
         assert_eq!(names[1][by_day.1].0, "edge.api.1d.refused");

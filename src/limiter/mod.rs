@@ -266,6 +266,16 @@ struct Counts {
 }
 
 impl Limiter {
+    /// Whether `page` is a page of this layout whose clock this host could have written: at
+    /// most the longest window possible ahead of `now_ms` (a page clock far ahead, as corrupted
+    /// bytes may hold, would pin the page's time there, and near the end of time the window
+    /// arithmetic saturates: found by `fuzz/fuzz_targets/pages.rs`). A clock stepped back by
+    /// less keeps its counts.
+    fn readable(&self, page: &[u8], now_ms: u64) -> bool {
+        self.layout.recognises(page)
+            && self.layout.clock_ms(page) <= now_ms.saturating_add(MAX_WINDOW_MS)
+    }
+
     pub fn new(limits: &[Limit], max_clients: u64, slots_per_page: usize) -> Self {
         let windows: Vec<SlidingWindow> = limits
             .iter()
@@ -396,8 +406,9 @@ impl Limiter {
         debug_assert_eq!(levels.len(), self.windows.len());
         let identity = client.max(1);
         let layout = &self.layout;
-        if !layout.recognises(page) {
-            // Missing, emptied, or another layout: start afresh (the write still checks the cas).
+        if !self.readable(page, now_ms) {
+            // Missing, emptied, another layout, or a clock no page of this host can have: start
+            // afresh (the write still checks the cas).
             *page = layout.empty_page();
         }
         // The page's clock never runs backwards: a step back is read as "no time passed".
@@ -590,7 +601,7 @@ impl Limiter {
     pub fn refund_each(&self, page: &mut [u8], client: u64, costs: Costs, at_ms: u64) -> bool {
         let identity = client.max(1);
         let layout = &self.layout;
-        if !layout.recognises(page) {
+        if !self.readable(page, at_ms) {
             return false;
         }
         let Some(slot) = (0..layout.slots())
@@ -622,7 +633,7 @@ impl Limiter {
         }
         let identity = client.max(1);
         let layout = &self.layout;
-        if !layout.recognises(page) {
+        if !self.readable(page, now_ms) {
             *page = layout.empty_page();
         }
         let now = now_ms.max(layout.clock_ms(page));

@@ -437,6 +437,36 @@ fn a_foreign_value_is_replaced_not_misread() {
     assert_eq!(check(&store, &p, 5, 1, T0).verdict, Verdict::Admitted);
 }
 
+/// Found by the pages fuzz target: a page of this layout whose clock is at the end of time (as
+/// corrupted bytes may hold) pinned the page's time there, where the window arithmetic saturates,
+/// and a client was admitted six times at one instant under a limit of five.
+#[test]
+fn a_page_clock_no_host_could_have_written_is_not_read() {
+    for clock in [u64::MAX, T0 + crate::limiter::MAX_WINDOW_MS + 1] {
+        let store = MemoryStore::new();
+        let p = policy(&[(5, 1_000)], 4, 2);
+        let key = p.page_key(p.limiter.page_of(u64::MAX));
+        let mut page = p.limiter.layout.empty_page();
+        p.limiter.layout.set_clock_ms(&mut page, clock);
+        store.force(&key, &page);
+        let admitted = (0..7)
+            .filter(|_| check(&store, &p, u64::MAX, 1, T0).allowed())
+            .count();
+        assert_eq!(admitted, 5, "clock {clock}");
+        assert_eq!(
+            check(&store, &p, u64::MAX, 1, T0).now_ms,
+            T0,
+            "the page's time is now"
+        );
+    }
+    // A clock ahead by less (a host clock stepped back) keeps the page and its counts.
+    let store = MemoryStore::new();
+    let p = policy(&[(5, 1_000)], 4, 2);
+    let ahead = T0 + 300_000;
+    assert!(check(&store, &p, 3, 1, ahead).allowed());
+    assert_eq!(check(&store, &p, 3, 1, T0).now_ms, ahead);
+}
+
 #[test]
 fn the_clock_stepping_back_admits_no_burst() {
     let store = MemoryStore::new();

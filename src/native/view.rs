@@ -140,6 +140,25 @@ impl RequestView for RequestRead {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         find(self.headers(), name.as_bytes()).map(<[u8]>::to_vec)
     }
+    fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        let name = name.as_bytes();
+        let pairs = self.headers().iter().map(|h| {
+            let key = EnvoyBuffer {
+                ptr: h.key_ptr,
+                length: h.key_length,
+            };
+            let value = EnvoyBuffer {
+                ptr: h.value_ptr,
+                length: h.value_length,
+            };
+            // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
+            unsafe { (key.bytes(), value.bytes()) }
+        });
+        pairs
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_vec())
+            .collect()
+    }
     fn source_address(&self) -> Option<Vec<u8>> {
         self.stream.attribute_string(abi::ATTRIBUTE_SOURCE_ADDRESS)
     }

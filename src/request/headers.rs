@@ -48,8 +48,13 @@ impl HeaderMap {
     /// The first value of header `name` (lower case, as Envoy keeps names), as a single header
     /// read gives it.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+
+    /// Every value of header `name`, in the host's order.
+    pub fn values<'a: 'n, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n {
         self.pairs()
-            .find(|(key, _)| *key == name.as_bytes())
+            .filter(move |(key, _)| *key == name.as_bytes())
             .map(|(_, value)| value)
     }
 }
@@ -91,6 +96,8 @@ mod tests {
             "the first, as a single read"
         );
         assert_eq!(map.get("empty"), Some(&b""[..]));
+        let keys: Vec<_> = map.values("x-api-key").collect();
+        assert_eq!(keys, [&b"a"[..], &b"b"[..]], "every line, in order");
         assert_eq!(map.get("absent"), None);
         assert_eq!(map.pairs().count(), 4);
     }

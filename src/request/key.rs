@@ -4,9 +4,13 @@
 //! combination), or one key for every request.
 
 use super::address::{client_ip, ip_key};
-use super::values::{bearer_token, query_value, usable};
+use std::borrow::Cow;
+
+use smallvec::SmallVec;
+
+use super::values::{bearer_token, is_bearer, query_values, usable};
 use super::view::{MetadataPath, Request};
-use crate::config::{self, valid_header_name, Errors, KeyConfig, Report};
+use crate::config::{self, valid_header_name, Errors, KeyConfig, OnAmbiguousKey, Report};
 use crate::hash::KeyKind;
 
 /// At most this many proxies may be trusted in front of Envoy.
@@ -52,39 +56,74 @@ impl KeySource {
     }
 
     /// This source's value in the request, if it yields a usable one (empty or whitespace-only
-    /// values and values over `MAX_KEY_BYTES` yield none).
-    pub fn read(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
-        let (kind, value) = match self {
-            KeySource::Header(name) => (KeyKind::Header, request.header(name).and_then(usable)),
+    /// values and values over `MAX_KEY_BYTES` yield none). A header, query parameter or bearer
+    /// credential given several times with different values yields `KeyKind::Ambiguous` and the
+    /// source's name under `OnAmbiguousKey::Deny`, else the first or last value.
+    pub fn read(&self, request: &Request, policy: OnAmbiguousKey) -> Option<(KeyKind, Vec<u8>)> {
+        let chosen = match self {
+            KeySource::Header(name) => header_value(request, name, policy),
             KeySource::Query(name) => {
-                let value = request.path().and_then(|p| query_value(p, name));
-                (KeyKind::Query, value.and_then(usable))
+                let values = request.path().into_iter();
+                let values = values.flat_map(|p| query_values(p, name));
+                choose(values, policy).map(|v| v.and_then(usable))
             }
-            KeySource::Bearer => {
-                let authorization = request.header("authorization");
-                (KeyKind::Bearer, authorization.and_then(bearer_token))
-            }
+            KeySource::Bearer => bearer_value(request, policy),
+            other => Ok(other.read_single(request)),
+        };
+        match chosen {
+            Ok(value) => value.map(|v| (self.kind(), v)),
+            Err(Ambiguous) => Some((KeyKind::Ambiguous, self.name().into_bytes())),
+        }
+    }
+
+    /// The value of a source that has one value at most.
+    fn read_single(&self, request: &Request) -> Option<Vec<u8>> {
+        match self {
             KeySource::ClientIp {
                 trusted_hops,
                 ipv4_prefix,
                 ipv6_prefix,
             } => {
                 let ip = client_ip(request, *trusted_hops);
-                let key = ip.map(|ip| ip_key(ip, *ipv4_prefix, *ipv6_prefix));
-                (KeyKind::ClientIp, key)
+                ip.map(|ip| ip_key(ip, *ipv4_prefix, *ipv6_prefix))
             }
             KeySource::Metadata(at) => {
                 let value = request.metadata(at).map(|v| v.text().into_owned());
-                (KeyKind::Metadata, value.and_then(usable))
+                value.and_then(usable)
             }
-            KeySource::FilterState(key) => (
-                KeyKind::FilterState,
-                request.filter_state(key).and_then(usable),
-            ),
-            KeySource::RouteName => (KeyKind::RouteName, request.route_name().and_then(usable)),
-            KeySource::Method => (KeyKind::Method, request.header(":method").and_then(usable)),
-        };
-        value.map(|v| (kind, v))
+            KeySource::FilterState(key) => request.filter_state(key).and_then(usable),
+            KeySource::RouteName => request.route_name().and_then(usable),
+            KeySource::Method => request.header(":method").and_then(usable),
+            KeySource::Header(_) | KeySource::Query(_) | KeySource::Bearer => None,
+        }
+    }
+
+    fn kind(&self) -> KeyKind {
+        match self {
+            KeySource::Header(_) => KeyKind::Header,
+            KeySource::Query(_) => KeyKind::Query,
+            KeySource::Bearer => KeyKind::Bearer,
+            KeySource::ClientIp { .. } => KeyKind::ClientIp,
+            KeySource::Metadata(_) => KeyKind::Metadata,
+            KeySource::FilterState(_) => KeyKind::FilterState,
+            KeySource::RouteName => KeyKind::RouteName,
+            KeySource::Method => KeyKind::Method,
+        }
+    }
+
+    /// How a reply names a source that may be given several times.
+    pub fn name(&self) -> String {
+        match self {
+            KeySource::Header(name) => format!("header {name}"),
+            KeySource::Query(name) => format!("query parameter {}", String::from_utf8_lossy(name)),
+            KeySource::Bearer => "bearer token (authorization)".into(),
+            _ => format!("{:?}", self.kind()),
+        }
+    }
+
+    /// Whether reading this source under `policy` needs every header line at once.
+    pub fn reads_every_line(&self, policy: OnAmbiguousKey) -> bool {
+        policy != OnAmbiguousKey::First && matches!(self, KeySource::Header(_) | KeySource::Bearer)
     }
 
     /// The request headers this source reads.
@@ -122,6 +161,69 @@ impl KeySource {
     }
 }
 
+/// A source held several different values and the policy is to deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
+
+/// The value that counts of those a source was given, in order: `Ok(None)` when there is none.
+fn choose<T: AsRef<[u8]>>(
+    values: impl IntoIterator<Item = T>,
+    policy: OnAmbiguousKey,
+) -> Result<Option<T>, Ambiguous> {
+    let mut values = values.into_iter();
+    let first = values.next();
+    match (policy, &first) {
+        (_, None) | (OnAmbiguousKey::First, _) => Ok(first),
+        (OnAmbiguousKey::Last, _) => Ok(values.last().or(first)),
+        (OnAmbiguousKey::Deny, Some(one)) => {
+            let one = one.as_ref().trim_ascii();
+            match values.all(|v| v.as_ref().trim_ascii() == one) {
+                true => Ok(first),
+                false => Err(Ambiguous),
+            }
+        }
+    }
+}
+
+/// A header key: its one value, or under `first` the first line (one single read).
+fn header_value(
+    request: &Request,
+    name: &str,
+    policy: OnAmbiguousKey,
+) -> Result<Option<Vec<u8>>, Ambiguous> {
+    if policy == OnAmbiguousKey::First {
+        return Ok(request.header(name).and_then(usable));
+    }
+    let chosen = choose(request.header_values(name), policy)?;
+    Ok(chosen.and_then(|v| usable(v.into_owned())))
+}
+
+/// The bearer token among the request's `Authorization` credentials (every line, each split at
+/// its commas, as a comma-joined list of lines reads). Several different credentials with a
+/// bearer one among them are ambiguous under `deny`: the upstream may read another one.
+fn bearer_value(request: &Request, policy: OnAmbiguousKey) -> Result<Option<Vec<u8>>, Ambiguous> {
+    let lines: SmallVec<[Cow<[u8]>; 2]> = match policy {
+        OnAmbiguousKey::First => request
+            .header("authorization")
+            .map(Cow::Owned)
+            .into_iter()
+            .collect(),
+        _ => request.header_values("authorization").collect(),
+    };
+    let credentials = || {
+        lines
+            .iter()
+            .flat_map(|line| line.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+    };
+    if policy == OnAmbiguousKey::Deny && !credentials().any(is_bearer) {
+        return Ok(None);
+    }
+    let chosen = choose(credentials(), policy)?;
+    Ok(chosen.and_then(|c| bearer_token(c.to_vec())))
+}
+
 impl Key {
     /// A rule's key; a chain of no sources means the client IP.
     pub fn compile(key: &KeyConfig, at: &str, errors: &mut Errors) -> Self {
@@ -151,15 +253,30 @@ impl Key {
         }
     }
 
+    /// Whether reading the key under `policy` needs every header line at once.
+    pub fn reads_every_line(&self, policy: OnAmbiguousKey) -> bool {
+        match self {
+            Key::First(sources) | Key::All(sources) => {
+                sources.iter().any(|s| s.reads_every_line(policy))
+            }
+            Key::Shared => false,
+        }
+    }
+
     /// The request's key, and what kind of value it is: the first source's that yields one, all
     /// of them together (`None` when any is missing), or the one shared key.
-    pub fn extract(&self, request: &Request) -> Option<(KeyKind, Vec<u8>)> {
+    /// A source given several different values ends the search: `KeyKind::Ambiguous` under
+    /// `deny` (see [`KeySource::read`]).
+    pub fn extract(&self, request: &Request, policy: OnAmbiguousKey) -> Option<(KeyKind, Vec<u8>)> {
         match self {
-            Key::First(sources) => sources.iter().find_map(|s| s.read(request)),
+            Key::First(sources) => sources.iter().find_map(|s| s.read(request, policy)),
             Key::All(sources) => {
                 let mut key = Vec::new();
                 for source in sources {
-                    let (kind, value) = source.read(request)?;
+                    let (kind, value) = source.read(request, policy)?;
+                    if kind == KeyKind::Ambiguous {
+                        return Some((kind, value));
+                    }
                     // Each part with its kind and length: no two combinations read alike.
                     key.push(kind as u8);
                     key.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -173,7 +290,7 @@ impl Key {
 
     /// Each source and what it read (`explain`).
     #[cfg(feature = "cli")]
-    pub fn describe(&self, request: &Request) -> Vec<String> {
+    pub fn describe(&self, request: &Request, policy: OnAmbiguousKey) -> Vec<String> {
         let sources = match self {
             Key::First(sources) | Key::All(sources) => sources,
             Key::Shared => return vec!["shared: one counter for every request".into()],
@@ -181,9 +298,11 @@ impl Key {
         sources
             .iter()
             .map(|s| {
-                let value = s.read(request).map_or("none".to_string(), |(_, v)| {
-                    format!("{:?}", String::from_utf8_lossy(&v))
-                });
+                let value = match s.read(request, policy) {
+                    None => "none".to_string(),
+                    Some((KeyKind::Ambiguous, _)) => "given several different values".into(),
+                    Some((_, v)) => format!("{:?}", String::from_utf8_lossy(&v)),
+                };
                 format!("{}: {value}", s.describe())
             })
             .collect()
@@ -277,7 +396,7 @@ mod tests {
 
     fn key(sources: &[KeySource], request: &FakeRequest) -> Option<(KeyKind, String)> {
         let key = Key::First(sources.to_vec());
-        key.extract(&Request::new(request))
+        key.extract(&Request::new(request), OnAmbiguousKey::Deny)
             .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
     }
 
@@ -451,5 +570,127 @@ mod tests {
         let mut none = FakeRequest::with(&[]);
         none.source = None;
         assert_eq!(key(&chain, &none), None);
+    }
+
+    fn read_as(
+        source: KeySource,
+        policy: OnAmbiguousKey,
+        request: &FakeRequest,
+    ) -> Option<(KeyKind, String)> {
+        let key = Key::First(vec![source, KeySource::client_ip(0)]);
+        key.extract(&Request::new(request), policy)
+            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+    }
+
+    fn ambiguous(name: &str) -> Option<(KeyKind, String)> {
+        Some((KeyKind::Ambiguous, name.into()))
+    }
+
+    #[test]
+    fn a_key_header_given_twice_is_ambiguous_unless_told_which() {
+        let header = || KeySource::Header("x-api-key".into());
+        let twice = FakeRequest::with(&[("x-api-key", "junk")]).again("x-api-key", "exhausted");
+        // Denied, never counted under either, and never falling back to the next source.
+        assert_eq!(
+            read_as(header(), OnAmbiguousKey::Deny, &twice),
+            ambiguous("header x-api-key")
+        );
+        let first = read_as(header(), OnAmbiguousKey::First, &twice);
+        assert_eq!(first, Some((KeyKind::Header, "junk".into())));
+        let last = read_as(header(), OnAmbiguousKey::Last, &twice);
+        assert_eq!(last, Some((KeyKind::Header, "exhausted".into())));
+        // The same value twice (spaces aside) says one thing: counted.
+        let same = FakeRequest::with(&[("x-api-key", "k ")]).again("x-api-key", " k");
+        let read = read_as(header(), OnAmbiguousKey::Deny, &same);
+        assert_eq!(read, Some((KeyKind::Header, "k".into())));
+        // An empty line before a real one: the upstream may read either.
+        let empty_first = FakeRequest::with(&[("x-api-key", " ")]).again("x-api-key", "victim");
+        assert_eq!(
+            read_as(header(), OnAmbiguousKey::Deny, &empty_first),
+            ambiguous("header x-api-key")
+        );
+        let once = FakeRequest::with(&[("x-api-key", "k")]);
+        let read = read_as(header(), OnAmbiguousKey::Deny, &once);
+        assert_eq!(read, Some((KeyKind::Header, "k".into())));
+    }
+
+    #[test]
+    fn a_query_parameter_given_twice_is_ambiguous_unless_told_which() {
+        let query = || KeySource::Query(b"api_key".to_vec());
+        let path = |p: &str| FakeRequest::with(&[(":path", p)]);
+        let twice = path("/x?api_key=junk&api_key=exhausted");
+        assert_eq!(
+            read_as(query(), OnAmbiguousKey::Deny, &twice),
+            ambiguous("query parameter api_key")
+        );
+        let first = read_as(query(), OnAmbiguousKey::First, &twice);
+        assert_eq!(first, Some((KeyKind::Query, "junk".into())));
+        let last = read_as(query(), OnAmbiguousKey::Last, &twice);
+        assert_eq!(last, Some((KeyKind::Query, "exhausted".into())));
+        // Spelled differently, decoded alike: one value.
+        let same = path("/x?api_key=a%2Bb&api%5Fkey=a%2bb");
+        let read = read_as(query(), OnAmbiguousKey::Deny, &same);
+        assert_eq!(read, Some((KeyKind::Query, "a+b".into())));
+        let encoded_name = path("/x?api_key=a&api%5Fkey=b");
+        assert_eq!(
+            read_as(query(), OnAmbiguousKey::Deny, &encoded_name),
+            ambiguous("query parameter api_key")
+        );
+        let none = read_as(query(), OnAmbiguousKey::Deny, &path("/x?other=1"));
+        assert_eq!(
+            none.unwrap().0,
+            KeyKind::ClientIp,
+            "absent: the next source"
+        );
+    }
+
+    #[test]
+    fn several_authorization_credentials_with_a_bearer_one_are_ambiguous() {
+        let read = |policy, request: &FakeRequest| read_as(KeySource::Bearer, policy, request);
+        let bearer = "bearer token (authorization)";
+        let lines = FakeRequest::with(&[("authorization", "Bearer junk")])
+            .again("authorization", "Bearer exhausted");
+        // Envoy may join the lines with a comma: the same two credentials.
+        let joined = FakeRequest::with(&[("authorization", "Bearer junk,Bearer exhausted")]);
+        for request in [&lines, &joined] {
+            assert_eq!(read(OnAmbiguousKey::Deny, request), ambiguous(bearer));
+            let first = read(OnAmbiguousKey::First, &lines);
+            assert_eq!(first, Some((KeyKind::Bearer, "junk".into())));
+            let last = read(OnAmbiguousKey::Last, request);
+            assert_eq!(last, Some((KeyKind::Bearer, "exhausted".into())));
+        }
+        // A bearer token beside another scheme's credential: the upstream may read either.
+        let mixed = FakeRequest::with(&[("authorization", "Bearer t")])
+            .again("authorization", "Basic dTpw");
+        assert_eq!(read(OnAmbiguousKey::Deny, &mixed), ambiguous(bearer));
+        // No bearer credential at all (Digest's parameters hold commas): no key, the next source.
+        let digest = FakeRequest::with(&[("authorization", "Digest realm=\"a\", nonce=\"b\"")]);
+        let next = read(OnAmbiguousKey::Deny, &digest).unwrap();
+        assert_eq!(next.0, KeyKind::ClientIp);
+        let same =
+            FakeRequest::with(&[("authorization", "Bearer t")]).again("authorization", "bearer t");
+        assert_eq!(
+            read(OnAmbiguousKey::Deny, &same),
+            ambiguous(bearer),
+            "the scheme's case differs: two spellings, refused rather than guessed"
+        );
+        let once = FakeRequest::with(&[("authorization", "Bearer t")]);
+        let read_once = read(OnAmbiguousKey::Deny, &once);
+        assert_eq!(read_once, Some((KeyKind::Bearer, "t".into())));
+    }
+
+    #[test]
+    fn an_ambiguous_part_makes_a_composite_key_ambiguous() {
+        let key = Key::All(vec![
+            KeySource::Header("x-tenant".into()),
+            KeySource::Header("x-user".into()),
+        ]);
+        let request = FakeRequest::with(&[("x-tenant", "t"), ("x-user", "a")]).again("x-user", "b");
+        let read = key.extract(&Request::new(&request), OnAmbiguousKey::Deny);
+        assert_eq!(read, Some((KeyKind::Ambiguous, b"header x-user".to_vec())));
+        let read = key.extract(&Request::new(&request), OnAmbiguousKey::Last);
+        assert_eq!(read.unwrap().0, KeyKind::Composite);
+        assert!(key.reads_every_line(OnAmbiguousKey::Deny));
+        assert!(!key.reads_every_line(OnAmbiguousKey::First));
     }
 }

@@ -12,7 +12,7 @@ mod view;
 pub use address::client_ip;
 #[cfg(any(test, feature = "internals"))]
 pub use headers::serialize as serialize_headers;
-#[cfg(test)]
+#[cfg(any(test, feature = "internals"))]
 pub use key::KeySource;
 pub use key::{Key, MAX_TRUSTED_HOPS};
 pub use plan::Plans;

@@ -47,12 +47,21 @@ pub fn bearer_token(authorization: Vec<u8>) -> Option<Vec<u8>> {
 
 /// The first value of query parameter `name` in a `:path`, percent- and `+`-decoded.
 pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let start = path.iter().position(|&b| b == b'?')? + 1;
-    let end = path[start..]
-        .iter()
-        .position(|&b| b == b'#')
-        .map_or(path.len(), |e| start + e);
-    path[start..end].split(|&b| b == b'&').find_map(|pair| {
+    query_values(path, name).next()
+}
+
+/// Every value of query parameter `name` in a `:path`, in order, percent- and `+`-decoded.
+pub fn query_values<'a>(path: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let query = match path.iter().position(|&b| b == b'?') {
+        Some(q) => {
+            let rest = &path[q + 1..];
+            let end = rest.iter().position(|&b| b == b'#').unwrap_or(rest.len());
+            Some(&rest[..end])
+        }
+        None => None,
+    };
+    let pairs = query.into_iter().flat_map(|q| q.split(|&b| b == b'&'));
+    pairs.filter_map(move |pair| {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (&pair[..eq], &pair[eq + 1..]),
             None => (pair, &b""[..]),
@@ -60,4 +69,10 @@ pub fn query_value(path: &[u8], name: &[u8]) -> Option<Vec<u8>> {
         (percent::decode(key, true).as_ref() == name)
             .then(|| percent::decode(value, true).into_owned())
     })
+}
+
+/// Whether an `Authorization` credential is a bearer one (`Bearer` and whitespace, any case).
+pub fn is_bearer(credential: &[u8]) -> bool {
+    let value = credential.trim_ascii_start();
+    value.len() > 6 && value[..6].eq_ignore_ascii_case(b"bearer") && value[6].is_ascii_whitespace()
 }

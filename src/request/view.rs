@@ -23,6 +23,12 @@ pub trait RequestView {
     fn filter_state(&self, _key: &str) -> Option<Vec<u8>> {
         None
     }
+    /// Every value of a request header, in order (each line of a header sent several times); by
+    /// default the first alone. A host that lists headers overrides it, so that a key given twice
+    /// is seen (`on_ambiguous_key`).
+    fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header(name).into_iter().collect()
+    }
     /// Every request header at once, serialized as proxy-wasm's pairs (see [`HeaderMap`]); `None`
     /// where the host reads headers one by one as cheaply.
     fn header_map(&self) -> Option<Vec<u8>> {
@@ -152,6 +158,11 @@ impl<'a> Request<'a> {
         if !self.all_headers {
             return None;
         }
+        self.whole_map()
+    }
+
+    /// Every header, read at once on the first call, however this request reads single ones.
+    fn whole_map(&self) -> Option<&HeaderMap> {
         self.map
             .get_or_init(|| self.view.header_map().map(HeaderMap::new))
             .as_ref()
@@ -173,6 +184,23 @@ impl<'a> Request<'a> {
             Some(map) => map.get(name).map(<[u8]>::to_vec),
             None => self.view.header(name),
         }
+    }
+
+    /// Every value of a header, in the order the host gave them (each line of a header sent
+    /// several times): from the whole map, or from the host's own list of lines.
+    pub fn header_values<'r: 'n, 'n>(
+        &'r self,
+        name: &'n str,
+    ) -> impl Iterator<Item = Cow<'r, [u8]>> + 'n {
+        let map = self.whole_map();
+        let listed = match map {
+            Some(_) => Vec::new(),
+            None => self.view.header_lines(name),
+        };
+        let lines = map.into_iter().flat_map(move |m| m.values(name));
+        lines
+            .map(Cow::Borrowed)
+            .chain(listed.into_iter().map(Cow::Owned))
     }
 
     /// A header's value where it lies, when all headers were read at once (else read for it).

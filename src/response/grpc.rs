@@ -22,6 +22,8 @@ use crate::protobuf::{put_bytes, put_uint};
 pub const UNAVAILABLE: u32 = 14;
 /// gRPC's `UNAUTHENTICATED`: the request has no client key.
 pub const UNAUTHENTICATED: u32 = 16;
+/// gRPC's `INVALID_ARGUMENT`: the client key was given several times with different values.
+pub const INVALID_ARGUMENT: u32 = 3;
 
 const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
 const QUOTA_FAILURE: &str = "type.googleapis.com/google.rpc.QuotaFailure";

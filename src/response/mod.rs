@@ -24,7 +24,9 @@ pub use format::{LimitText, ResponseFormat};
 pub use grpc::is_grpc;
 pub use headers::rate_limit_headers;
 pub use outcome::{Checked, Outcome};
-pub use reply::{capacity, missing_key, refusal, service_unavailable, unavailable, Reply};
+pub use reply::{
+    ambiguous_key, capacity, missing_key, refusal, service_unavailable, unavailable, Reply,
+};
 pub use value::{HeaderName, HeaderValue, Headers};
 
 #[cfg(test)]

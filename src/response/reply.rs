@@ -4,7 +4,7 @@
 //! gRPC status.
 
 use super::format::ResponseFormat;
-use super::grpc::{GrpcStatus, Violation, UNAUTHENTICATED, UNAVAILABLE};
+use super::grpc::{GrpcStatus, Violation, INVALID_ARGUMENT, UNAUTHENTICATED, UNAVAILABLE};
 use super::headers::{rate_limit_headers, refusal_extras};
 use super::outcome::{retry_after, Outcome};
 use super::refusal::RefusalValues;
@@ -190,6 +190,19 @@ pub fn service_unavailable(grpc: bool) -> Reply {
     let body = || serde_json::json!({"error": "rate_limit_unavailable", "message": MESSAGE});
     let grpc = grpc.then_some((UNAVAILABLE, MESSAGE));
     json_reply(503, Some(1), || body().to_string(), grpc)
+}
+
+/// The reply to a request whose client key source held several different values under
+/// `on_ambiguous_key: deny`: the client's mistake (400; `INVALID_ARGUMENT` to a gRPC request),
+/// not a rate limit (no `Retry-After`).
+pub fn ambiguous_key(rule: &str, source: &str, grpc: bool) -> Reply {
+    let message = format!(
+        "The client key ({source}) was given more than once with different values; send it \
+         once (rule {rule})."
+    );
+    let body = || serde_json::json!({"error": "ambiguous_client_key", "message": message});
+    let grpc = grpc.then_some((INVALID_ARGUMENT, message.as_str()));
+    json_reply(400, None, || body().to_string(), grpc)
 }
 
 /// The reply to a request without a client key under `on_missing_key: deny` (401;

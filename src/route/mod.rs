@@ -9,6 +9,8 @@ mod select;
 
 pub use matcher::{RouteFacts, RouteMatcher};
 use path::CanonicalPath;
+#[cfg(feature = "internals")]
+pub use path::{canonical_segments, canonical_text, CanonicalPath as Canonical};
 
 use crate::request::Request;
 

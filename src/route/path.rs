@@ -52,6 +52,29 @@ fn is_canonical(path: &[u8]) -> bool {
         && path.split(|&b| b == b'/').all(|s| s != b"." && s != b"..")
 }
 
+/// The canonical form as a path again: the segments joined with `/`, where the bytes a path
+/// reads specially (`%`, `?`, `#`) that decoding put inside a segment are escaped again, so that
+/// the text reads back to the same segments (`/a%3F/x` is the segments `a?` and `x`, written
+/// `/a%3F/x`, not `/a?/x`, whose reading would cut the query). Matching works on the segments and
+/// never re-reads a text; this is the form tools show, idempotent (`fuzz/fuzz_targets/paths.rs`)
+/// for every path whose escapes decoding undoes within its four rounds.
+#[cfg(any(test, feature = "internals"))]
+pub fn canonical_text(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for segment in canonical_segments(raw) {
+        out.push(b'/');
+        for &b in &segment {
+            match b {
+                b'%' => out.extend_from_slice(b"%25"),
+                b'?' => out.extend_from_slice(b"%3F"),
+                b'#' => out.extend_from_slice(b"%23"),
+                _ => out.push(b),
+            }
+        }
+    }
+    out
+}
+
 /// Segments of the canonical path, lower-cased bytes.
 pub fn canonical_segments(raw: &[u8]) -> Vec<Vec<u8>> {
     let decoded = percent_decode(without_query(raw));
@@ -100,6 +123,27 @@ mod tests {
             out.push('/');
         }
         out
+    }
+
+    /// Found by the paths fuzz target: `/s/a%2F..%3Fapi` has the segments `s`, `a`, `..?api`; joined
+    /// plainly (`/s/a/..?api`) it reads back as `/s/a/..` with a query, i.e. `/s`.
+    #[test]
+    fn the_canonical_text_reads_back_to_its_segments() {
+        for raw in [
+            &b"/s/a%2F..%3Fapi"[..],
+            b"/%2525/x",
+            b"/a%23b/c",
+            b"/API/./x%3f%3F",
+        ] {
+            let text = canonical_text(raw);
+            assert_eq!(
+                canonical_segments(&text),
+                canonical_segments(raw),
+                "{text:?}"
+            );
+            assert_eq!(canonical_text(&text), text);
+        }
+        assert_eq!(canonical_text(b"/s/a%2F..%3Fapi"), b"/s/a/..%3Fapi");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use import::{import, Findings, Options as ImportOptions, Source as ImportSou
 
 use crate::config::{format_window, OnMissingKey};
 use crate::engine::{decide, Action, Filter, LimitedRule, RuleAction, Selection};
-use crate::hash::{client_hash, display_hash};
+use crate::hash::{client_hash, display_hash, KeyKind};
 use crate::request::{Computed, MetadataPath, Request, RequestView};
 use crate::store::MemoryStore;
 
@@ -159,11 +159,15 @@ fn describe_selection(
     out.extend(
         limited
             .key
-            .describe(&request)
+            .describe(&request, limited.on_ambiguous_key)
             .iter()
             .map(|s| format!("  {s}")),
     );
     out.push(match &selection.key {
+        Some((KeyKind::Ambiguous, source)) => format!(
+            "key: ambiguous ({} given several different values); on_ambiguous_key: deny: refused with 400",
+            String::from_utf8_lossy(source)
+        ),
         Some((kind, value)) => format!(
             "key: {kind:?} {:?} (client {} with the config's seed; Envoy hashes with a random per-process seed)",
             String::from_utf8_lossy(value),

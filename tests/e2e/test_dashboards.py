@@ -98,7 +98,7 @@ def test_relabelling_gives_every_filter_stat_its_rule_and_stat(exported):
         assert name == f"{labels['ratelimit_rule']}_{labels['ratelimit_stat']}"
         stats.add(labels["ratelimit_stat"])
     # Every per-rule stat of src/engine/stats.rs, and the limits' own.
-    assert stats == {"allowed", "refused", "shadow_refused", "missing_key", "capacity_refused",
+    assert stats == {"allowed", "refused", "shadow_refused", "missing_key", "ambiguous_key", "capacity_refused",
                      "store_contention", "clients_tracked", "clients_evicted", "fleet_calls",
                      "fleet_admitted", "fleet_refused", "fleet_failed", "fleet_leased",
                      "fleet_refills", "fleet_batched", "fleet_reports", "fleet_report_refused",

@@ -27,6 +27,11 @@ pub struct RuleConfig {
     pub key: KeyConfig,
     #[serde(default)]
     pub on_missing_key: OnMissingKey,
+    /// A key header, query parameter or bearer credential given more than once with different
+    /// values: refused as ambiguous (`deny`, the default), or counted under the `first` or the
+    /// `last` value (for an upstream known to read that one).
+    #[serde(default)]
+    pub on_ambiguous_key: OnAmbiguousKey,
     /// What one request costs against this rule's limits.
     #[serde(default)]
     pub cost: Option<CostConfig>,
@@ -214,6 +219,21 @@ pub enum OnMissingKey {
     Allow,
     /// Requests without a key are refused with 401.
     Deny,
+}
+
+/// What a request whose key source holds several different values gets (see
+/// [`RuleConfig::on_ambiguous_key`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnAmbiguousKey {
+    /// Refused with 400 `ambiguous_client_key`: nothing is counted, nothing reaches the upstream.
+    #[default]
+    Deny,
+    /// Counted under the first value (the first header line, parameter or credential).
+    First,
+    /// Counted under the last value.
+    Last,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

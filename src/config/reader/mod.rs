@@ -7,6 +7,7 @@
 //! of the `.wasm`.
 
 mod costs;
+mod duplicates;
 mod json;
 mod rules;
 mod sections;
@@ -27,6 +28,10 @@ pub fn read(bytes: &[u8]) -> Result<FilterConfig, Errors> {
     }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| vec![ConfigError::new("$", e.to_string())])?;
+    if let Some(path) = duplicates::first_duplicate(bytes) {
+        let message = "given twice in one object: only one can apply, keep the one you mean";
+        return Err(vec![ConfigError::new(path, message)]);
+    }
     let mut errors = Errors::new();
     let config = sections::filter_config(&value, "$", &mut errors);
     match config {

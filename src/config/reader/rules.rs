@@ -18,6 +18,7 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         "mode",
         "key",
         "on_missing_key",
+        "on_ambiguous_key",
         "cost",
         "counted",
         "given_back",
@@ -35,18 +36,18 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         exempt: f.or("exempt", false, errors, boolean),
         mode: f.optional("mode", errors, mode),
         key: f.or("key", KeyConfig::default(), errors, key),
-        on_missing_key: f.or("on_missing_key", OnMissingKey::Shared, errors, |v, p, e| {
-            variant(
-                v,
-                p,
-                e,
-                &[
-                    ("shared", OnMissingKey::Shared),
-                    ("allow", OnMissingKey::Allow),
-                    ("deny", OnMissingKey::Deny),
-                ],
-            )
-        }),
+        on_missing_key: f.or(
+            "on_missing_key",
+            OnMissingKey::Shared,
+            errors,
+            on_missing_key,
+        ),
+        on_ambiguous_key: f.or(
+            "on_ambiguous_key",
+            OnAmbiguousKey::Deny,
+            errors,
+            on_ambiguous,
+        ),
         cost: f.optional("cost", errors, cost),
         counted: f.optional("counted", errors, responses),
         given_back: f.optional("given_back", errors, responses),
@@ -56,6 +57,24 @@ pub fn rule(value: &Value, path: &str, errors: &mut Errors) -> Option<RuleConfig
         grpc: f.optional("grpc", errors, grpc_answer),
         name: name?,
     })
+}
+
+fn on_missing_key(value: &Value, path: &str, errors: &mut Errors) -> Option<OnMissingKey> {
+    let options = [
+        ("shared", OnMissingKey::Shared),
+        ("allow", OnMissingKey::Allow),
+        ("deny", OnMissingKey::Deny),
+    ];
+    variant(value, path, errors, &options)
+}
+
+fn on_ambiguous(value: &Value, path: &str, errors: &mut Errors) -> Option<OnAmbiguousKey> {
+    let options = [
+        ("deny", OnAmbiguousKey::Deny),
+        ("first", OnAmbiguousKey::First),
+        ("last", OnAmbiguousKey::Last),
+    ];
+    variant(value, path, errors, &options)
 }
 
 /// `key`: a list of sources, `{"first": [...]}`, `{"all": [...]}` or `"shared"`.

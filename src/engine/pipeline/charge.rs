@@ -62,13 +62,10 @@ pub fn charge(
     events: &mut Events,
 ) -> Step {
     let Target { rule, limited, .. } = target;
-    let (kind, key) = match target.key {
-        Some(found) => found,
-        None => match missing_key(rule, limited, events) {
-            Ok(shared) => shared,
-            Err(None) => return Step::Skipped,
-            Err(Some(stop)) => return stopped(stop, 0, None),
-        },
+    let (kind, key) = match usable_key(rule, limited, target.key, events) {
+        Ok(key) => key,
+        Err(None) => return Step::Skipped,
+        Err(Some(stop)) => return stopped(stop, 0, None),
     };
     let levels = limited.levels.for_request(target.plan, request);
     if levels.iter().all(|&level| level == 0) {
@@ -106,6 +103,26 @@ pub fn charge(
             }
         }
         other => other,
+    }
+}
+
+/// The key the request counts under (`Ok`), or why it is not counted: passed uncounted
+/// (`Err(None)`) or stopped, for an ambiguous key or by `on_missing_key`.
+fn usable_key(
+    rule: usize,
+    limited: &LimitedRule,
+    key: Option<(KeyKind, Vec<u8>)>,
+    events: &mut Events,
+) -> Result<(KeyKind, Vec<u8>), Option<Stop>> {
+    match key {
+        Some((KeyKind::Ambiguous, source)) => {
+            let stat = Stat::AmbiguousKey;
+            events.push(Event::Rule { rule, stat });
+            let source = String::from_utf8_lossy(&source).into_owned();
+            Err(Some(Stop::AmbiguousKey(source)))
+        }
+        Some(found) => Ok(found),
+        None => missing_key(rule, limited, events),
     }
 }
 

@@ -57,7 +57,9 @@ fn decide(
             let action = allow(filter, &outcome(Some((*rule, statuses))));
             (action, Some(Stat::ShadowRefused), let_through)
         }
-        Some(Stop::MissingKey) if shadow(decided.rule) => (Action::Pass, None, let_through),
+        Some(Stop::MissingKey | Stop::AmbiguousKey(_)) if shadow(decided.rule) => {
+            (Action::Pass, None, let_through)
+        }
         Some(Stop::Refused { .. }) => refuse(filter, decided, request),
         Some(_) if shadow(decided.rule) => (Action::Pass, Some(Stat::ShadowRefused), let_through),
         Some(stop) => (
@@ -110,6 +112,9 @@ fn local_reply(
     let grpc = grpc_code(filter, decided.rule, request);
     match stop {
         Stop::MissingKey => response::missing_key(&filter.rules[decided.rule].name, grpc.is_some()),
+        Stop::AmbiguousKey(source) => {
+            response::ambiguous_key(&filter.rules[decided.rule].name, source, grpc.is_some())
+        }
         Stop::Capacity { retry_at_ms } => {
             response::capacity(&filter.response, decided.clock, *retry_at_ms, grpc)
         }
@@ -120,7 +125,7 @@ fn local_reply(
 
 fn stop_stat(stop: &Stop) -> Option<Stat> {
     match stop {
-        Stop::MissingKey => None,
+        Stop::MissingKey | Stop::AmbiguousKey(_) => None,
         _ => Some(Stat::Refused),
     }
 }

@@ -28,7 +28,11 @@ impl Selection {
         let key = limited.key_of(request);
         let plans = &filter.plans;
         let named = plans.named_by(request);
-        let plan = plans.resolve(key.as_ref().map(|(_, k)| k.as_slice()), named.as_deref());
+        let plan_key = key
+            .as_ref()
+            .filter(|(kind, _)| *kind != KeyKind::Ambiguous)
+            .map(|(_, k)| k.as_slice());
+        let plan = plans.resolve(plan_key, named.as_deref());
         Some(Selection { rule, key, plan })
     }
 

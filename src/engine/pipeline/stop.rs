@@ -10,6 +10,8 @@ pub enum Stop {
     Refused { rule: usize, statuses: Statuses },
     /// No key, and the rule says deny.
     MissingKey,
+    /// A key source (named) held several different values, and the rule says deny.
+    AmbiguousKey(String),
     /// Over only through counts inherited for lack of room, and `store.on_full` says deny.
     Capacity { retry_at_ms: u64 },
     /// The store could not decide, and `store.on_contention` says deny.

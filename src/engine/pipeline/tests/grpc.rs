@@ -132,6 +132,19 @@ fn the_code_is_the_rules_and_other_stops_say_theirs() {
         Some("This endpoint needs a client key (rule say_hello).")
     );
     assert_eq!(header(&reply, "retry-after"), None);
+    // The key given twice with different values: INVALID_ARGUMENT, nothing to wait for.
+    let twice = call(
+        "/helloworld.Greeter/SayHello",
+        "application/grpc",
+        Some("a"),
+    )
+    .again("x-api-key", "b");
+    let reply = refused(handle(&filter, &store, &twice, T0));
+    assert_eq!(header(&reply, "grpc-status"), Some("3"));
+    assert!(header(&reply, "grpc-message")
+        .unwrap()
+        .contains("header x-api-key"));
+    assert_eq!(header(&reply, "retry-after"), None);
     // The filter-wide default, overridden by nothing here.
     let filter = load(
         br#"{"response": {"grpc": "unavailable"}, "rules": [{"name": "r", "key": "shared",

@@ -929,6 +929,7 @@ fn the_filter_is_send_and_sync() {
     shared::<Filter>();
 }
 
+mod ambiguous;
 mod batched;
 mod grpc;
 mod rollout;
