@@ -16,7 +16,6 @@ import pytest
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: F401 (fixtures)
 from harness import HOSTS, Envoy, grpc_cluster, prometheus
 from test_fleet import KEY, LIMIT, WINDOW_S, fleet_of, filter_config, limits_yaml, round_robin, wait_for_sub_window
-from test_fleet import host  # noqa: F401 (fixture: the fleet tier runs in the hosts that have it)
 
 INTERVAL_MS = 200
 
