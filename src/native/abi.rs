@@ -111,6 +111,8 @@ pub const ATTRIBUTE_XDS_ROUTE_NAME: u32 = 61;
 // values for every phase.
 pub const CONTINUE: u32 = 0;
 pub const STOP_ITERATION: u32 = 1;
+// `envoy_dynamic_module_type_http_callout_init_result` and `_http_callout_result`: success.
+pub const CALLOUT_SUCCESS: u32 = 0;
 // `envoy_dynamic_module_type_metrics_result`.
 pub const METRICS_SUCCESS: u32 = 0;
 
@@ -182,6 +184,8 @@ callbacks! {
     http_filter_config_define_gauge: fn(ConfigPtr, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
     http_filter_increment_counter: fn(FilterPtr, usize, *mut ModuleBuffer, usize, u64) -> u32;
     http_filter_increment_gauge: fn(FilterPtr, usize, *mut ModuleBuffer, usize, u64) -> u32;
+    http_filter_http_callout: fn(FilterPtr, *mut u64, ModuleBuffer, *mut ModuleHeader, usize, ModuleBuffer, u64) -> u32;
+    http_filter_continue_decoding: fn(FilterPtr);
 }
 
 static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();

@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock, Weak};
 
 use super::abi::{self, Callbacks, ConfigPtr, ModuleBuffer};
-use super::fleet;
 use super::store::NativeStore;
 use super::support;
 use super::view::Stream;
@@ -53,7 +52,7 @@ impl Config {
             }
         };
         let mut problems = support::unreadable(json);
-        problems.extend(fleet::supported(&filter).err());
+        problems.extend(support::batched(&filter));
         if !problems.is_empty() {
             for problem in &problems {
                 log::error!("ratelimit: invalid configuration: {problem}");

@@ -10,6 +10,7 @@
 //! continue at once.
 
 mod abi;
+mod carry;
 mod config;
 mod fleet;
 mod guard;
@@ -22,7 +23,7 @@ mod view;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use abi::{ConfigPtr, EnvoyBuffer, FilterPtr};
+use abi::{ConfigPtr, EnvoyBuffer, EnvoyHeader, FilterPtr};
 use config::Config;
 use guard::guarded;
 use stream::RateLimitStream;
@@ -101,7 +102,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: *const c_void,
-    _filter: FilterPtr,
+    filter: FilterPtr,
 ) -> *const c_void {
     // SAFETY: `config` is alive (Envoy keeps a configuration while its filters live); the
     // count is raised for the stream's own reference.
@@ -109,13 +110,47 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         Arc::increment_strong_count(config.cast::<Config>());
         Arc::from_raw(config.cast::<Config>())
     };
-    Box::into_raw(Box::new(RateLimitStream::new(config))).cast()
+    Box::into_raw(Box::new(RateLimitStream::new(config, filter as usize))).cast()
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
     // SAFETY: `filter` came from `Box::into_raw` in `filter_new`; Envoy destroys it once.
-    drop(unsafe { Box::from_raw(filter.cast_mut().cast::<RateLimitStream>()) });
+    let ours = unsafe { Box::from_raw(filter.cast_mut().cast::<RateLimitStream>()) };
+    // A request waiting for the rate limit service leaves this worker's list; its calls fail.
+    guarded(
+        "ending a stream",
+        || fleet::gone(ours.id, &ours.config),
+        || (),
+    );
+}
+
+/// A callout (a call to the rate limit service) is over: every request that waited on it is
+/// decided, on its behalf.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    envoy_ptr: FilterPtr,
+    module: *const c_void,
+    callout: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) {
+    // SAFETY: a stream's hook (see `parts`).
+    let Some((stream, ours)) = (unsafe { parts(envoy_ptr, module) }) else {
+        return;
+    };
+    let config = ours.config.clone();
+    let answer = || {
+        // SAFETY: Envoy's arrays for this hook.
+        let verdict = unsafe { fleet::verdict_of(result, headers, headers_size, body, body_size) };
+        fleet::answered(stream, &config, callout, verdict);
+    };
+    guarded("reading the rate limit service's answer", answer, || {
+        config.record_panic(stream)
+    });
 }
 
 /// The stream of a hook, and ours.
@@ -154,7 +189,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         || ours.on_request_headers(stream),
         || {
             config.record_panic(stream);
-            stream::send(stream, &failure_reply(), b"ratelimit_module_failure");
+            carry::send(stream, &failure_reply(), b"ratelimit_module_failure");
             abi::STOP_ITERATION
         },
     )

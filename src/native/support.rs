@@ -9,6 +9,20 @@
 
 use serde_json::Value;
 
+use crate::engine::Filter;
+
+/// Batched counting, which the module does not run: its reports are sent on a timer on each
+/// worker, and dynamic-module ABI 0.2.0 gives a filter no such timer (a stream's scheduler ends
+/// with its stream; the configuration's scheduler and callouts are not a worker's).
+pub fn batched(filter: &Filter) -> Option<String> {
+    filter.batch_interval_ms().map(|_| {
+        "$.fleet.counting: \"batched\" is not supported by the native module (its reports \
+         need a timer on each worker, which dynamic-module ABI 0.2.0 does not give a filter): \
+         counting \"sliding\" or \"fixed\" runs here, batched counting in the Wasm filter (docs/src/deploying/native.md)"
+            .to_string()
+    })
+}
+
 /// The JSON path of every metadata selector with a non-empty `path`, and what to do instead.
 pub fn unreadable(json: &[u8]) -> Vec<String> {
     let Ok(value) = serde_json::from_slice::<Value>(json) else {

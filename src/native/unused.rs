@@ -1,5 +1,6 @@
 //! The event hooks Envoy requires of every HTTP filter module that this filter has no use for:
-//! bodies and trailers pass, and it starts no callout, stream or scheduled event of its own.
+//! bodies and trailers pass, and it starts no HTTP stream or scheduled event of its own (its
+//! callouts' answers arrive in `mod.rs`).
 
 use std::ffi::c_void;
 
@@ -32,10 +33,6 @@ macro_rules! ignored {
 }
 
 ignored! {
-    envoy_dynamic_module_on_http_filter_http_callout_done(
-        id: u64, result: u32, headers: *mut c_void, headers_size: usize,
-        body: *mut EnvoyBuffer, body_size: usize
-    );
     envoy_dynamic_module_on_http_filter_http_stream_headers(
         id: u64, headers: *mut c_void, headers_size: usize, end_stream: bool
     );

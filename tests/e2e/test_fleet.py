@@ -1,4 +1,5 @@
-"""The fleet tier end to end: Envoys (V8) with the filter, the rate limit service (tools/fleet-engine:
+"""The fleet tier end to end: Envoys with the filter (the Wasm filter and the native module, the
+harness's `host` parameter, with the same assertions), the rate limit service (tools/fleet-engine:
 Limitador's counting over Redis) and Redis, all started here and stopped by process id.
 
 The service's limits file is generated from the filter's configuration by the command-line
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: F401 (fixtures)
-from harness import HOSTS, ROOT, grpc_cluster, prometheus
+from harness import ROOT, grpc_cluster, prometheus
 
 TOOL = ROOT / "target" / "debug" / "ratelimit-config"
 LIMIT, WINDOW_S, N = 10, 4, 4  # 10 per 4 s, sub-windows of 1 s
@@ -41,25 +42,6 @@ def limits_yaml(config: dict) -> str:
     out = subprocess.run([TOOL, "engine-config", f.name], capture_output=True, text=True, check=True)
     Path(f.name).unlink()
     return out.stdout
-
-
-@pytest.fixture(params=[h for h in HOSTS if h == "wasm"])
-def host(request):
-    """The fleet tier runs in the Wasm filter only: the native module refuses a configuration
-    with fleet-wide limits at load (test_the_native_module_refuses_the_fleet_tier_at_load)."""
-    return request.param
-
-
-@pytest.mark.skipif("native" not in HOSTS, reason="RATELIMIT_HOSTS leaves the native module out")
-def test_the_native_module_refuses_the_fleet_tier_at_load(upstream):
-    from harness import Envoy
-    envoy = Envoy(filter_config(), upstream, clusters=[grpc_cluster("rls", 1)], host="native")
-    try:
-        envoy.start(wait=False)
-        assert envoy.proc.wait(60) != 0
-        assert "$.fleet: the native module does not call the rate limit service" in envoy.log()
-    finally:
-        envoy.close()
 
 
 def fleet_of(start_envoy, engine, config, count, concurrency=2):
@@ -199,3 +181,34 @@ def test_the_fleet_count_survives_an_envoy_restart(start_envoy, fleet_redis, sta
     # A new process: its local counts are gone, the fleet's are in Redis.
     assert restarted.request("/api/x", KEY).status == 429
     assert second.request("/api/x", KEY).status == 429
+
+
+def test_a_request_that_joined_a_call_is_answered_when_the_leader_leaves(start_envoy, fleet_redis, start_fleet_engine):
+    """One call in flight per client and worker: a second request of the client waits on the first
+    one's call. When the first one's client hangs up mid-call, the second is still decided by
+    `on_error` within the service's timeout, not left waiting for an answer that will not come (in
+    the native module the call belongs to the leader's stream, which Envoy destroys, dropping the
+    call: the module fails it at once; in the Wasm filter the call belongs to the root context and
+    runs to its timeout)."""
+    config = filter_config(on_error="deny", timeout="2s")
+    engine = start_fleet_engine(limits_yaml(config), redis_url=fleet_redis.url)
+    envoy = start_envoy(config, concurrency=1, clusters=[grpc_cluster("rls", engine.port)])
+    assert envoy.request("/api/x", KEY).status == 200
+    fleet_redis.pause()  # the service waits on Redis: the call stays in flight
+    leader, joined = envoy.connection(), envoy.connection()
+    try:
+        leader.request("GET", "/api/x", headers=KEY)  # sent, its answer never read
+        time.sleep(0.3)
+        started = time.monotonic()
+        joined.request("GET", "/api/x", headers=KEY)
+        time.sleep(0.3)
+        leader.close()  # the leader's client hangs up: Envoy destroys its stream
+        r = joined.getresponse()
+        elapsed = time.monotonic() - started
+        body = json.loads(r.read())
+        print(f"\nthe joined request was answered {elapsed:.2f} s after it was sent")
+        assert r.status == 503 and body["error"] == "rate_limit_unavailable", body
+        assert elapsed < 2 + 0.5, f"waited {elapsed:.2f} s: the service's timeout is 2 s"
+    finally:
+        joined.close()
+        fleet_redis.resume()
