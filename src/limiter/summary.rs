@@ -274,7 +274,7 @@ impl Limiter {
         slot: usize,
         client: u64,
         estimate: &Estimate,
-        costs: super::Costs,
+        costs: super::limit::Costs,
         now: u64,
     ) {
         let layout = &self.layout;

@@ -2,6 +2,7 @@
 //! once the oldest is a batch interval old; a refused report refuses the client, then asks the
 //! service request by request until its counts have left every span.
 
+use super::fleet_tier::FLEET;
 use super::*;
 
 const BATCHED: &str = r#"{

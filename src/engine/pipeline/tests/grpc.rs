@@ -1,6 +1,8 @@
 //! gRPC requests: a refusal answers in gRPC's terms (trailers-only, a status code, the sentence
 //! and the details), rules for `/package.Service/Method`, and plain HTTP left as it was.
 
+use super::fleet_tier::{serve, FLEET};
+use super::stores::AlwaysLoses;
 use super::*;
 use crate::response::Reply;
 
