@@ -71,6 +71,22 @@ def limited(envoy: Envoy) -> tuple[int, str | None]:
     return r.status, r.header("x-ratelimit-remaining")
 
 
+# Every shipped Envoy configuration with the Wasm filter (the Istio and Envoy Gateway manifests
+# are checked by test_manifests.py).
+RECIPES = [ROOT / "envoy" / p for p in (
+    "envoy.yaml", "envoy.compose.yaml", "envoy.fleet.compose.yaml", "examples/llm/envoy.yaml",
+    "placement/ratelimit-before-jwt.yaml", "placement/ratelimit-after-jwt.yaml")]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "envoy")))
+def test_every_envoy_recipe_reloads_a_crashed_vm(path):
+    """The policy the tests below favour, set explicitly (Envoy's default is FAIL_CLOSED), and
+    not through the deprecated fail_open (Envoy takes one of the two)."""
+    text = path.read_text()
+    assert text.count("envoy.filters.http.wasm") == text.count("failure_policy: FAIL_RELOAD") == 1
+    assert "fail_open" not in text
+
+
 def test_shipped_builds_cannot_trap():
     """The builds users deploy have no trap: only make build-trap's copies do."""
     shipped = {"wasm": BUILT_WASM, "native": BUILT_NATIVE}
@@ -136,6 +152,7 @@ def test_fail_reload_brings_limiting_back_with_the_counts_kept(crashing):
     # Reloaded again, still counting where it was: the 5th hit (the second trap's) is spent.
     assert limited(envoy) == (429, "0")
     assert stats(envoy, "wasm.ratelimit.vm_reload_success") == {"wasm.ratelimit.vm_reload_success": 2}
+    assert "envoy_wasm_ratelimit_vm_reload_success{} 2" in admin_get(envoy.admin_port, "/stats/prometheus")
     assert envoy.proc.poll() is None
 
 
