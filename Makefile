@@ -12,7 +12,7 @@ WASM := target/filter/envoy_ratelimit_wasm.wasm
 NATIVE := target/filter/libenvoy_ratelimit.so
 CONCURRENCY ?= 2
 
-.PHONY: all help setup build build-native run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
+.PHONY: all help setup build build-native build-trap run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
 
 all: build
 
@@ -69,6 +69,18 @@ build-native:
 	@cp target/native/libenvoy_ratelimit_wasm.so $(NATIVE)
 	@ls -l $(NATIVE)
 
+## build-trap: TEST copies of both builds that crash on demand (cargo feature trap-on-demand: a
+## request with the header x-ratelimit-test-trap panics inside the filter) into target/filter/test/,
+## for tests/e2e/test_crash.py; never ship them
+TRAP_DIR := target/filter/test
+build-trap: .wasm-target
+	cargo build --quiet --profile trap --target $(TARGET) --features trap-on-demand
+	cargo build --quiet --profile native-trap --features native,trap-on-demand --lib
+	@mkdir -p $(TRAP_DIR)
+	@cp target/$(TARGET)/trap/envoy_ratelimit_wasm.wasm $(TRAP_DIR)/envoy_ratelimit_wasm.wasm
+	@cp target/native-trap/libenvoy_ratelimit_wasm.so $(TRAP_DIR)/libenvoy_ratelimit.so
+	@ls -l $(TRAP_DIR)
+
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
 ## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
 run: setup build
@@ -91,7 +103,7 @@ tool:
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark),
 ## and the docs' checks (make docs-check)
-test: setup .wrk .promtool build build-native bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
+test: setup .wrk .promtool build build-native build-trap bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
 	cargo test --quiet --features cli,internals,native
@@ -151,7 +163,7 @@ explain:
 schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
-e2e: setup build build-native
+e2e: setup build build-native build-trap
 	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
 # promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries

@@ -40,6 +40,8 @@ pub const ALL_HEADERS_FROM: usize = 2;
 impl Filter {
     /// Parses and compiles a configuration; `Err` lists every problem with its path.
     pub fn load(bytes: &[u8]) -> Result<Filter, ConfigErrors> {
+        #[cfg(feature = "trap-on-demand")]
+        super::trap::warn_loaded();
         Self::compile(&config::parse(bytes)?)
     }
 

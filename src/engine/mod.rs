@@ -16,6 +16,8 @@ mod refusals;
 mod rule;
 mod settle;
 mod stats;
+#[cfg(feature = "trap-on-demand")]
+mod trap;
 mod waitlist;
 
 pub use filter::Filter;

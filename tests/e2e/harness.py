@@ -73,11 +73,14 @@ def render_config(
     clusters: list[dict] | None = None,
     envoy_yaml: Path = ENVOY_YAML,
     host: str = "wasm",
+    plugin_overrides: dict | None = None,
+    build: Path | None = None,
 ) -> dict:
     """envoy/envoy.yaml (or another Envoy config of the same shape) with ports, .wasm path and
     (optionally) the filter configuration swapped, and `clusters` added (e.g. the rate limit
     service's). `host="native"` swaps the Wasm filter for the dynamic module, with the same
-    configuration."""
+    configuration. `plugin_overrides` sets fields of the Wasm filter's `PluginConfig` (e.g. its failure
+    policy; None removes one); `build` loads another build of the filter (a .wasm, or a .so for the module)."""
     config = yaml.safe_load(envoy_yaml.read_text())
     config = copy.deepcopy(config)
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -90,14 +93,20 @@ def render_config(
     hcm.update(hcm_overrides or {})
     wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
     plugin = wasm["typed_config"]["config"]
-    plugin["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    plugin["vm_config"]["code"]["local"]["filename"] = str(build if build and host == "wasm" else WASM)
+    for name, value in (plugin_overrides or {}).items():
+        if value is None:
+            plugin.pop(name, None)
+        else:
+            plugin[name] = value
     if filter_config is not None:
         text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
         plugin["configuration"]["value"] = text
     config["static_resources"]["clusters"].extend(clusters or [])
     if host == "native":
         filters = hcm["http_filters"]
-        filters[filters.index(wasm)] = native_config.native_filter(plugin["configuration"]["value"], str(NATIVE))
+        module = str(build if build else NATIVE)
+        filters[filters.index(wasm)] = native_config.native_filter(plugin["configuration"]["value"], module)
     return config
 
 
@@ -141,6 +150,8 @@ class Envoy:
     clusters: list[dict] | None = None
     envoy_yaml: Path = ENVOY_YAML
     host: str = "wasm"
+    plugin_overrides: dict | None = None
+    build: Path | None = None
 
     def start(self, wait: bool = True) -> "Envoy":
         # One process per Envoy object: a second start would lose the first process's id.
@@ -148,6 +159,7 @@ class Envoy:
         config = render_config(
             self.filter_config, self.upstream.port, self.listen_port, self.admin_port,
             self.hcm_overrides, self.clusters, self.envoy_yaml, self.host,
+            self.plugin_overrides, self.build,
         )
         workdir = Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
         config_path = workdir / "envoy.yaml"

@@ -377,7 +377,8 @@ def test_placement_keeps_the_layout_of_envoy_yaml(path):
     assert hcm(variant)["route_config"] == hcm(base)["route_config"]
     plugin, base_plugin = http_filter(variant, WASM_FILTER)["config"], http_filter(base, WASM_FILTER)["config"]
     assert plugin["vm_config"] == base_plugin["vm_config"], "same vm_id, runtime and relative .wasm path"
-    assert plugin["fail_open"] is False
+    assert plugin["failure_policy"] == base_plugin["failure_policy"] == "FAIL_RELOAD"
+    assert "fail_open" not in plugin
 
 
 def filter_names(path):

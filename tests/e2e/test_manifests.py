@@ -121,7 +121,9 @@ def test_wasmplugin_follows_the_istio_api(path, doc):
     assert spec.get("imagePullPolicy", "IfNotPresent") in {"UNSPECIFIED_POLICY", "IfNotPresent", "Always"}
     assert spec["phase"] in {"UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"}
     assert isinstance(spec["priority"], int) and -(2**31) <= spec["priority"] < 2**31
-    assert spec["failStrategy"] == "FAIL_CLOSE", "a limiter fails closed"
+    # FAIL_RELOAD (Istio 1.27+): a crashed VM is replaced, a fetch failure fails closed
+    # (docs/src/operating/failures.md); never FAIL_OPEN.
+    assert spec["failStrategy"] == "FAIL_RELOAD", "a limiter reloads a crashed VM, never fails open"
     assert spec["pluginName"] == "ratelimit"
     assert isinstance(spec["pluginConfig"], dict)
 

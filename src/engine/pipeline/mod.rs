@@ -84,10 +84,14 @@ pub fn begin(
     now_ms: u64,
 ) -> Progress {
     let request = filter.request(view);
-    match Evaluation::start(filter, &request) {
+    let progress = match Evaluation::start(filter, &request) {
         None => Progress::Done(Decision::pass()),
         Some(evaluation) => evaluation.run(filter, store, memory, &request, now_ms),
-    }
+    };
+    // A test build crashes here on demand: after the decision, its hits counted.
+    #[cfg(feature = "trap-on-demand")]
+    super::trap::on_demand(view);
+    progress
 }
 
 impl Waiting {
