@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -196,6 +198,36 @@ def test_native_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks
 
     stack.down()
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+@pytest.mark.skipif("native" not in HOSTS, reason="RATELIMIT_HOSTS leaves the native module out")
+def test_an_image_that_ships_the_module_loads_it_by_name(envoy_image, tmp_path):
+    # deploy/Dockerfile.native, built as its header says (a context holding only the module) on
+    # the Envoy image the compose files name; then Envoy's validate mode in that image, with
+    # docker-compose.native.yml's config (the module named, found on the search path the image sets).
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(ROOT / "target" / "filter" / "libenvoy_ratelimit.so", context)
+    tag = f"envoy-ratelimit-native-e2e:{os.getpid()}{secrets.token_hex(3)}"
+    build = subprocess.run(["docker", "build", "--quiet", "-f", str(ROOT / "deploy" / "Dockerfile.native"),
+                            "-t", tag, str(context)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    try:
+        env = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", tag],
+                             capture_output=True, text=True, timeout=60, check=True)
+        assert "ENVOY_DYNAMIC_MODULES_SEARCH_PATH=/usr/local/lib/envoy/dynamic_modules" in json.loads(env.stdout)
+        config = ENVOY_DIR / "envoy.native.compose.yaml"
+        run = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/envoy",
+             "--mount", f"type=bind,source={config},target=/etc/envoy/ratelimit.yaml,readonly",
+             tag, "--mode", "validate", "-c", "/etc/envoy/ratelimit.yaml", "--disable-hot-restart"],
+            capture_output=True, text=True, timeout=120)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output[-3000:]
+        assert "Dynamic module ABI version v0.2.0 matched" in output
+        assert "ratelimit: configuration loaded (3 rules, native module, ABI v0.2.0)" in output
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=120)
 
 
 SHORT_WINDOW = "3s"
