@@ -9,6 +9,8 @@ reports instructions per request and their ratios.
 
   python3 bench/instructions.py                         # configs 1-6, 4n-6n (make bench-instructions)
   python3 bench/instructions.py --alt-wasm /tmp/prev.wasm   # adds 4a, 5a, 6a: another build
+  python3 bench/instructions.py --configs 4n,6n,7n --clients 1000000   # 1,000,000 clients (~15 min)
+  python3 bench/instructions.py --configs 4n,6n --cache-sim --ll 2097152,16,64   # + simulated misses
 
 How a configuration is measured (one Envoy process each, all started at once):
   1. Envoy starts under callgrind with instrumentation off (`--instr-atstart=no`): start-up, V8's
