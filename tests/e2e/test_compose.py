@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +24,13 @@ import pytest
 import yaml
 
 from compose_harness import COMPOSE, NO_COMPOSE, Stack
-from harness import ROOT, http_get, admin_get
+from harness import HOSTS, ROOT, http_get, admin_get
 
 ENVOY_DIR = ROOT / "envoy"
 COMPOSE_FILE = ENVOY_DIR / "docker-compose.yml"
 COMPOSE_CONFIG = ENVOY_DIR / "envoy.compose.yaml"
+# The variant with the filter as an Envoy dynamic module (make build-native).
+NATIVE_COMPOSE_FILE = ENVOY_DIR / "docker-compose.native.yml"
 
 
 class SingleStack(Stack):
@@ -56,7 +60,7 @@ class SingleStack(Stack):
 
 
 @pytest.fixture
-def stacks(docker_images):
+def stacks(envoy_image):
     """Starts compose projects for one test; takes every one down afterwards, pass or fail."""
     started: list[SingleStack] = []
 
@@ -95,10 +99,9 @@ def test_the_compose_tool_accepts_the_file(profile):
 
 # --- running it ----------------------------------------------------------------------------------
 
-def test_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks):
-    stack = stacks([COMPOSE_FILE])  # the shipped file, unchanged
-    started = time.time()
-    responses = readme_demo(stack.http_port)
+def assert_readme_demo(responses: list, started: float) -> int:
+    """The README's answers (10 x 200 counting down, then 429 with Retry-After and the JSON body);
+    returns the Retry-After of the first 429."""
     assert [r.status for r in responses] == [200] * 10 + [429] * 2
     assert [r.header("x-ratelimit-remaining") for r in responses] == [str(n) for n in range(9, -1, -1)] + ["0", "0"]
     assert {r.header("x-ratelimit-limit") for r in responses} == {"10"}
@@ -116,6 +119,13 @@ def test_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks):
     assert (body["policy"], body["limit"], body["window_seconds"]) == ("per_minute", 10, 60)
     assert body["retry_after"] == retry_after
     assert body["message"] == f"Rate limit exceeded: 10 requests per 1m. Retry in {retry_after} seconds."
+    return retry_after
+
+
+def test_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks):
+    stack = stacks([COMPOSE_FILE])  # the shipped file, unchanged
+    started = time.time()
+    retry_after = assert_readme_demo(readme_demo(stack.http_port), started)
     # The bulk rule: 3 per minute.
     bulk = [http_get(stack.http_port, "/api/links/bulk", {"x-api-key": "demo"}).status for _ in range(4)]
     assert bulk == [200, 200, 200, 429]
@@ -144,6 +154,80 @@ def test_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks):
     assert len(before["containers"]) == 2 and len(before["networks"]) == 1, before
     stack.down()
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+@pytest.mark.skipif(COMPOSE is None, reason=NO_COMPOSE)
+def test_the_compose_tool_accepts_the_native_file():
+    run = subprocess.run([*COMPOSE, "--file", str(NATIVE_COMPOSE_FILE), "config"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, ENVOY_HTTP_PORT="10000", ENVOY_ADMIN_PORT="9901"))
+    assert run.returncode == 0, run.stderr
+    services = yaml.safe_load(run.stdout)["services"]
+    assert set(services) == {"envoy", "upstream"}
+    assert services["envoy"]["environment"] == {
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": "/usr/local/lib/envoy/dynamic_modules"}
+
+
+@pytest.mark.skipif("native" not in HOSTS, reason="RATELIMIT_HOSTS leaves the native module out")
+def test_native_compose_up_serves_the_readme_demo_and_down_leaves_nothing(stacks):
+    # docker-compose.native.yml as shipped: the module mounted on the search path of the same
+    # Envoy image, loaded by name; the same answers as the Wasm stack's.
+    stack = stacks([NATIVE_COMPOSE_FILE])
+    started = time.time()
+    retry_after = assert_readme_demo(readme_demo(stack.http_port), started)
+
+    deadline = time.monotonic() + 10
+    line = f"GET /api/links 429 remaining=0 retry-after={retry_after}"
+    while line not in (logs := stack.logs("envoy")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The module's ABI matched the image's Envoy, and it loaded the configuration.
+    assert "[info][dynamic_modules] Dynamic module ABI version v0.2.0 matched" in logs
+    assert "ratelimit: configuration loaded (3 rules, native module, ABI v0.2.0)" in logs
+    assert "GET /api/links 200 remaining=9 retry-after=-" in logs and line in logs
+    assert re.search(r"\[info\]\[dynamic_modules\] ratelimit: refused rule=api limit=per_minute "
+                     r"client=[0-9a-f]{16} ", logs), logs
+    assert "[info][main]" not in logs and "statically linked extensions" not in logs
+
+    # The stats, under the module's metrics namespace.
+    deadline = time.monotonic() + 5
+    while "dynamicmodulescustom.ratelimit.api.refused: 2" not in (
+            stats := admin_get(stack.admin_port, "/stats?filter=dynamicmodulescustom")):
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.2)
+    assert "dynamicmodulescustom.ratelimit.api.allowed: 10" in stats
+
+    stack.down()
+    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+@pytest.mark.skipif("native" not in HOSTS, reason="RATELIMIT_HOSTS leaves the native module out")
+def test_an_image_that_ships_the_module_loads_it_by_name(envoy_image, tmp_path):
+    # deploy/Dockerfile.native, built as its header says (a context holding only the module) on
+    # the Envoy image the compose files name; then Envoy's validate mode in that image, with
+    # docker-compose.native.yml's config (the module named, found on the search path the image sets).
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(ROOT / "target" / "filter" / "libenvoy_ratelimit.so", context)
+    tag = f"envoy-ratelimit-native-e2e:{os.getpid()}{secrets.token_hex(3)}"
+    build = subprocess.run(["docker", "build", "--quiet", "-f", str(ROOT / "deploy" / "Dockerfile.native"),
+                            "-t", tag, str(context)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    try:
+        env = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", tag],
+                             capture_output=True, text=True, timeout=60, check=True)
+        assert "ENVOY_DYNAMIC_MODULES_SEARCH_PATH=/usr/local/lib/envoy/dynamic_modules" in json.loads(env.stdout)
+        config = ENVOY_DIR / "envoy.native.compose.yaml"
+        run = subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", "--entrypoint", "/usr/local/bin/envoy",
+             "--mount", f"type=bind,source={config},target=/etc/envoy/ratelimit.yaml,readonly",
+             tag, "--mode", "validate", "-c", "/etc/envoy/ratelimit.yaml", "--disable-hot-restart"],
+            capture_output=True, text=True, timeout=120)
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output[-3000:]
+        assert "Dynamic module ABI version v0.2.0 matched" in output
+        assert "ratelimit: configuration loaded (3 rules, native module, ABI v0.2.0)" in output
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=120)
 
 
 SHORT_WINDOW = "3s"

@@ -159,6 +159,79 @@ def test_compose_publishes_envoy_ports_and_reaches_the_upstream_by_name():
     assert "ports" not in upstream
 
 
+# --- docker-compose: the native module's variant (docker-compose.native.yml) -------------------
+
+NATIVE_COMPOSE_FILE = ROOT / "envoy" / "docker-compose.native.yml"
+NATIVE_COMPOSE_CONFIG = ROOT / "envoy" / "envoy.native.compose.yaml"
+NATIVE_FILTER = "envoy.filters.http.dynamic_modules"
+BUILT_NATIVE = ROOT / "target" / "filter" / "libenvoy_ratelimit.so"
+
+
+def native_compose():
+    return yaml.safe_load(NATIVE_COMPOSE_FILE.read_text())
+
+
+def test_native_compose_config_is_envoy_compose_yaml_with_the_module_by_name():
+    sys.path.insert(0, str(ROOT / "envoy"))
+    import native_config
+    assert native_config.main(["--check"]) == 0, "run envoy/native_config.py (make compose-config)"
+    base, native = yaml.safe_load(COMPOSE_CONFIG.read_text()), yaml.safe_load(NATIVE_COMPOSE_CONFIG.read_text())
+    assert native == native_config.to_native(base, by_name=True)
+    module = http_filter(native, NATIVE_FILTER)
+    assert module["dynamic_module_config"] == {"name": "envoy_ratelimit"}
+    assert module["filter_name"] == "ratelimit"
+    # The filter's JSON configuration is envoy.compose.yaml's (and so envoy.yaml's), byte for byte.
+    assert module["filter_config"]["value"] == http_filter(base, WASM_FILTER)["config"]["configuration"]["value"]
+    # Everything else is envoy.compose.yaml: the addresses, the routes, the other filters.
+    without = lambda config, name: [f for f in hcm(config)["http_filters"] if f["name"] != name]  # noqa: E731
+    assert without(native, NATIVE_FILTER) == without(base, WASM_FILTER)
+    assert {k: v for k, v in hcm(native).items() if k != "http_filters"} == \
+        {k: v for k, v in hcm(base).items() if k != "http_filters"}
+    assert {k: v for k, v in native.items() if k != "static_resources"} == \
+        {k: v for k, v in base.items() if k != "static_resources"}
+    assert native["static_resources"]["clusters"] == base["static_resources"]["clusters"]
+
+
+def test_native_compose_is_the_wasm_stack_with_the_module_mounted_on_the_search_path():
+    wasm, native = compose()["services"], native_compose()["services"]
+    assert set(native) == {"envoy", "upstream"}
+    assert native["upstream"] == wasm["upstream"]
+    envoy = native["envoy"]
+    # Same image, entrypoint, working directory, ports and dependencies as the Wasm stack's Envoy.
+    for key in ("image", "entrypoint", "working_dir", "ports", "depends_on"):
+        assert envoy[key] == wasm["envoy"][key], key
+    # The same command but for the config file and the component whose lines are shown.
+    command, wasm_command = envoy["command"], wasm["envoy"]["command"]
+    config_at = command.index("-c") + 1
+    assert command[config_at] == "envoy/envoy.native.compose.yaml"
+    swapped = {"envoy/envoy.native.compose.yaml": "envoy/envoy.compose.yaml", "dynamic_modules:info": "wasm:info"}
+    assert [swapped.get(arg, arg) for arg in command] == wasm_command
+    # The config and the module `make build-native` writes, mounted read-only; the module under
+    # the name Envoy looks for (lib<name>.so) in ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+    files = {}
+    for volume in envoy["volumes"]:
+        assert volume["type"] == "bind" and volume["read_only"] is True, volume
+        files[volume["target"]] = (NATIVE_COMPOSE_FILE.parent / volume["source"]).resolve()
+    search_path = PurePosixPath(envoy["environment"]["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"])
+    assert files == {
+        str(PurePosixPath(envoy["working_dir"]) / command[config_at]): NATIVE_COMPOSE_CONFIG.resolve(),
+        str(search_path / "libenvoy_ratelimit.so"): BUILT_NATIVE.resolve(),
+    }
+
+
+def test_native_compose_config_validates_with_the_module_on_the_search_path():
+    # As the container runs it: the module found by name in ENVOY_DYNAMIC_MODULES_SEARCH_PATH
+    # (here target/filter, where `make build-native` writes libenvoy_ratelimit.so).
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(NATIVE_COMPOSE_CONFIG), "--disable-hot-restart"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(BUILT_NATIVE.parent)},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "ratelimit: configuration loaded (3 rules, native module, ABI v0.2.0)" in output
+
+
 FLEET_COMPOSE_FILE = ROOT / "envoy" / "docker-compose.fleet.yml"
 FLEET_COMPOSE_CONFIG = ROOT / "envoy" / "envoy.fleet.compose.yaml"
 FLEET_LIMITS = ROOT / "envoy" / "limitador-limits.yaml"
