@@ -12,7 +12,7 @@ WASM := target/filter/envoy_ratelimit_wasm.wasm
 NATIVE := target/filter/libenvoy_ratelimit.so
 CONCURRENCY ?= 2
 
-.PHONY: all help setup build build-native run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
+.PHONY: all help setup build build-native build-layout-next run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
 
 all: build
 
@@ -69,6 +69,19 @@ build-native:
 	@cp target/native/libenvoy_ratelimit_wasm.so $(NATIVE)
 	@ls -l $(NATIVE)
 
+## build-layout-next: tests only: both hosts built with the page layout's next version (feature
+## layout-next), in their own target dir (cached, never in the shipped outputs), copied into
+## target/filter/test/ for tests/e2e/test_upgrade.py
+LAYOUT_NEXT_DIR := target/layout-next
+LAYOUT_NEXT_WASM := target/filter/test/envoy_ratelimit_wasm.layout-next.wasm
+LAYOUT_NEXT_NATIVE := target/filter/test/libenvoy_ratelimit_layout_next.so
+build-layout-next: .wasm-target
+	cargo build --quiet --release --target $(TARGET) --features layout-next --target-dir $(LAYOUT_NEXT_DIR)
+	cargo build --quiet --profile native --features native,layout-next --lib --target-dir $(LAYOUT_NEXT_DIR)
+	@mkdir -p $(dir $(LAYOUT_NEXT_WASM))
+	@cp $(LAYOUT_NEXT_DIR)/$(TARGET)/release/envoy_ratelimit_wasm.wasm $(LAYOUT_NEXT_WASM)
+	@cp $(LAYOUT_NEXT_DIR)/native/libenvoy_ratelimit_wasm.so $(LAYOUT_NEXT_NATIVE)
+
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
 ## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
 run: setup build
@@ -91,7 +104,7 @@ tool:
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark),
 ## and the docs' checks (make docs-check)
-test: setup .wrk .promtool build build-native bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
+test: setup .wrk .promtool build build-native build-layout-next bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
 	cargo test --quiet --features cli,internals,native
@@ -151,7 +164,7 @@ explain:
 schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
-e2e: setup build build-native
+e2e: setup build build-native build-layout-next
 	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
 # promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries
