@@ -145,7 +145,7 @@ impl Limiter {
     /// The fingerprint of the rule's page layout (its version and shape), part of its page keys:
     /// a rule whose layout changes counts on new pages, never on the other layout's.
     pub fn layout_id(&self) -> u32 {
-        self.layout.fingerprint()
+        self.layout.id()
     }
 
     /// The page a client lives in.

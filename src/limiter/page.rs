@@ -17,9 +17,10 @@
 //! any request counted in it, which the summary's generations follow. The fingerprint hashes
 //! everything that shapes the layout (slot count, windows, counter widths, summary sizes): a value
 //! written by another version of the filter, another plugin under the same key, or a config whose
-//! layout differs is recognised and never misread. The fingerprint is also part of every page's
-//! key name (`store::PageKeys`): each layout counts on its own pages, so two layouts running at
-//! once (the old and the new listener while the old one drains) never overwrite each other's.
+//! layout differs is recognised and never misread. The layout's identity (a hash of its version
+//! and fingerprint) is also part of every page's key name (`store::PageKeys`): each layout counts
+//! on its own pages, so two layouts running at once (the old and the new listener while the old
+//! one drains) never overwrite each other's.
 
 use super::window::{Ring, RING};
 use crate::hash::fnv1a;
@@ -101,13 +102,7 @@ impl PageLayout {
         let cells_len = CELL_BYTES_PER_SLOT * slots;
         // The layout's shape. Limits' values are not part of it: raising a limit within the same
         // counter widths keeps the counts.
-        let sizes = [
-            version as usize,
-            slots,
-            RING,
-            BLOOM_BITS_PER_SLOT,
-            CELL_BYTES_PER_SLOT,
-        ];
+        let sizes = [slots, RING, BLOOM_BITS_PER_SLOT, CELL_BYTES_PER_SLOT];
         let shape = sizes.map(|n| n as u64).into_iter().chain(
             windows_ms
                 .iter()
@@ -133,10 +128,15 @@ impl PageLayout {
         self.slots
     }
 
-    /// The hash of the layout's version and shape: the same for every filter that reads and
-    /// writes pages of this layout, different (but for a 32-bit collision) for any other.
-    pub fn fingerprint(&self) -> u32 {
-        self.fingerprint
+    /// The layout's identity: a hash of its version and its shape's fingerprint, the same for
+    /// every filter that reads and writes pages of this layout, different (but for a 32-bit
+    /// collision) for any other.
+    pub fn id(&self) -> u32 {
+        fnv1a(
+            [self.version]
+                .into_iter()
+                .chain(self.fingerprint.to_le_bytes()),
+        ) as u32
     }
 
     /// Bytes of one slot: one tracked client with all its limits.
@@ -392,11 +392,21 @@ mod tests {
     #[test]
     fn another_layout_version_is_another_layout() {
         // The same shape in the next layout version (what `layout-next` builds): neither reads
-        // the other's pages, and their fingerprints (so their page keys) differ.
+        // the other's pages, and their identities (so their page keys) differ.
         let this = PageLayout::new(16, &[60_000], &[100]);
         let next = PageLayout::of_version(LAYOUT_VERSION + 1, 16, &[60_000], &[100]);
         assert_eq!(this.page_len(), next.page_len(), "same sizes");
-        assert_ne!(this.fingerprint(), next.fingerprint());
+        assert_ne!(this.id(), next.id());
+        assert_ne!(
+            this.id(),
+            PageLayout::new(16, &[30_000], &[100]).id(),
+            "another shape"
+        );
+        assert_eq!(
+            this.id(),
+            PageLayout::new(16, &[60_000], &[200]).id(),
+            "same shape"
+        );
         assert!(!this.recognises(&next.empty_page()));
         assert!(!next.recognises(&this.empty_page()));
         assert!(this.recognises(&this.empty_page()));

@@ -13,9 +13,10 @@ pub fn seed_key(prefix: &str) -> String {
 }
 
 /// The page keys of one rule: `<prefix>/v1/<rule>/<layout>/<page>`, `<layout>` the page layout's
-/// fingerprint in 8 hex digits. Each layout counts on its own pages: a filter of another layout
-/// version or a config of another shape under the same `vm_id` (both run while an updated
-/// listener drains the old one) never overwrites this layout's pages, nor reads them.
+/// identity (its version and shape) in 8 hex digits. Each layout counts on its own pages: a
+/// filter of another layout version or a config of another shape under the same `vm_id` (both
+/// run while an updated listener drains the old one) never overwrites this layout's pages, nor
+/// reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageKeys {
     base: String,
