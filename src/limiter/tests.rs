@@ -467,6 +467,10 @@ fn two_layouts_at_once_count_on_their_own_pages() {
     assert!(new.limiter.layout.recognises(&new_page));
     // The old layout's count is intact when it serves again: still refused.
     assert!(!check(&store, &old, client, 1, T0 + 50).allowed());
+    // Memory: one page set per layout, and none more however often they alternate.
+    let mut both = [old_key.clone(), new_key.clone()];
+    both.sort();
+    assert_eq!(store.keys(), both);
 
     // The same two layouts on one key name (what the key's layout part prevents).
     let store = MemoryStore::new();

@@ -81,6 +81,36 @@ def served_by(envoy: LdsEnvoy, server: str) -> bool:
         conn.close()
 
 
+class Steady:
+    """One key's requests sent one at a time by the test, alternating between a connection of the
+    draining listener and a fresh one of the new listener. A layout refuses a hammered key from its
+    workers' memory of refusals without reading its page again; this key is admitted while it
+    alternates, so every request reads and writes the pages of both layouts in turn (had they
+    shared a key, each would replace the other's page and admit it every time)."""
+
+    def __init__(self, envoy: LdsEnvoy) -> None:
+        self.envoy, self.seen = envoy, []
+        self.kept = envoy.connection()
+
+    def send(self, conn: http.client.HTTPConnection) -> None:
+        conn.request("GET", "/x", headers={"x-api-key": "steady"})
+        r = conn.getresponse()
+        r.read()
+        self.seen.append((r.getheader("server") or "", r.status))
+
+    def alternate(self, rounds: int) -> None:
+        """`rounds` times: one request on the kept connection, one on a fresh one; then the fresh
+        connection of the last round is kept (for the next phase)."""
+        for i in range(rounds):
+            self.send(self.kept)
+            fresh = self.envoy.connection()
+            self.send(fresh)
+            if i < rounds - 1:
+                fresh.close()
+        self.kept.close()
+        self.kept = fresh
+
+
 def swap(envoy: LdsEnvoy, clients: list[Client], build, server: str, updates: int) -> None:
     envoy.publish(CONFIG, build=build, server_name=server)
     envoy.wait_for("listener_manager.lds.update_success", updates)
@@ -95,18 +125,23 @@ def test_layout_swaps_under_load_count_each_layout_apart(upstream, tmp_path, hos
         pytest.exit(f"{next_build} is missing: build it first (make build-layout-next)", returncode=2)
     envoy = LdsEnvoy(upstream, tmp_path, CONFIG, host)
     clients = [Client(envoy, key) for key in HAMMERED]
+    steady = Steady(envoy)
     try:
         envoy.publish(CONFIG, server_name="this-1")
         envoy.wait_for("listener_manager.lds.update_success", 2)
         assert eventually(lambda: served_by(envoy, "this-1"), timeout=15, every=0.1)
         for c in clients:
             c.start()
+        for _ in range(LIMIT - 1):
+            steady.send(steady.kept)
         time.sleep(1.5)
         # To the next layout, and back, while the clients keep sending.
         swap(envoy, clients, next_build, "next-2", 3)
-        time.sleep(2.5)
+        steady.alternate(LIMIT + 2)
+        time.sleep(2)
         swap(envoy, clients, None, "this-3", 4)
-        time.sleep(2.5)
+        steady.alternate(3)
+        time.sleep(2)
     finally:
         for c in clients:
             c.stopping.set()
@@ -116,6 +151,14 @@ def test_layout_swaps_under_load_count_each_layout_apart(upstream, tmp_path, hos
         envoy.close()
 
     layout = {"this-1": "this", "this-3": "this", "next-2": "next"}
+    steady_admitted = Counter(layout[server] for server, status in steady.seen if status == 200)
+    assert not [status for _, status in steady.seen if status not in (200, 429)], steady.seen
+    assert steady_admitted == {"this": LIMIT, "next": LIMIT}, steady.seen
+    # Phase 2: this-1's last admission, then next-2's LIMIT; phase 3: both layouts full.
+    assert steady.seen[LIMIT - 1:] == (
+        [("this-1", 200), ("next-2", 200)] + [("this-1", 429), ("next-2", 200)] * (LIMIT - 1)
+        + [("this-1", 429), ("next-2", 429)] * 2 + [("next-2", 429), ("this-3", 429)] * 3
+    ), steady.seen
     for c in clients:
         by_server = Counter(c.seen)
         assert not [s for s, status in c.seen if status >= 500], f"{c.key}: 5xx {by_server}"
@@ -136,7 +179,8 @@ def test_layout_swaps_under_load_count_each_layout_apart(upstream, tmp_path, hos
         assert sign not in log, sign
     # Each build says its layout when it loads: the shipped one is not the test build.
     assert "page layout 2" in log and "page layout 3" in log, log[-3000:]
-    print({c.key: dict(Counter(c.seen)) for c in clients}, {c.key: len(c.errors) for c in clients})
+    print({c.key: dict(Counter(c.seen)) for c in clients}, {c.key: len(c.errors) for c in clients},
+          Counter(steady.seen))
 
 
 def with_custom_section(wasm: Path, out: Path) -> Path:
