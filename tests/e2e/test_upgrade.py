@@ -122,7 +122,7 @@ def swap(envoy: LdsEnvoy, clients: list[Client], build, server: str, updates: in
 def test_layout_swaps_under_load_count_each_layout_apart(upstream, tmp_path, host):
     next_build = NEXT[host]
     if not next_build.exists():
-        pytest.exit(f"{next_build} is missing: build it first (make build-layout-next)", returncode=2)
+        pytest.fail(f"{next_build} is missing: build it first (make build-layout-next)")
     envoy = LdsEnvoy(upstream, tmp_path, CONFIG, host)
     clients = [Client(envoy, key) for key in HAMMERED]
     steady = Steady(envoy)
