@@ -12,7 +12,7 @@ WASM := target/filter/envoy_ratelimit_wasm.wasm
 NATIVE := target/filter/libenvoy_ratelimit.so
 CONCURRENCY ?= 2
 
-.PHONY: all help setup build build-native build-trap run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
+.PHONY: all help setup build build-native build-trap build-layout-next run run-native run-fleet tool test unit e2e lint validate check explain schema compose-config docs docs-check pictures clean fuzz fuzz-smoke
 
 all: build
 
@@ -81,6 +81,19 @@ build-trap: .wasm-target
 	@cp target/native-trap/libenvoy_ratelimit_wasm.so $(TRAP_DIR)/libenvoy_ratelimit.so
 	@ls -l $(TRAP_DIR)
 
+## build-layout-next: tests only: both hosts built with the page layout's next version (feature
+## layout-next), in their own target dir (cached, never in the shipped outputs), copied into
+## target/filter/test/ for tests/e2e/test_upgrade.py
+LAYOUT_NEXT_DIR := target/layout-next
+LAYOUT_NEXT_WASM := target/filter/test/envoy_ratelimit_wasm.layout-next.wasm
+LAYOUT_NEXT_NATIVE := target/filter/test/libenvoy_ratelimit_layout_next.so
+build-layout-next: .wasm-target
+	cargo build --quiet --release --target $(TARGET) --features layout-next --target-dir $(LAYOUT_NEXT_DIR)
+	cargo build --quiet --profile native --features native,layout-next --lib --target-dir $(LAYOUT_NEXT_DIR)
+	@mkdir -p $(dir $(LAYOUT_NEXT_WASM))
+	@cp $(LAYOUT_NEXT_DIR)/$(TARGET)/release/envoy_ratelimit_wasm.wasm $(LAYOUT_NEXT_WASM)
+	@cp $(LAYOUT_NEXT_DIR)/native/libenvoy_ratelimit_wasm.so $(LAYOUT_NEXT_NATIVE)
+
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
 ## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
 run: setup build
@@ -103,7 +116,7 @@ tool:
 
 ## test: every test, unit and end to end against the real Envoy (and a smoke run of the benchmark),
 ## and the docs' checks (make docs-check)
-test: setup .wrk .promtool build build-native build-trap bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
+test: setup .wrk .promtool build build-native build-trap build-layout-next bench-setup fleet-engine docker-images fleet-engine-unit unit docs-check e2e
 
 unit:
 	cargo test --quiet --features cli,internals,native
@@ -163,7 +176,7 @@ explain:
 schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
-e2e: setup build build-native build-trap
+e2e: setup build build-native build-trap build-layout-next
 	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
 
 # promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries

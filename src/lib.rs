@@ -41,6 +41,7 @@ pub use engine::{
     Decision, Event, Events, Filter, FleetSettings, FleetVerdict, HeaderName, HeaderValue, Headers,
     Memory, Progress, RefusalLog, RefusalNote, Reply, RequestStatus, RequestView, ResponseFacts,
     ResponseView, SharedStore, StatKind, Ticket, Waiting, Waitlist, FLEET_METHOD, FLEET_SERVICE,
+    PAGE_LAYOUT_VERSION,
 };
 pub use engine::{reports, side_answered, Side, SideCall};
 pub use engine::{Computed, MetadataPath};

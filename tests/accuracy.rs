@@ -43,7 +43,7 @@ fn run_limiter(trace: &[Arrival], limit: u64, window_ms: u64, clients: u64) -> R
         ..Limit::default()
     }];
     let limiter = Limiter::new(&limits, clients * 2, 16);
-    let pages = PageKeys::new("sim", "r");
+    let pages = PageKeys::new("sim", "r", limiter.layout_id());
     let mut run = Run {
         admitted: HashMap::new(),
         refused: 0,
@@ -545,7 +545,7 @@ proptest! {
         let levels = [limits.0, limits.1];
         let limiter = Limiter::new(&rule, 2, 2);
         let store = MemoryStore::new();
-        let pages = PageKeys::new("sim", "r");
+        let pages = PageKeys::new("sim", "r", limiter.layout_id());
         let mut admitted: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
         let mut at = T0;
         for &(gap, key, cost) in &gaps {

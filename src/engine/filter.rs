@@ -229,7 +229,11 @@ mod tests {
         assert_eq!(api.texts[0].name, "1m");
         assert_eq!(api.texts[1].name, "daily");
         assert_eq!(api.levels(0), [100, 5000]);
-        assert_eq!(api.pages.page(3), "ratelimit/v1/api/3");
+        let layout = format!("{:08x}", api.limiter.layout_id());
+        assert_eq!(
+            api.pages.page(3),
+            format!("ratelimit/v1/api/{layout}/3").as_str()
+        );
         assert_eq!(api.limiter.capacity(), 10_000);
     }
 

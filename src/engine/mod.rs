@@ -35,6 +35,8 @@ pub use waitlist::{Call, CallHost, Client, Waitlist};
 pub use crate::costs::{ResponseFacts, ResponseView};
 pub use crate::fleet::protocol::{METHOD as FLEET_METHOD, SERVICE as FLEET_SERVICE};
 pub use crate::fleet::{FleetSettings, Verdict as FleetVerdict};
+/// The shared-data page layout's version this build reads and writes (logged at load).
+pub use crate::limiter::LAYOUT_VERSION as PAGE_LAYOUT_VERSION;
 pub use crate::request::{Computed, MetadataPath, RequestView};
 pub use crate::response::{HeaderName, HeaderValue, Headers, Reply};
 pub use crate::store::{CasMismatch, Contended, SharedStore};

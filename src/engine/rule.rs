@@ -161,16 +161,17 @@ impl LimitedRule {
         let refusals_last = !costs.settles()
             && !levels.per_request()
             && refusals_last(rule, cx, fleet.is_some(), &levels);
+        let limiter = Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)
+            .admitting_over_capacity(cx.store.on_full == OnFailure::Allow)
+            .with_candidates(candidates.clone());
         LimitedRule {
             key: Key::compile(&rule.key, &format!("{at}.key"), errors),
             on_missing_key: rule.on_missing_key,
             on_ambiguous_key: rule.on_ambiguous_key,
             costs,
             also: compile_also(index, cx.rules, at, errors),
-            limiter: Limiter::new(&limits, cx.store.max_clients, cx.store.slots_per_page)
-                .admitting_over_capacity(cx.store.on_full == OnFailure::Allow)
-                .with_candidates(candidates.clone()),
-            pages: PageKeys::new(&cx.store.key_prefix, &rule.name),
+            pages: PageKeys::new(&cx.store.key_prefix, &rule.name, limiter.layout_id()),
+            limiter,
             limits,
             texts,
             levels,

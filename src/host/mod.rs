@@ -14,7 +14,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-use crate::engine::{reports, Filter, FleetVerdict};
+use crate::engine::{reports, Filter, FleetVerdict, PAGE_LAYOUT_VERSION};
 use calls::{RootCalls, Waiting};
 use http::RateLimitHttp;
 use io::{now_ms, random, HostStore};
@@ -54,8 +54,9 @@ impl RateLimitRoot {
         // at another client's page; the config's own seed is the fallback.
         filter.adopt_shared_seed(&HostStore, random(self));
         log::info!(
-            "ratelimit: configuration loaded ({} rules)",
-            filter.rule_count()
+            "ratelimit: configuration loaded ({} rules); page layout {}",
+            filter.rule_count(),
+            PAGE_LAYOUT_VERSION
         );
         if filter.logs_refusals_at_debug() {
             proxy_wasm::set_log_level(LogLevel::Debug);

@@ -30,7 +30,7 @@ pub use limit::{
     headline_index, Charged, Costs, Limit, LimitStatus, Mutant, SlotUse, Statuses, Verdict,
     MAX_WINDOW_MS,
 };
-pub use page::PageLayout;
+pub use page::{PageLayout, LAYOUT_VERSION};
 pub use window::RING;
 use window::{Evaluation, Part, Ring, SlidingWindow, MAX_PARTS};
 
@@ -140,6 +140,12 @@ impl Limiter {
 
     fn mutant_unrecorded_door(&self) -> bool {
         self.is_mutant(Mutant::UnrecordedDoor)
+    }
+
+    /// The fingerprint of the rule's page layout (its version and shape), part of its page keys:
+    /// a rule whose layout changes counts on new pages, never on the other layout's.
+    pub fn layout_id(&self) -> u32 {
+        self.layout.id()
     }
 
     /// The page a client lives in.

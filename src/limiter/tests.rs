@@ -26,9 +26,10 @@ fn policy(limits: &[(u64, u64)], max_clients: u64, slots: usize) -> P {
             ..Limit::default()
         })
         .collect();
+    let limiter = Limiter::new(&limits, max_clients, slots);
     P {
-        limiter: Limiter::new(&limits, max_clients, slots),
-        keys: PageKeys::new("test", "rule"),
+        keys: PageKeys::new("test", "rule", limiter.layout_id()),
+        limiter,
         requests: limits.iter().map(|l| l.requests[0]).collect(),
     }
 }
@@ -141,7 +142,7 @@ fn memory_stays_bounded_under_a_key_spray() {
     assert_eq!(store.keys().len(), 8, "64 clients / 8 per page");
     assert_eq!(
         store.payload_bytes(),
-        8 * (p.limiter.layout.page_len() + "test/v1/rule/0".len())
+        8 * (p.limiter.layout.page_len() + "test/v1/rule/01234567/0".len())
     );
 }
 
@@ -435,6 +436,55 @@ fn a_foreign_value_is_replaced_not_misread() {
     let other = policy(&[(2, 2_000)], 1, 1);
     store.force(&key, &other.limiter.layout.empty_page());
     assert_eq!(check(&store, &p, 5, 1, T0).verdict, Verdict::Admitted);
+}
+
+/// Two layouts of one rule running at once under one `vm_id`, as while an updated listener drains
+/// the old one (a filter of another layout version, or a config of another shape): each counts
+/// on its own pages, so a client using both is admitted at most one limit per layout in a
+/// window, and neither page is ever overwritten by the other layout. Had they shared key names,
+/// each would replace the other's page as foreign at every turn: no limit at all.
+#[test]
+fn two_layouts_at_once_count_on_their_own_pages() {
+    let store = MemoryStore::new();
+    let old = policy(&[(5, 10_000)], 4, 2);
+    let new = policy(&[(5, 10_000)], 4, 4);
+    assert_ne!(old.limiter.layout_id(), new.limiter.layout_id());
+    let client = 6;
+    let (old_key, new_key) = (old.page_key(client), new.page_key(client));
+    assert_ne!(old_key, new_key);
+    let admitted = (0..40u64)
+        .filter(|i| {
+            let p = if i % 2 == 0 { &old } else { &new };
+            check(&store, p, client, 1, T0 + i).allowed()
+        })
+        .count();
+    assert_eq!(admitted, 10, "5 per layout, no more");
+    let (old_page, new_page) = (
+        store.get(&old_key).0.unwrap(),
+        store.get(&new_key).0.unwrap(),
+    );
+    assert!(old.limiter.layout.recognises(&old_page));
+    assert!(new.limiter.layout.recognises(&new_page));
+    // The old layout's count is intact when it serves again: still refused.
+    assert!(!check(&store, &old, client, 1, T0 + 50).allowed());
+    // Memory: one page set per layout, and none more however often they alternate.
+    let mut both = [old_key.clone(), new_key.clone()];
+    both.sort();
+    assert_eq!(store.keys(), both);
+
+    // The same two layouts on one key name (what the key's layout part prevents).
+    let store = MemoryStore::new();
+    let mut clash = policy(&[(5, 10_000)], 4, 4);
+    clash.keys = old.keys.clone();
+    let admitted = (0..40u64)
+        .filter(|i| {
+            let p = if i % 2 == 0 { &old } else { &clash };
+            let key = p.page_key(client);
+            assert_eq!(key, old_key);
+            check(&store, p, client, 1, T0 + i).allowed()
+        })
+        .count();
+    assert_eq!(admitted, 40, "each turn replaced the other's page");
 }
 
 /// Found by the pages fuzz target: a page of this layout whose clock is at the end of time (as

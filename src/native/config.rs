@@ -9,7 +9,7 @@ use super::abi::{self, Callbacks, ConfigPtr, ModuleBuffer};
 use super::store::NativeStore;
 use super::support;
 use super::view::Stream;
-use crate::engine::{stat_names, Event, Filter, Memory, RefusalLog, StatKind};
+use crate::engine::{stat_names, Event, Filter, Memory, RefusalLog, StatKind, PAGE_LAYOUT_VERSION};
 
 /// The pages of every configuration of this process, as shared data is for a Wasm `vm_id`: a
 /// configuration reloaded with the same `store.key_prefix` keeps counting where the last one
@@ -72,9 +72,10 @@ impl Config {
         let panics_name = format!("{}.module_panics", filter.key_prefix());
         let panics = Some(define(envoy, config_ptr, &panics_name, StatKind::Counter));
         log::info!(
-            "ratelimit: configuration loaded ({} rules, native module, ABI {})",
+            "ratelimit: configuration loaded ({} rules, native module, ABI {}); page layout {}",
             filter.rule_count(),
-            abi::ABI_VERSION
+            abi::ABI_VERSION,
+            PAGE_LAYOUT_VERSION
         );
         Some(Config {
             filter,

@@ -1,6 +1,6 @@
-//! Every shared-data key name the filter writes, in one place. Keys are never deleted in Envoy,
-//! so the set is fixed by the configuration: a seed per key prefix and a fixed number of pages
-//! per rule. No key name ever holds a client key.
+//! Every shared-data key name the filter writes, in one place. Envoy deletes no key while a VM
+//! of the `vm_id` lives, so the set is fixed by the configurations loaded: a seed per key prefix
+//! and a fixed number of pages per rule and page layout. No key name ever holds a client key.
 
 use crate::decimal;
 
@@ -12,7 +12,11 @@ pub fn seed_key(prefix: &str) -> String {
     format!("{prefix}/{STORE_VERSION}/seed")
 }
 
-/// The page keys of one rule: `<prefix>/v1/<rule>/<page>`.
+/// The page keys of one rule: `<prefix>/v1/<rule>/<layout>/<page>`, `<layout>` the page layout's
+/// identity (its version and shape) in 8 hex digits. Each layout counts on its own pages: a
+/// filter of another layout version or a config of another shape under the same `vm_id` (both
+/// run while an updated listener drains the old one) never overwrites this layout's pages, nor
+/// reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageKeys {
     base: String,
@@ -21,8 +25,8 @@ pub struct PageKeys {
 }
 
 impl PageKeys {
-    pub fn new(prefix: &str, rule: &str) -> Self {
-        let base = format!("{prefix}/{STORE_VERSION}/{rule}/");
+    pub fn new(prefix: &str, rule: &str, layout: u32) -> Self {
+        let base = format!("{prefix}/{STORE_VERSION}/{rule}/{layout:08x}/");
         let inline = (base.len() < INLINE_KEY).then(|| {
             let mut bytes = [0; INLINE_KEY];
             bytes[..base.len()].copy_from_slice(base.as_bytes());
@@ -48,8 +52,8 @@ impl PageKeys {
     }
 }
 
-/// Bytes of a page key kept on the stack: prefix, version, rule name and page number of usual
-/// lengths. The key is 64 bytes in all: in V8 moving a value over 64 bytes is a call out of the
+/// Bytes of a page key kept on the stack: prefix, version, rule name, layout and page number of
+/// usual lengths. The key is 64 bytes in all: in V8 moving a value over 64 bytes is a call out of the
 /// VM.
 const INLINE_KEY: usize = 62;
 
@@ -86,22 +90,25 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(seed_key("edge"), "edge/v1/seed");
-        assert_eq!(PageKeys::new("edge", "api").page(42), "edge/v1/api/42");
-        let keys = PageKeys::new("edge", "api");
+        let keys = PageKeys::new("edge", "api", 0x00c0_ffee);
+        assert_eq!(keys.page(42), "edge/v1/api/00c0ffee/42");
         for page in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
-            assert_eq!(keys.page(page), format!("edge/v1/api/{page}").as_str());
+            assert_eq!(
+                keys.page(page),
+                format!("edge/v1/api/00c0ffee/{page}").as_str()
+            );
         }
-        let edge = PageKeys::new(&"p".repeat(34), "rule"); // 43 bytes before the page
+        let edge = PageKeys::new(&"p".repeat(25), "rule", 7); // 43 bytes before the page
         let (last, first_out) = (10u64.pow(19) - 1, 10u64.pow(19));
         assert!(matches!(edge.page(last), PageKey::Inline { .. }));
         assert!(matches!(edge.page(first_out), PageKey::Heap(_)));
         for page in [0, last, first_out, u64::MAX] {
-            let key = format!("{}/v1/rule/{page}", "p".repeat(34));
+            let key = format!("{}/v1/rule/00000007/{page}", "p".repeat(25));
             assert_eq!(edge.page(page), key.as_str());
         }
-        let long = PageKeys::new(&"p".repeat(60), "rule");
+        let long = PageKeys::new(&"p".repeat(60), "rule", 7);
         assert!(matches!(long.page(12), PageKey::Heap(_)));
-        let key = format!("{}/v1/rule/12", "p".repeat(60));
+        let key = format!("{}/v1/rule/00000007/12", "p".repeat(60));
         assert_eq!(long.page(12), key.as_str());
         assert_eq!(
             std::mem::size_of::<PageKey>(),
@@ -109,5 +116,14 @@ mod tests {
             "a key moves without memory.copy"
         );
         assert!(matches!(keys.page(u64::MAX), PageKey::Inline { .. }));
+    }
+
+    #[test]
+    fn each_layout_has_its_own_pages() {
+        let (old, new) = (PageKeys::new("p", "api", 1), PageKeys::new("p", "api", 2));
+        for page in [0, 1, 99] {
+            assert_ne!(&*old.page(page), &*new.page(page));
+        }
+        assert_eq!(&*old.page(3), &*PageKeys::new("p", "api", 1).page(3));
     }
 }

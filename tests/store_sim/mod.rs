@@ -462,7 +462,7 @@ pub fn run(trace: &Trace, cap: u64, slots: usize, mutant: Option<Mutant>) -> Rep
     if let Some(m) = mutant {
         limiter = limiter.with_mutant(m);
     }
-    let pages = PageKeys::new("sim", "r");
+    let pages = PageKeys::new("sim", "r", limiter.layout_id());
     let store = MemoryStore::new();
     let mut unbounded = Unbounded {
         windows_ms: rule.windows_ms.clone(),

@@ -27,7 +27,7 @@ fn hashing(c: &mut Criterion) {
 fn limiter_check(c: &mut Criterion) {
     // The rule of config 4: one limit never reached, 4-byte counters.
     let limiter = Limiter::new(&[Limit { window_ms: 60_000, requests: vec![4_000_000_000], ..Limit::default() }], 10_000, 16);
-    let pages = PageKeys::new("ratelimit", "api");
+    let pages = PageKeys::new("ratelimit", "api", limiter.layout_id());
     let store = MemoryStore::new();
     let check = |client: u64, level: u64| {
         let key = pages.page(limiter.page_of(client));

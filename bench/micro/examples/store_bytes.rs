@@ -24,7 +24,7 @@ fn main() {
         );
     }
     let limiter = Limiter::new(&[Limit { window_ms: 60_000, requests: vec![4_000_000_000], ..Limit::default() }], 10_000, 16);
-    let pages = PageKeys::new("ratelimit", "api");
+    let pages = PageKeys::new("ratelimit", "api", limiter.layout_id());
     let last = pages.page(limiter.pages() - 1);
     println!(
         "\nconfig 6 of the Envoy benchmark with max_clients 10,000: {} pages of {} B = {} B of values for {} \
