@@ -226,6 +226,77 @@ class Envoy:
         return [r for chunk in results for r in chunk]
 
 
+class LdsEnvoy:
+    """Envoy whose listener (the filter with its configuration) comes by LDS from a file in a
+    watched directory, as an operator reloads a configuration: `publish()` swaps the file
+    atomically (write, then rename) and Envoy applies it, or rejects it and keeps the previous one
+    (`lds.update_rejected`). Same bootstrap as `Envoy` otherwise (render_config); `extra_args`
+    are added to Envoy's command line (e.g. `--drain-time-s`). Started here, stopped by pid."""
+
+    def __init__(self, filter_config, upstream_port: int, workdir: Path, host: str = "wasm",
+                 concurrency: int = 2, hcm_overrides: dict | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.upstream_port, self.workdir, self.host = upstream_port, Path(workdir), host
+        self.hcm_overrides, self.concurrency, self.extra_args = hcm_overrides, concurrency, extra_args
+        self.listen_port, self.admin_port = free_port(), free_port()
+        self.lds_dir = self.workdir / "lds"
+        self.lds_dir.mkdir(parents=True, exist_ok=True)
+        self.lds_path = self.lds_dir / "lds.yaml"
+        self.log_path = self.workdir / "envoy.log"
+        self.proc: subprocess.Popen | None = None
+        self.publish(filter_config)
+
+    def _render(self, filter_config) -> tuple[dict, dict]:
+        bootstrap = render_config(filter_config, self.upstream_port, self.listen_port, self.admin_port,
+                                  self.hcm_overrides, host=self.host)
+        listener = bootstrap["static_resources"].pop("listeners")[0]
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        return bootstrap, {"resources": [listener]}
+
+    def publish(self, filter_config) -> None:
+        """The listener with `filter_config`, swapped in atomically (Envoy never reads half a file)."""
+        _, resource = self._render(filter_config)
+        staged = self.lds_dir / ".staged.yaml"
+        staged.write_text(yaml.safe_dump(resource))
+        os.rename(staged, self.lds_path)
+
+    def start(self) -> "LdsEnvoy":
+        assert self.proc is None, "this Envoy has been started already"
+        bootstrap, _ = self._render(None)
+        bootstrap["dynamic_resources"] = {"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(self.lds_path), "watched_directory": {"path": str(self.lds_dir)}},
+        }}
+        bootstrap["node"] = {"id": "test", "cluster": "test"}
+        boot = self.workdir / "bootstrap.yaml"
+        boot.write_text(yaml.safe_dump(bootstrap))
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(boot), "--concurrency", str(self.concurrency), "--disable-hot-restart",
+             "--log-path", str(self.log_path), "--file-flush-interval-msec", "100", *self.extra_args],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        procs.wait_envoy_ready(self.admin_port, self.listen_port, self.proc)
+        return self
+
+    def stat(self, name: str) -> int:
+        """One of Envoy's stats by its full name (0 when it does not exist yet)."""
+        text = admin_get(self.admin_port, f"/stats?filter=^{re.escape(name)}$")
+        match = re.search(r": (\d+)", text)
+        return int(match.group(1)) if match else 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        stop(self.proc)
+
+    def __enter__(self) -> "LdsEnvoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def http_get(port: int, path: str, headers: dict | None = None, host: str = "127.0.0.1") -> Response:
     """One GET on its own connection."""
     conn = http.client.HTTPConnection(host, port, timeout=10)

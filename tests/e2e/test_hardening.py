@@ -1,14 +1,9 @@
 """Under attack, faults and hostile input, in a real Envoy."""
 import http.client
-import os
-import re
-import subprocess
 import time
 from collections import Counter
 
-import yaml
-
-from harness import ROOT, admin_get, envoy_binary, eventually, free_port, render_config, stop, wait_for_port
+from harness import LdsEnvoy, eventually
 
 API_KEY = [{"header": "x-api-key"}]
 
@@ -94,48 +89,13 @@ def test_hostile_requests_never_bypass_or_trap(start_envoy):
         assert sign not in log, sign
 
 
-def listener_resource(filter_config, listen_port, upstream_port, admin_port, host="wasm"):
-    bootstrap = render_config(filter_config, upstream_port, listen_port, admin_port, host=host)
-    listener = bootstrap["static_resources"].pop("listeners")[0]
-    listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
-    return bootstrap, {"resources": [listener]}
-
-
 def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_path, host):
-    listen, admin = free_port(), free_port()
-
     def config(requests, window="30s"):
         return {"rules": [{"name": "api", "key": API_KEY, "limits": [{"requests": requests, "window": window}]}]}
 
-    bootstrap, lds = listener_resource(config(3), listen, upstream.port, admin, host)
-    lds_dir = tmp_path / "lds"
-    lds_dir.mkdir()
-    lds_path = lds_dir / "lds.yaml"
-
-    def publish(filter_config):
-        _, resource = listener_resource(filter_config, listen, upstream.port, admin, host)
-        staged = lds_dir / ".staged.yaml"
-        staged.write_text(yaml.safe_dump(resource))
-        os.rename(staged, lds_path)
-
-    publish(config(3))
-    bootstrap["dynamic_resources"] = {
-        "lds_config": {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": str(lds_path), "watched_directory": {"path": str(lds_dir)}},
-        }
-    }
-    bootstrap["node"] = {"id": "test", "cluster": "test"}
-    boot = tmp_path / "bootstrap.yaml"
-    boot.write_text(yaml.safe_dump(bootstrap))
-    log = tmp_path / "envoy.log"
-    proc = subprocess.Popen(
-        [envoy_binary(), "-c", str(boot), "--concurrency", "2", "--disable-hot-restart", "--log-path", str(log),
-         "--file-flush-interval-msec", "100"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(listen, proc)
+    envoy = LdsEnvoy(config(3), upstream.port, tmp_path, host)
+    with envoy:
+        listen, publish, stat = envoy.listen_port, envoy.publish, envoy.stat
 
         def get(key="reloaded"):
             conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
@@ -146,11 +106,6 @@ def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_
                 return r.status, r.getheader("x-ratelimit-limit")
             finally:
                 conn.close()
-
-        def stat(name):
-            text = admin_get(admin, f"/stats?filter=^{re.escape(name)}$")
-            match = re.search(r": (\d+)", text)
-            return int(match.group(1)) if match else 0
 
         def wait_for(name, value):
             assert eventually(lambda: stat(name) >= value, timeout=20, every=0.1), f"{name} never reached {value}"
@@ -170,6 +125,4 @@ def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_
         wait_for("listener_manager.lds.update_rejected", 1)
         assert get()[0] == 429
         assert get("another") == (200, "5")
-        assert eventually(lambda: "$.rules[0].limits[0].window" in log.read_text())
-    finally:
-        stop(proc)
+        assert eventually(lambda: "$.rules[0].limits[0].window" in envoy.log())
