@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -117,10 +118,11 @@ class Clock:
 class Client(threading.Thread):
     """One traffic source: `pick()` gives (path, headers) for its next request, or None to idle."""
 
-    def __init__(self, name: str, port: int, clock: Clock, pick, seed: int) -> None:
+    def __init__(self, kind: str, name: str, port: int, clock: Clock, pick, seed: int) -> None:
         super().__init__(name=name, daemon=True)
+        self.kind = kind
         self.port, self.clock, self.pick, self.rng = port, clock, pick, random.Random(seed)
-        self.statuses: Counter = Counter()  # (status, error field of a refusal) -> count
+        self.statuses: Counter = Counter()  # (source, status, error field of a refusal) -> count
         self.versions: Counter = Counter()  # configuration versions named by refusals
         self.errors: Counter = Counter()
 
@@ -156,7 +158,7 @@ class Client(threading.Thread):
             match = re.fullmatch(r"config v(\d+)", str(doc.get("message", "")))
             if match:
                 self.versions[int(match.group(1))] += 1
-        self.statuses[(status, error)] += 1
+        self.statuses[(self.kind, status, error)] += 1
 
 
 def traffic(port: int, clock: Clock) -> list[Client]:
@@ -179,7 +181,7 @@ def traffic(port: int, clock: Clock) -> list[Client]:
         return ("/users/x", {"x-api-key": f"spray-{next(sprayed)}"}) if phase[1] else None
 
     sources = [("hot", hot, 4), ("users", user, 4), ("multi", multi, 2), ("spray", spray, 2)]
-    return [Client(f"{name}-{i}", port, clock, pick, seed=f"{name}-{i}")
+    return [Client(name, f"{name}-{i}", port, clock, pick, seed=f"{name}-{i}")
             for name, pick, count in sources for i in range(count)]
 
 
@@ -373,7 +375,7 @@ def analyse(run: dict, rows: list[tuple], args) -> dict:
     breaches, checked = check(found, windows)
     log_statuses = Counter(r[2] for r in rows)
     seen = Counter()
-    for (status, _), n in run["statuses"].items():
+    for (_, status, _), n in run["statuses"].items():
         seen[status] += n
     missing = {s: n - log_statuses[s] for s, n in seen.items() if log_statuses[s] < n}
     t0 = clock.t0
@@ -381,7 +383,7 @@ def analyse(run: dict, rows: list[tuple], args) -> dict:
     fivexx = sum(n for s, n in log_statuses.items() if 500 <= s < 600)
     return {
         "host": args.host, "seconds": args.seconds, "requests": len(rows), "log_statuses": dict(log_statuses),
-        "client_statuses": {f"{s} {e or ''}".strip(): n for (s, e), n in sorted(run["statuses"].items())},
+        "client_statuses": {f"{k} {s} {e or ''}".strip(): n for (k, s, e), n in sorted(run["statuses"].items(), key=str)},
         "client_errors": dict(run["errors"]), "admissions_checked": checked,
         "keys_checked": len({(r, k) for r, k, _ in found}), "breaches": [str(b) for b in breaches[:20]],
         "breach_count": len(breaches), "keys_breached": len({(b.rule, b.key) for b in breaches}), "odd_lines": odd[:10], "fivexx": fivexx, "missing_in_log": missing,
@@ -478,6 +480,10 @@ def main() -> int:
     result = analyse(run, parse_log(access_log), args)
     failures = verdict(result, args)
     print(summary(result, failures, command))
+    if failures:
+        print(f"Envoy's config, logs and access log kept in {workdir}")
+    else:
+        shutil.rmtree(workdir)  # the access log of 10 minutes is ~100 MB
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**result, "command": command, "failures": failures}, indent=1))
