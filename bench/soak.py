@@ -60,7 +60,7 @@ def filter_config(version: int, fresh_counters: bool = False) -> dict:
     """Configuration `version`. `fresh_counters` (a deliberately broken setup, to show the
     oracle fails) moves the store to a new key prefix at every version: counts lost at each
     reload."""
-    def limit(rule, name, window, requests):
+    def limit(name, window, requests):
         return {"name": name, "requests": requests, "window": window, "message": f"config v{version}"}
 
     store = {"max_clients": 256}
@@ -73,12 +73,12 @@ def filter_config(version: int, fresh_counters: bool = False) -> dict:
         "rules": [
             {"name": "health", "match": {"path": {"exact": "/healthz"}}, "exempt": True},
             {"name": "hot", "match": {"path": {"prefix": "/hot"}}, "key": KEY,
-             "limits": [limit("hot", "per_2s", "2s", HOT_LIMITS[version % 2])]},
+             "limits": [limit("per_2s", "2s", HOT_LIMITS[version % 2])]},
             {"name": "users", "match": {"path": {"prefix": "/users"}}, "key": KEY,
-             "limits": [limit("users", "per_5s", "5s", 5), limit("users", "per_minute", "1m", 30)]},
+             "limits": [limit("per_5s", "5s", 5), limit("per_minute", "1m", 30)]},
             {"name": "multi", "match": {"path": {"prefix": "/multi"}}, "key": KEY,
              "cost": {"header": "x-cost", "default": 1, "max": 5},
-             "limits": [limit("multi", "per_second", "1s", 20), limit("multi", "per_10s", "10s", 100)]},
+             "limits": [limit("per_second", "1s", 20), limit("per_10s", "10s", 100)]},
         ],
     }
 
@@ -127,6 +127,12 @@ class Client(threading.Thread):
         self.errors: Counter = Counter()
 
     def run(self) -> None:
+        try:
+            self.send_until_stopped()
+        except Exception as e:  # noqa: BLE001 (a dead source would silently thin the traffic)
+            self.errors[f"crashed: {e!r}"] += 1
+
+    def send_until_stopped(self) -> None:
         conn, left = None, 0
         while not self.clock.stopped.is_set():
             phase = self.clock.phase()
@@ -153,7 +159,10 @@ class Client(threading.Thread):
     def record(self, status: int, body: bytes) -> None:
         error = None
         if status == 429:
-            doc = json.loads(body)
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = {"error": "(not JSON)"}
             error = doc.get("error")
             match = re.fullmatch(r"config v(\d+)", str(doc.get("message", "")))
             if match:
@@ -402,6 +411,9 @@ def verdict(r: dict, args) -> list[str]:
         failures.append(f"{r['breach_count']} windows over a limit, e.g. {r['breaches'][0]}")
     if r["odd_lines"]:
         failures.append(f"responses without the limit they were judged by: {r['odd_lines'][:3]}")
+    crashed = [e for e in r["client_errors"] if e.startswith("crashed")]
+    if crashed:
+        failures.append(f"traffic sources crashed: {crashed}")
     if r["fivexx"]:
         failures.append(f"{r['fivexx']} 5xx responses")
     if r["missing_in_log"]:
