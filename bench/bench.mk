@@ -10,6 +10,8 @@
 #                       valgrind's callgrind (~3-5 minutes; repeatable on a busy machine, for
 #                       judging a change: INSTR_ARGS="--alt-wasm /tmp/prev.wasm");
 #                       writes bench/results/instructions/latest.{md,json}
+#   make soak           the filter for SOAK_SECONDS (default 600) under mixed traffic and reloads,
+#                       every admission checked from Envoy's access log, RSS, 5xx (HOST=wasm|native)
 NOOP_WASM := bench/noop/target/$(TARGET)/release/noop_filter.wasm
 BENCH_ARGS ?=
 INSTR_ARGS ?=
@@ -21,7 +23,7 @@ VARIANT_CONFIGS ?= 2,p1,p2,p7,p3,4,p4,p5,5,p6
 PROBE_CONFIGS ?= h-none,h-time,h-header,h-header_absent,h-header_pairs,h-property,h-shared_get,$\
 h-shared_get_small,h-shared_set,h-metric,h-log,h-resp_header
 
-.PHONY: bench bench-smoke bench-setup bench-micro bench-profile bench-instructions
+.PHONY: bench bench-smoke bench-setup bench-micro bench-profile bench-instructions soak
 
 bench-setup: .wasm-target $(NOOP_WASM)
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -58,3 +60,14 @@ bench-instructions: setup build build-native $(NOOP_WASM)
 	  echo "installing valgrind with apt-get"; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq valgrind >/dev/null; }
 	nice $(PY) bench/instructions.py --envoy $(ENVOY) $(INSTR_ARGS)
+
+# The soak (make soak): a real Envoy with the filter for SOAK_SECONDS (default 600) under mixed
+# traffic and a configuration reload every 3 s, then every admission checked against the limits
+# from Envoy's access log, its RSS over time and every status (bench/soak.py; exit 1 on a breach).
+# HOST=wasm (default) or native. Figures in target/soak/<host>.json.
+SOAK_SECONDS ?= 600
+# HOST given on the command line wins; one from the environment (some shells export the machine's
+# name as HOST) only when it names a host.
+SOAK_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(or $(filter wasm native,$(HOST)),wasm))
+soak: setup build build-native
+	$(PY) bench/soak.py --host $(SOAK_HOST) --seconds $(SOAK_SECONDS) --json target/soak/$(SOAK_HOST).json

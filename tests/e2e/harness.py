@@ -118,84 +118,6 @@ def listener_resource(filter_config, listen_port, upstream_port, admin_port, hos
     return bootstrap, {"resources": [listener]}
 
 
-class LdsEnvoy:
-    """An Envoy whose listener comes by LDS from a watched directory: `publish` swaps it for another
-    (another filter configuration, another build of the filter, another server name) as a control
-    plane would, and Envoy drains the previous one. Started by its own process id and stopped by
-    it (`close`, or as a context manager)."""
-
-    def __init__(self, upstream: Upstream, workdir: Path, filter_config, host: str = "wasm",
-                 concurrency: int = 2) -> None:
-        self.upstream, self.host = upstream, host
-        self.listen_port, self.admin_port = free_port(), free_port()
-        self.dir = workdir / "lds"
-        self.dir.mkdir()
-        self.lds_path = self.dir / "lds.yaml"
-        self.log_path = workdir / "envoy.log"
-        bootstrap, _ = listener_resource(filter_config, self.listen_port, upstream.port, self.admin_port, host)
-        self.publish(filter_config)
-        bootstrap["dynamic_resources"] = {
-            "lds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {"path": str(self.lds_path), "watched_directory": {"path": str(self.dir)}},
-            }
-        }
-        bootstrap["node"] = {"id": "test", "cluster": "test"}
-        boot = workdir / "bootstrap.yaml"
-        boot.write_text(yaml.safe_dump(bootstrap))
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(boot), "--concurrency", str(concurrency), "--disable-hot-restart",
-             "--log-path", str(self.log_path), "--file-flush-interval-msec", "100"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(self.listen_port, self.proc)
-        except BaseException:
-            self.close()
-            raise
-
-    def publish(self, filter_config, build: Path | None = None, server_name: str | None = None,
-                vm_id: str | None = None) -> None:
-        """Writes the listener with `filter_config`, the filter `build` (default: the one under
-        test) and, if given, the connection manager's `server_name` (the `server` header of every
-        response it sends: which listener answered) and the Wasm filter's `vm_id`."""
-        _, resource = listener_resource(filter_config, self.listen_port, self.upstream.port, self.admin_port,
-                                        self.host, build)
-        hcm = resource["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        if server_name:
-            hcm["server_name"] = server_name
-        if vm_id:
-            wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-            wasm["typed_config"]["config"]["vm_config"]["vm_id"] = vm_id
-        staged = self.dir / ".staged.yaml"
-        staged.write_text(yaml.safe_dump(resource))
-        os.rename(staged, self.lds_path)
-
-    def stat(self, name: str) -> int:
-        text = admin_get(self.admin_port, f"/stats?filter=^{re.escape(name)}$")
-        match = re.search(r": (\d+)", text)
-        return int(match.group(1)) if match else 0
-
-    def wait_for(self, name: str, value: int, timeout: float = 20) -> None:
-        """Waits until stat `name` reaches `value` (e.g. `listener_manager.lds.update_success`)."""
-        assert eventually(lambda: self.stat(name) >= value, timeout=timeout, every=0.1), f"{name} never reached {value}"
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def close(self) -> None:
-        stop(self.proc)
-
-    def __enter__(self) -> "LdsEnvoy":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def grpc_cluster(name: str, port: int) -> dict:
     """An HTTP/2 cluster on 127.0.0.1:`port`, as a rate limit service needs (the one
     envoy/fleet_config.py adds for `make run-fleet`, renamed)."""
@@ -322,6 +244,100 @@ class Envoy:
         with ThreadPoolExecutor(max_workers=connections) as pool:
             results = list(pool.map(run, per_conn))
         return [r for chunk in results for r in chunk]
+
+
+class LdsEnvoy:
+    """An Envoy whose listener (the filter with its configuration) comes by LDS from a file in a
+    watched directory, as a control plane or an operator reloads it: `publish()` swaps the file
+    atomically (write, then rename) for another filter configuration, another build of the filter,
+    another server name or `vm_id`; Envoy applies it and drains the previous listener, or rejects
+    it and keeps the previous one (`lds.update_rejected`). Same bootstrap as `Envoy` otherwise
+    (render_config); `extra_args` are added to Envoy's command line (e.g. `--drain-time-s`).
+    Started by `start()` (or as a context manager) and stopped by its process id."""
+
+    def __init__(self, upstream_port: int, workdir: Path, filter_config, host: str = "wasm",
+                 concurrency: int = 2, hcm_overrides: dict | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.upstream_port, self.workdir, self.host = upstream_port, Path(workdir), host
+        self.hcm_overrides, self.concurrency, self.extra_args = hcm_overrides, concurrency, extra_args
+        self.listen_port, self.admin_port = free_port(), free_port()
+        self.lds_dir = self.workdir / "lds"
+        self.lds_dir.mkdir(parents=True, exist_ok=True)
+        self.lds_path = self.lds_dir / "lds.yaml"
+        self.log_path = self.workdir / "envoy.log"
+        self.proc: subprocess.Popen | None = None
+        self.publish(filter_config)
+
+    def _render(self, filter_config, build: Path | None = None) -> tuple[dict, dict]:
+        bootstrap = render_config(filter_config, self.upstream_port, self.listen_port, self.admin_port,
+                                  self.hcm_overrides, host=self.host, build=build)
+        listener = bootstrap["static_resources"].pop("listeners")[0]
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        return bootstrap, {"resources": [listener]}
+
+    def publish(self, filter_config, build: Path | None = None, server_name: str | None = None,
+                vm_id: str | None = None) -> None:
+        """The listener with `filter_config`, the filter `build` (default: the one under test) and,
+        if given, the connection manager's `server_name` (the `server` header of every response it
+        sends: which listener answered) and the Wasm filter's `vm_id`, swapped in atomically
+        (Envoy never reads half a file)."""
+        _, resource = self._render(filter_config, build)
+        hcm = resource["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        if server_name:
+            hcm["server_name"] = server_name
+        if vm_id:
+            wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+            wasm["typed_config"]["config"]["vm_config"]["vm_id"] = vm_id
+        staged = self.lds_dir / ".staged.yaml"
+        staged.write_text(yaml.safe_dump(resource))
+        os.rename(staged, self.lds_path)
+
+    def start(self) -> "LdsEnvoy":
+        assert self.proc is None, "this Envoy has been started already"
+        bootstrap, _ = self._render(None)
+        bootstrap["dynamic_resources"] = {"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(self.lds_path), "watched_directory": {"path": str(self.lds_dir)}},
+        }}
+        bootstrap["node"] = {"id": "test", "cluster": "test"}
+        boot = self.workdir / "bootstrap.yaml"
+        boot.write_text(yaml.safe_dump(bootstrap))
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(boot), "--concurrency", str(self.concurrency), "--disable-hot-restart",
+             "--log-path", str(self.log_path), "--file-flush-interval-msec", "100", *self.extra_args],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        try:
+            procs.wait_envoy_ready(self.admin_port, self.listen_port, self.proc)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def stat(self, name: str) -> int:
+        """One of Envoy's stats by its full name (0 when it does not exist yet)."""
+        text = admin_get(self.admin_port, f"/stats?filter=^{re.escape(name)}$")
+        match = re.search(r": (\d+)", text)
+        return int(match.group(1)) if match else 0
+
+    def wait_for(self, name: str, value: int, timeout: float = 20) -> None:
+        """Waits until stat `name` reaches `value` (e.g. `listener_manager.lds.update_success`)."""
+        assert eventually(lambda: self.stat(name) >= value, timeout=timeout, every=0.1), f"{name} never reached {value}"
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        stop(self.proc)
+
+    def __enter__(self) -> "LdsEnvoy":
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def http_get(port: int, path: str, headers: dict | None = None, host: str = "127.0.0.1") -> Response:

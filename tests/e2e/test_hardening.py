@@ -92,7 +92,7 @@ def test_config_reload_keeps_counters_and_rejects_a_broken_config(upstream, tmp_
     def config(requests, window="30s"):
         return {"rules": [{"name": "api", "key": API_KEY, "limits": [{"requests": requests, "window": window}]}]}
 
-    with LdsEnvoy(upstream, tmp_path, config(3), host) as envoy:
+    with LdsEnvoy(upstream.port, tmp_path, config(3), host) as envoy:
         def get(key="reloaded"):
             conn = envoy.connection()
             try:

@@ -123,7 +123,7 @@ def test_layout_swaps_under_load_count_each_layout_apart(upstream, tmp_path, hos
     next_build = NEXT[host]
     if not next_build.exists():
         pytest.fail(f"{next_build} is missing: build it first (make build-layout-next)")
-    envoy = LdsEnvoy(upstream, tmp_path, CONFIG, host)
+    envoy = LdsEnvoy(upstream.port, tmp_path, CONFIG, host).start()
     clients = [Client(envoy, key) for key in HAMMERED]
     steady = Steady(envoy)
     try:
@@ -223,7 +223,7 @@ def test_same_layout_upgrade_and_vm_id_change(upstream, tmp_path, host):
                 conn.close()
         return out
 
-    with LdsEnvoy(upstream, tmp_path, CONFIG, host) as envoy:
+    with LdsEnvoy(upstream.port, tmp_path, CONFIG, host) as envoy:
         assert statuses(envoy, "k", LIMIT + 1) == [200] * LIMIT + [429]
         envoy.publish(CONFIG, build=same_layout, server_name="same-layout")
         envoy.wait_for("listener_manager.lds.update_success", 2)
