@@ -176,8 +176,13 @@ explain:
 schema:
 	cargo run --quiet --features cli --bin ratelimit-config -- schema > envoy/ratelimit.schema.json
 
+# The e2e tests spend most of their time waiting (windows sliding, Envoys starting): E2E_WORKERS
+# pytest processes (pytest-xdist) run the tests side by side; the tests sharing the Docker engine's
+# stacks stay on one worker (xdist_group "docker"). E2E_WORKERS=0 runs them in this process.
+E2E_WORKERS ?= 2
 e2e: setup build build-native build-trap build-layout-next
-	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q
+	FLEET_ENGINE_REQUIRED=1 PROMTOOL_REQUIRED=1 $(PY) -m pytest tests/e2e -q \
+	  $(if $(filter-out 0,$(E2E_WORKERS)),-n $(E2E_WORKERS) --dist loadgroup)
 
 # promtool (Debian's prometheus package) checks the alert rules and the dashboard's queries
 # (tests/e2e/test_dashboards.py). The package's service is not started (no init system here; on

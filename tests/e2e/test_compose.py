@@ -26,6 +26,9 @@ import yaml
 from compose_harness import COMPOSE, NO_COMPOSE, Stack
 from harness import HOSTS, ROOT, http_get, admin_get
 
+# One Docker engine: its stacks and image builds run on one pytest-xdist worker (make e2e).
+pytestmark = pytest.mark.xdist_group("docker")
+
 ENVOY_DIR = ROOT / "envoy"
 COMPOSE_FILE = ENVOY_DIR / "docker-compose.yml"
 COMPOSE_CONFIG = ENVOY_DIR / "envoy.compose.yaml"

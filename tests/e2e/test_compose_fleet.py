@@ -30,6 +30,9 @@ import yaml
 from compose_harness import COMPOSE, NO_COMPOSE, Stack, docker
 from harness import ROOT, admin_get, http_get, settled
 
+# One Docker engine: its stacks and image builds run on one pytest-xdist worker (make e2e).
+pytestmark = pytest.mark.xdist_group("docker")
+
 ENVOY_DIR = ROOT / "envoy"
 COMPOSE_FILE = ENVOY_DIR / "docker-compose.fleet.yml"
 ENVOYS = ["envoy1", "envoy2", "envoy3"]

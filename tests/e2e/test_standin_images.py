@@ -17,6 +17,9 @@ import pytest
 
 from harness import ROOT
 
+# One Docker engine: its stacks and image builds run on one pytest-xdist worker (make e2e).
+pytestmark = pytest.mark.xdist_group("docker")
+
 spec = importlib.util.spec_from_file_location("standin_images", ROOT / "tests" / "docker" / "standin_images.py")
 standin_images = importlib.util.module_from_spec(spec)
 sys.modules["standin_images"] = standin_images  # its dataclasses look their module up there
