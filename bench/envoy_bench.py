@@ -96,9 +96,9 @@ def ratelimit(config: dict, wasm: Path | None = None) -> list[dict]:
     return [wasm_filter("ratelimit", wasm or WASM, json.dumps(config))]
 
 
-def native(config: dict) -> list[dict]:
+def native(config: dict, module: Path | None = None) -> list[dict]:
     """The filter as a dynamic module, with `config` (the same JSON as the Wasm filter's)."""
-    return [native_config.native_filter(json.dumps(config), str(NATIVE))]
+    return [native_config.native_filter(json.dumps(config), str(module or NATIVE))]
 
 
 def one_rule(limits: list[dict], **extra) -> dict:
@@ -294,6 +294,12 @@ def variants() -> list[Config]:
         Config("p5", "ratelimit, 2-byte counters (limit 65,000/s: page 936 B)",
                ratelimit(one_rule([{"name": "per_second", "requests": 65_000, "window": "1s"}])),
                expect_ratelimit_headers=True),
+        # The module's share (issue 21): what Envoy's dynamic-module filter costs around a module
+        # that does nothing, and what the three response headers cost.
+        Config("p1n", "ratelimit module (native), enabled=false (the hooks called, nothing done)",
+               native({"enabled": False, **one_rule(NEVER)})),
+        Config("p3n", "ratelimit module (native), headers style none (no response header writes)",
+               native(one_rule(NEVER, response={"headers": {"style": "none"}}))),
         Config("p6", "ratelimit, 429 path with refusal_log off",
                ratelimit(one_rule(ALWAYS, refusal_log="off")), expect_status=429,
                expect_ratelimit_headers=True, prime=True),
@@ -312,6 +318,20 @@ def alternative(wasm: Path) -> list[Config]:
     return out
 
 
+def alternative_native(modules: list[Path]) -> list[Config]:
+    """Configs 4n, 5n and 6n with other builds of the module (`--alt-native`, repeatable): ids
+    4na, 5na, 6na for the first, 4nb, 5nb, 6nb for the second, and so on."""
+    out = []
+    for letter, module in zip("abcdefghijklmnopqrstuvwxyz", modules):
+        for c in configurations():
+            if c.id in ("4n", "5n", "6n"):
+                plugin = json.loads(c.filters[0]["typed_config"]["filter_config"]["value"])
+                out.append(Config(c.id + letter, c.title + f" [{module}]", native(plugin, module), c.lua,
+                                  c.expect_status, c.expect_ratelimit_headers, c.prime,
+                                  headers=c.headers, response_headers=c.response_headers))
+    return out
+
+
 PROBE_WASM = BENCH / "probe" / "target" / "wasm32-wasip1" / "release" / "hostcall_probe.wasm"
 PROBE_OPS = ["none", "time", "header", "header_absent", "header_pairs", "property", "shared_get",
              "shared_get_small", "shared_set", "metric", "log", "resp_header"]
@@ -325,9 +345,11 @@ def probes() -> list[Config]:
                    expect_ratelimit_headers=op == "resp_header") for op in PROBE_OPS]
 
 
-def every_config(alt_wasm: Path | None = None, clients: int = CLIENTS) -> dict[str, Config]:
+def every_config(alt_wasm: Path | None = None, clients: int = CLIENTS,
+                 alt_native: list[Path] | None = None) -> dict[str, Config]:
     cfgs = (configurations(clients) + selectors() + settling() + variants()
-            + (alternative(alt_wasm) if alt_wasm else []) + probes())
+            + (alternative(alt_wasm) if alt_wasm else [])
+            + (alternative_native(alt_native) if alt_native else []) + probes())
     return {c.id: c for c in cfgs}
 
 
@@ -850,13 +872,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--together", action="store_true",
                     help="load all configs at once on the shared core (compare CPU per request)")
     ap.add_argument("--alt-wasm", type=Path, help="another build of the filter: adds configs 4a, 5a, 6a")
+    ap.add_argument("--alt-native", type=Path, action="append",
+                    help="another build of the module (an absolute path; repeatable): adds configs "
+                         "4na, 5na, 6na (then 4nb, ...)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin Envoy and wrk with taskset")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
 
     global PINNING
     PINNING = not (args.smoke or args.no_pin)
-    every = every_config(args.alt_wasm, args.clients)
+    every = every_config(args.alt_wasm, args.clients, args.alt_native)
     try:
         cfgs = [every[i.strip()] for i in args.configs.split(",") if i.strip()]
     except KeyError as err:

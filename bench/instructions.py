@@ -11,6 +11,8 @@ reports instructions per request and their ratios.
   python3 bench/instructions.py --alt-wasm /tmp/prev.wasm   # adds 4a, 5a, 6a: another build
   python3 bench/instructions.py --configs 4n,6n,7n --clients 1000000   # 1,000,000 clients (~15 min)
   python3 bench/instructions.py --configs 4n,6n --cache-sim --ll 2097152,16,64   # + simulated misses
+  python3 bench/instructions.py --alt-native /tmp/prev.so   # adds 4na, 5na, 6na: another module build
+                                                            #   (repeatable: 4nb, 5nb, 6nb, ...)
 
 How a configuration is measured (one Envoy process each, all started at once):
   1. Envoy starts under callgrind with instrumentation off (`--instr-atstart=no`): start-up, V8's
@@ -637,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", help="comma-separated ids of envoy_bench.py (default 1-6, "
                     "plus 4a,5a,6a with --alt-wasm)")
     ap.add_argument("--alt-wasm", type=Path, help="another build of the filter: adds configs 4a, 5a, 6a")
+    ap.add_argument("--alt-native", type=Path, action="append",
+                    help="another build of the module (an absolute path; repeatable): adds configs "
+                         "4na, 5na, 6na (then 4nb, ...)")
     ap.add_argument("--requests", type=int, default=400, help="requests per counted batch")
     ap.add_argument("--batches", type=int, default=2, help="counted batches per configuration")
     ap.add_argument("--interval", type=float, default=25.0,
@@ -670,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
 
-    every = eb.every_config(args.alt_wasm, args.clients)
+    every = eb.every_config(args.alt_wasm, args.clients, alt_native=args.alt_native)
     ids = args.configs or ("1,2,3,4,5,6,4n,5n,6n" + (",4a,5a,6a" if args.alt_wasm else ""))
     try:
         cfgs = [every[i.strip()] for i in ids.split(",") if i.strip()]
@@ -680,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             print(f"{tool} is missing (Debian: apt-get install valgrind)", file=sys.stderr)
             return 2
-    modules = [eb.NATIVE] if any(c.id.endswith("n") and c.id[0] in "4567" for c in cfgs) else []
+    modules = [eb.NATIVE] if any("n" in c.id for c in cfgs) else []
+    modules += args.alt_native or []
     missing = [str(p) for p in [eb.WASM, eb.NOOP_WASM] + modules + ([args.alt_wasm] if args.alt_wasm else [])
                if not p.exists()]
     if missing:

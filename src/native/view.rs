@@ -1,6 +1,7 @@
 //! The stream as the engine reads it, through Envoy's callbacks: the request when its headers
 //! arrive, the response when its stream completes. Each read copies only the bytes asked for.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use smallvec::SmallVec;
@@ -141,6 +142,14 @@ impl RequestView for RequestRead {
         find(self.headers(), name.as_bytes()).map(<[u8]>::to_vec)
     }
     fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
+        let lines = self.header_lines_in_place(name).into_iter();
+        lines.map(Cow::into_owned).collect()
+    }
+    /// In Envoy's header map, which outlives the hook's reads: no copy.
+    fn header_in_place(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        find(self.headers(), name.as_bytes()).map(Cow::Borrowed)
+    }
+    fn header_lines_in_place(&self, name: &str) -> SmallVec<[Cow<'_, [u8]>; 2]> {
         let name = name.as_bytes();
         let pairs = self.headers().iter().map(|h| {
             let key = EnvoyBuffer {
@@ -156,7 +165,7 @@ impl RequestView for RequestRead {
         });
         pairs
             .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_vec())
+            .map(|(_, v)| Cow::Borrowed(v))
             .collect()
     }
     fn source_address(&self) -> Option<Vec<u8>> {

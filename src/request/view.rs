@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
+use smallvec::SmallVec;
+
 use super::headers::HeaderMap;
 use crate::config::{Errors, Report};
 
@@ -29,12 +31,28 @@ pub trait RequestView {
     fn header_lines(&self, name: &str) -> Vec<Vec<u8>> {
         self.header(name).into_iter().collect()
     }
+    /// The first value of a request header, lent where the host holds it (no copy); by default
+    /// read with [`RequestView::header`].
+    fn header_in_place(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.header(name).map(Cow::Owned)
+    }
+    /// Every value of a request header, lent where the host holds them; by default
+    /// [`RequestView::header_lines`].
+    fn header_lines_in_place(&self, name: &str) -> Lines<'_> {
+        self.header_lines(name)
+            .into_iter()
+            .map(Cow::Owned)
+            .collect()
+    }
     /// Every request header at once, serialized as proxy-wasm's pairs (see [`HeaderMap`]); `None`
     /// where the host reads headers one by one as cheaply.
     fn header_map(&self) -> Option<Vec<u8>> {
         None
     }
 }
+
+/// The lines of a header, inline when few (the usual one).
+pub type Lines<'a> = SmallVec<[Cow<'a, [u8]>; 2]>;
 
 /// Where a value lies in dynamic metadata: the namespace (a filter's name), the key, and a path
 /// into a structured value.
@@ -128,7 +146,7 @@ impl Computed {
 /// the first header asked for (see [`Request::reading`]).
 pub struct Request<'a> {
     view: &'a dyn RequestView,
-    path: OnceCell<Option<Vec<u8>>>,
+    path: OnceCell<Option<Cow<'a, [u8]>>>,
     /// Every header, read once, when `all_headers`.
     map: OnceCell<Option<HeaderMap>>,
     all_headers: bool,
@@ -174,7 +192,7 @@ impl<'a> Request<'a> {
             Some(map) => map.get(":path"),
             None => self
                 .path
-                .get_or_init(|| self.view.header(":path"))
+                .get_or_init(|| self.view.header_in_place(":path"))
                 .as_deref(),
         }
     }
@@ -194,20 +212,18 @@ impl<'a> Request<'a> {
     ) -> impl Iterator<Item = Cow<'r, [u8]>> + 'n {
         let map = self.whole_map();
         let listed = match map {
-            Some(_) => Vec::new(),
-            None => self.view.header_lines(name),
+            Some(_) => Lines::new(),
+            None => self.view.header_lines_in_place(name),
         };
         let lines = map.into_iter().flat_map(move |m| m.values(name));
-        lines
-            .map(Cow::Borrowed)
-            .chain(listed.into_iter().map(Cow::Owned))
+        lines.map(Cow::Borrowed).chain(listed)
     }
 
     /// A header's value where it lies, when all headers were read at once (else read for it).
     pub fn header_ref(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         match self.map() {
             Some(map) => map.get(name).map(Cow::Borrowed),
-            None => self.view.header(name).map(Cow::Owned),
+            None => self.view.header_in_place(name),
         }
     }
 
