@@ -160,7 +160,7 @@ fuzz: .cargo-fuzz
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
-## fuzz-smoke: make fuzz for 3 seconds a target (a short pass for CI; not part of make test yet)
+## fuzz-smoke: make fuzz for 3 seconds a target (the short pass CI runs after make test; not part of it)
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
 
