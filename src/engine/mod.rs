@@ -39,6 +39,9 @@ pub use crate::fleet::{FleetSettings, Verdict as FleetVerdict};
 pub use crate::limiter::LAYOUT_VERSION as PAGE_LAYOUT_VERSION;
 pub use crate::request::{Computed, MetadataPath, RequestView};
 pub use crate::response::{HeaderName, HeaderValue, Headers, Reply};
+/// The shared-data semantics a host's store keeps (for the native store's tests).
+#[cfg(test)]
+pub use crate::store::assert_shared_data_semantics;
 pub use crate::store::{CasMismatch, Contended, SharedStore};
 
 #[cfg(feature = "cli")]

@@ -191,29 +191,7 @@ mod tests {
 
     #[test]
     fn behaves_like_envoy_shared_data() {
-        let store = NativeStore::new();
-        assert_eq!(store.get("k"), (None, None));
-        // A missing key accepts any cas: creation is not atomic.
-        store.set("k", b"a", Some(12345)).unwrap();
-        let (value, cas) = store.get("k");
-        assert_eq!(value.as_deref(), Some(&b"a"[..]));
-        let cas = cas.unwrap();
-        assert_eq!(
-            store.set("k", b"b", Some(cas.wrapping_add(1))),
-            Err(CasMismatch)
-        );
-        store.set("k", b"b", Some(cas)).unwrap();
-        assert_eq!(
-            store.set("k", b"c", Some(cas)),
-            Err(CasMismatch),
-            "single use"
-        );
-        store.set("k", b"c", None).unwrap();
-        // An emptied key reads as no value with a cas: it still exists.
-        store.set("k", b"", None).unwrap();
-        let (value, cas) = store.get("k");
-        assert_eq!(value, None);
-        assert!(cas.is_some());
+        crate::engine::assert_shared_data_semantics(&NativeStore::new());
     }
 
     #[test]

@@ -16,4 +16,6 @@ pub use keys::{seed_key, PageKey, PageKeys};
 pub use memory::MemoryStore;
 pub use seed::shared_seed;
 pub use settings::StoreSettings;
+#[cfg(test)]
+pub use shared::assert_shared_data_semantics;
 pub use shared::{update, CasMismatch, Contended, SharedStore, Updated};

@@ -79,6 +79,31 @@ pub fn update<T>(
     Ok(Updated { result, lost_races })
 }
 
+/// The semantics of proxy-wasm shared data every store keeps, for each store's tests: a missing
+/// key accepts any cas (creation is not atomic), a cas is single-use, a stale one is refused, and
+/// an emptied key reads as no value with a cas (it still exists).
+#[cfg(test)]
+pub fn assert_shared_data_semantics(store: &dyn SharedStore) {
+    assert_eq!(store.get("k"), (None, None));
+    store.set("k", b"a", Some(12345)).unwrap();
+    let (value, cas) = store.get("k");
+    assert_eq!(value.as_deref(), Some(&b"a"[..]));
+    let cas = cas.unwrap();
+    let stale = store.set("k", b"b", Some(cas.wrapping_add(1)));
+    assert_eq!(stale, Err(CasMismatch));
+    store.set("k", b"b", Some(cas)).unwrap();
+    assert_eq!(
+        store.set("k", b"c", Some(cas)),
+        Err(CasMismatch),
+        "cas is single-use"
+    );
+    store.set("k", b"c", None).unwrap();
+    store.set("k", b"", None).unwrap();
+    let (value, cas) = store.get("k");
+    assert_eq!(value, None);
+    assert!(cas.is_some());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
