@@ -195,8 +195,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     )
 }
 
-/// The reply to a request whose decision failed (a bug, caught): the filter fails closed, as the
-/// Wasm filter does with `fail_open: false`, and says so truthfully.
+/// The reply to a request whose decision failed (a bug, caught): that request fails closed, as a
+/// trapping Wasm filter's does under every failure policy but the legacy `fail_open: true`, and
+/// says so truthfully; the module goes on with the next request (docs/src/operating/failures.md).
 fn failure_reply() -> Reply {
     let body = "{\"error\":\"rate_limit_failure\",\"message\":\"The rate limiter failed on this \
                 request.\"}";
