@@ -92,9 +92,9 @@ fn list(stream: Stream, kind: u32) -> SmallVec<[EnvoyHeader; INLINE_HEADERS]> {
     headers
 }
 
-/// The value of header `name` in a list Envoy made in the running hook.
-fn find<'a>(headers: &'a [EnvoyHeader], name: &[u8]) -> Option<&'a [u8]> {
-    headers.iter().find_map(|h| {
+/// The (name, value) pairs of a list Envoy made in the running hook.
+fn pairs(headers: &[EnvoyHeader]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers.iter().map(|h| {
         let key = EnvoyBuffer {
             ptr: h.key_ptr,
             length: h.key_length,
@@ -104,8 +104,13 @@ fn find<'a>(headers: &'a [EnvoyHeader], name: &[u8]) -> Option<&'a [u8]> {
             length: h.value_length,
         };
         // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
-        (unsafe { key.bytes() } == name).then(|| unsafe { value.bytes() })
+        unsafe { (key.bytes(), value.bytes()) }
     })
+}
+
+/// The value of header `name` in a list Envoy made in the running hook.
+fn find<'a>(headers: &'a [EnvoyHeader], name: &[u8]) -> Option<&'a [u8]> {
+    pairs(headers).find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// Whether the response already has any of `names` (listed by one call).
@@ -151,19 +156,7 @@ impl RequestView for RequestRead {
     }
     fn header_lines_in_place(&self, name: &str) -> SmallVec<[Cow<'_, [u8]>; 2]> {
         let name = name.as_bytes();
-        let pairs = self.headers().iter().map(|h| {
-            let key = EnvoyBuffer {
-                ptr: h.key_ptr,
-                length: h.key_length,
-            };
-            let value = EnvoyBuffer {
-                ptr: h.value_ptr,
-                length: h.value_length,
-            };
-            // SAFETY: Envoy listed these in this hook; nothing has changed the headers since.
-            unsafe { (key.bytes(), value.bytes()) }
-        });
-        pairs
+        pairs(self.headers())
             .filter(|(k, _)| *k == name)
             .map(|(_, v)| Cow::Borrowed(v))
             .collect()
