@@ -118,3 +118,20 @@ pub fn assert_each_error_once(errors: &[String], expected: &[&str]) {
     }
     assert_eq!(errors.len(), expected.len(), "{errors:#?}");
 }
+
+/// A repeatable pseudo-random sequence for tests (xorshift64, from a non-zero seed).
+pub struct Xorshift(pub u64);
+
+impl Xorshift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A draw in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

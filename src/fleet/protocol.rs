@@ -260,11 +260,9 @@ mod tests {
         ] {
             assert_eq!(decode_response(bad), Err(Malformed), "{bad:?}");
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::testing::Xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rng.next();
             let len = (seed % 24) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
             let _ = decode_response(&bytes);

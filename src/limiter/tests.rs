@@ -620,13 +620,8 @@ fn interleaved_workers_admit_exactly_the_limit() {
     let store = MemoryStore::new();
     let p = policy(&[(50, 1_000)], 16, 4);
     let admitted = Cell::new(0);
-    let mut seed = 7u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = crate::testing::Xorshift(7);
+    let mut next = || rng.next();
     for _ in 0..200 {
         let racing = RacingStore {
             inner: &store,

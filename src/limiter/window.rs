@@ -435,13 +435,10 @@ mod tests {
         let w = SlidingWindow::new(window);
         let (mut ring, mut last) = ([0; RING], 0);
         let mut admitted = Vec::new();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rng = crate::testing::Xorshift(0x2545_f491_4f6c_dd1d);
         let mut t = 1_000_000;
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            t += seed % 97; // gaps from 0 to 96 ms: bursts and lulls
+            t += rng.below(97); // gaps from 0 to 96 ms: bursts and lulls
             if admit(&w, &mut ring, &mut last, t, limit) {
                 admitted.push(t);
             }

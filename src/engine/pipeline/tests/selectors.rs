@@ -407,13 +407,8 @@ fn all_headers_at_once_decide_as_one_by_one() {
     let mut one = all.clone();
     one.read_all_headers = false;
     let (a, b) = (MemoryStore::new(), MemoryStore::new());
-    let mut seed = 0x5851_f42d_4c95_7f2d_u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = crate::testing::Xorshift(0x5851_f42d_4c95_7f2d_u64);
+    let mut next = |n: u64| rng.below(n);
     let mut now = T0;
     for _ in 0..3_000 {
         now += next(50);

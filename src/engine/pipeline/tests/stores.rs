@@ -181,13 +181,8 @@ fn remembered_refusals_change_no_reply() {
         assert_eq!(lasting, flags, "a names c, so only c comes last");
         let (remembering, fresh) = (MemoryStore::new(), MemoryStore::new());
         let mut memory = Memory::default();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::testing::Xorshift(0x2545_f491_4f6c_dd1d_u64);
+        let mut next = |n: u64| rng.below(n);
         let mut now = T0;
         for _ in 0..6_000 {
             now += next(700);
@@ -232,13 +227,8 @@ fn an_in_place_store_decides_alike() {
         ]}"#;
     let filter = load(json.as_bytes()).unwrap();
     let (cas, in_place) = (MemoryStore::new(), InPlaceStore::default());
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = crate::testing::Xorshift(0x9e37_79b9_7f4a_7c15_u64);
+    let mut next = |n: u64| rng.below(n);
     let (mut now, mut refused) = (T0, 0);
     for _ in 0..20_000 {
         now += next(300);
