@@ -82,17 +82,14 @@ build-trap: .wasm-target
 	@ls -l $(TRAP_DIR)
 
 ## build-layout-next: tests only: both hosts built with the page layout's next version (feature
-## layout-next), in their own target dir (cached, never in the shipped outputs), copied into
-## target/filter/test/ for tests/e2e/test_upgrade.py
-LAYOUT_NEXT_DIR := target/layout-next
-LAYOUT_NEXT_WASM := target/filter/test/envoy_ratelimit_wasm.layout-next.wasm
-LAYOUT_NEXT_NATIVE := target/filter/test/libenvoy_ratelimit_layout_next.so
+## layout-next), in profiles of their own as build-trap's (never in the shipped outputs), copied
+## into target/filter/test/ for tests/e2e/test_upgrade.py
 build-layout-next: .wasm-target
-	cargo build --quiet --release --target $(TARGET) --features layout-next --target-dir $(LAYOUT_NEXT_DIR)
-	cargo build --quiet --profile native --features native,layout-next --lib --target-dir $(LAYOUT_NEXT_DIR)
-	@mkdir -p $(dir $(LAYOUT_NEXT_WASM))
-	@cp $(LAYOUT_NEXT_DIR)/$(TARGET)/release/envoy_ratelimit_wasm.wasm $(LAYOUT_NEXT_WASM)
-	@cp $(LAYOUT_NEXT_DIR)/native/libenvoy_ratelimit_wasm.so $(LAYOUT_NEXT_NATIVE)
+	cargo build --quiet --profile layout-next --target $(TARGET) --features layout-next
+	cargo build --quiet --profile native-layout-next --features native,layout-next --lib
+	@mkdir -p $(TRAP_DIR)
+	@cp target/$(TARGET)/layout-next/envoy_ratelimit_wasm.wasm $(TRAP_DIR)/envoy_ratelimit_wasm.layout-next.wasm
+	@cp target/native-layout-next/libenvoy_ratelimit_wasm.so $(TRAP_DIR)/libenvoy_ratelimit_layout_next.so
 
 ## run: Envoy on 127.0.0.1:10000 (admin :9901) with envoy/envoy.yaml, in front of the demo upstream on :8080;
 ## EXAMPLE=llm runs envoy/examples/llm/ instead (token budgets for an OpenAI-compatible API)
